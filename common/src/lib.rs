@@ -1,0 +1,21 @@
+//! shoal's domain types and pure decision logic, shared by the coordinator, the worker and tests.
+//!
+//! # Layout
+//! - [`backoff`]: capped jittered retry delays.
+//! - [`ids`]: newtypes for the ids that travel through the system (`MigrationId`, `WorkerId`, ...).
+//!   Proto strings and integers become these at the edge; no bare ids in the core.
+//! - [`registry`]: the worker registry's rules (record, heartbeat cadence, expiry), pure.
+//! - [`signals`]: SIGTERM/SIGINT as the start of graceful shutdown.
+//! - [`sql`]: identifier quoting.
+//! - [`telemetry`]: log set-up shared by every binary (text or JSON, `RUST_LOG` filter).
+//!
+//! Apart from the process plumbing in `signals` and `telemetry`, nothing here performs I/O:
+//! decisions are plain functions over plain data, and the drivers in `shoal-coordinator` and
+//! `shoal-worker` perform the effects.
+
+pub mod backoff;
+pub mod ids;
+pub mod registry;
+pub mod signals;
+pub mod sql;
+pub mod telemetry;

@@ -1,0 +1,70 @@
+//! Coordinator configuration: flags, each with a `SHOAL_*` environment equivalent.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use shoal_common::telemetry::LogFormat;
+
+/// shoal coordinator: holds migration lifecycles and leases, and hands chunk tasks to workers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shoal-coordinator", version, about, long_about = None)]
+#[command(
+    after_help = "Example:\n  shoal-coordinator --redis redis://127.0.0.1:6379 --listen 0.0.0.0:7420"
+)]
+pub struct Config {
+    /// Address the gRPC API (MigrationService, WorkService, health, reflection) listens on.
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+
+    /// Redis URL for the live state shared by coordinator replicas. Without it the coordinator
+    /// keeps that state in memory, and only one coordinator may run.
+    #[arg(long, env = "SHOAL_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every Redis key, so several fleets can share one Redis.
+    #[arg(long, env = "SHOAL_NAMESPACE", default_value = "shoal")]
+    pub namespace: String,
+
+    /// A worker that has not heartbeated for this long is dropped from the registry.
+    #[arg(long, env = "SHOAL_WORKER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub worker_ttl: Duration,
+
+    /// Longest time one AcquireTask long poll is held open.
+    #[arg(long, env = "SHOAL_MAX_POLL_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub max_poll_wait: Duration,
+
+    /// Identity of this replica (default: host name and pid).
+    #[arg(long, env = "SHOAL_COORDINATOR_ID")]
+    pub id: Option<String>,
+
+    /// Log line format: text or json.
+    #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let config = Config::try_parse_from(["shoal-coordinator", "--worker-ttl", "2s"]).unwrap();
+        assert_eq!(config.worker_ttl, Duration::from_secs(2));
+        assert_eq!(config.listen, "127.0.0.1:7420".parse().unwrap());
+        assert_eq!(config.redis, None);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::try_parse_from(["shoal-coordinator", "--worker-ttl", "soon"]).is_err());
+        assert!(Config::try_parse_from(["shoal-coordinator", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

@@ -1,0 +1,19 @@
+//! The shoal coordinator: holds each migration's lifecycle and leases, and hands chunk-copy and
+//! checksum tasks to stateless workers over gRPC. Any number of replicas share live state
+//! through Redis; durable state lives in MySQL beside the migrated table.
+//!
+//! # Layout
+//! - [`config`]: flags and their `SHOAL_*` environment equivalents.
+//! - [`server`]: the process: binds, serves gRPC (plus health and reflection), drains on
+//!   shutdown.
+//! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
+//! - [`store`]: live-state stores behind traits, in memory and in Redis, with one conformance
+//!   suite.
+//!
+//! The `shoal` CLI (`src/bin/shoal.rs`) is built from this crate too: it is a client of the
+//! same gRPC API.
+
+pub mod api;
+pub mod config;
+pub mod server;
+pub mod store;

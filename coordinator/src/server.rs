@@ -1,0 +1,157 @@
+//! The coordinator process: builds its stores and serves gRPC until cancelled.
+//!
+//! `Coordinator::bind(config)` opens the socket and the stores (fails fast on a bad address or an
+//! unreachable Redis); `run(cancel)` serves until the token is cancelled, then drains: open long
+//! polls end, in-flight calls finish, the socket closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use shoal_common::ids::CoordinatorId;
+use shoal_common::registry::RegistrationTiming;
+use shoal_proto::v1::migration_service_server::MigrationServiceServer;
+use shoal_proto::v1::work_service_server::WorkServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::migration_service::MigrationApi;
+use crate::api::work_service::WorkApi;
+use crate::config::Config;
+use crate::store::memory::MemoryWorkerRegistry;
+use crate::store::redis::{RedisWorkerRegistry, connect};
+use crate::store::worker_registry::WorkerRegistry;
+
+/// A bound, not yet serving, coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: Config,
+    /// Identity of this replica.
+    id: CoordinatorId,
+    /// The listening socket, bound in `bind` so that address errors surface before serving.
+    listener: TcpListener,
+    /// Live worker registrations.
+    registry: Arc<dyn WorkerRegistry>,
+    /// Registration TTL and heartbeat cadence.
+    timing: RegistrationTiming,
+}
+
+impl Coordinator {
+    /// Validates the configuration, connects to Redis and binds the gRPC address.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let timing = RegistrationTiming::from_ttl(config.worker_ttl)?;
+        let id = match &config.id {
+            Some(id) => CoordinatorId::parse(id.clone()).context("--id")?,
+            None => CoordinatorId::generate(
+                &gethostname::gethostname().to_string_lossy(),
+                std::process::id(),
+            ),
+        };
+        let registry: Arc<dyn WorkerRegistry> = match &config.redis {
+            Some(url) => {
+                let connection = connect(url)
+                    .await
+                    .with_context(|| format!("connect to redis at {}", redact(url)))?;
+                Arc::new(RedisWorkerRegistry::new(
+                    connection,
+                    config.namespace.clone(),
+                ))
+            }
+            None => {
+                warn!("no --redis given: live state is in memory, run only one coordinator");
+                Arc::new(MemoryWorkerRegistry::default())
+            }
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        Ok(Self {
+            config,
+            id,
+            listener,
+            registry,
+            timing,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let address = self.local_addr()?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<MigrationServiceServer<MigrationApi>>()
+            .await;
+        health_reporter
+            .set_serving::<WorkServiceServer<WorkApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("build the reflection service")?;
+        let migration_api = MigrationApi::new(Arc::clone(&self.registry));
+        let work_api = WorkApi::new(
+            self.id.clone(),
+            Arc::clone(&self.registry),
+            self.timing,
+            self.config.max_poll_wait,
+            shutdown.clone(),
+        );
+        info!(
+            coordinator_id = %self.id,
+            %address,
+            worker_ttl = ?self.timing.ttl,
+            "coordinator listening"
+        );
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(MigrationServiceServer::new(migration_api))
+            .add_service(WorkServiceServer::new(work_api))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+            .context("serve gRPC")?;
+        info!(coordinator_id = %self.id, "coordinator stopped");
+        Ok(())
+    }
+}
+
+/// A URL with any password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact("redis://:s3cret@host"), "redis://:***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,21 @@
+//! shoal's test harness and end-to-end tests.
+//!
+//! # Layout
+//! - [`servers`]: private MariaDB (row binlog on) and Redis instances, each in its own temp
+//!   directory on free ports, shared by every test of one `cargo nextest run` and reaped when
+//!   the run ends; [`servers::shared`] is the entry point, [`servers::TestDatabase`] the
+//!   per-test database.
+//! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached.
+//! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
+//!   on free ports, with their logs captured to files.
+//! - [`wait`]: waiting for a condition with a deadline (never sleep-and-hope).
+//! - `tests/*.rs`: the end-to-end tests.
+//!
+//! The harness is a library so that benchmarks and the demo can use it too.
+
+pub mod mariadb;
+pub mod processes;
+pub mod redis_server;
+pub mod servers;
+pub mod system;
+pub mod wait;

@@ -1,0 +1,245 @@
+//! The built shoal binaries as child processes, with logs captured to files.
+//!
+//! Binaries are looked up in `SHOAL_BIN_DIR`, else beside the test executable
+//! (`target/<profile>/`). `make test` builds them first (`cargo build --workspace --bins`).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use shoal_proto::v1::migration_service_client::MigrationServiceClient;
+use shoal_proto::v1::work_service_client::WorkServiceClient;
+use tonic::transport::Channel;
+
+use crate::system::free_port;
+use crate::wait;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Directory holding the built shoal binaries.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SHOAL_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("locate the running executable")?;
+    let dir = exe
+        .parent()
+        .context("the running executable has no directory")?;
+    // Tests run from target/<profile>/deps/, binaries such as the demo from target/<profile>/.
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        return dir
+            .parent()
+            .map(Path::to_path_buf)
+            .context("deps/ has no parent");
+    }
+    Ok(dir.to_path_buf())
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is not built; run `cargo build --workspace --bins` first (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running shoal process. Dropping it kills the process (SIGKILL) if it still runs.
+#[derive(Debug)]
+pub struct ShoalProcess {
+    /// Label for messages ("coordinator", "worker-a").
+    pub name: String,
+    /// Captured stdout and stderr.
+    pub log_path: PathBuf,
+    /// Keeps the log directory alive as long as the process handle.
+    _log_dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ShoalProcess {
+    /// Starts `binary` with `args` and `env`, capturing both output streams into one log file.
+    pub fn spawn(
+        name: &str,
+        binary_name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let program = binary(binary_name)?;
+        let log_dir = tempfile::Builder::new()
+            .prefix("shoal-proc-")
+            .tempdir()
+            .context("create a log directory")?;
+        let log_path = log_dir.path().join(format!("{name}.log"));
+        let log = File::create(&log_path).context("create the log file")?;
+        let mut command = Command::new(&program);
+        command
+            .args(args)
+            .env("RUST_LOG", "info,shoal=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("clone the log handle")?)
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            log_path,
+            _log_dir: log_dir,
+            child,
+        })
+    }
+
+    /// Operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process has logged so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.pid()).context("pid out of range")?;
+        kill(Pid::from_raw(pid), signal).with_context(|| format!("send {signal} to {}", self.name))
+    }
+
+    /// The exit status if the process has ended.
+    pub fn try_exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.child.try_wait().context("poll child")
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let what = format!("{} to exit", self.name);
+        let (status, _) = wait::until(&what, timeout, Duration::from_millis(20), || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await?;
+        Ok(status)
+    }
+
+    /// Fails if the log holds an ERROR line: unexpected errors fail end-to-end tests.
+    pub fn assert_no_error_logs(&self) {
+        let logs = self.logs();
+        let errors: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains(" ERROR "))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} logged errors:\n{}",
+            self.name,
+            errors.join("\n")
+        );
+    }
+}
+
+impl Drop for ShoalProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How to start a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    /// Redis URL; `None` runs it with the in-memory store.
+    pub redis_url: Option<String>,
+    /// Redis key namespace.
+    pub namespace: String,
+    /// Registration TTL of workers.
+    pub worker_ttl: Duration,
+}
+
+/// A coordinator process and its gRPC address.
+#[derive(Debug)]
+pub struct CoordinatorProcess {
+    /// The process.
+    pub process: ShoalProcess,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl CoordinatorProcess {
+    /// Starts `shoal-coordinator` on a free port and waits until its gRPC API answers.
+    pub async fn start(name: &str, options: &CoordinatorOptions) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut args = vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--namespace".to_owned(),
+            options.namespace.clone(),
+            "--worker-ttl".to_owned(),
+            format!("{}ms", options.worker_ttl.as_millis()),
+            "--id".to_owned(),
+            name.to_owned(),
+        ];
+        if let Some(url) = &options.redis_url {
+            args.extend(["--redis".to_owned(), url.clone()]);
+        }
+        let mut process = ShoalProcess::spawn(name, "shoal-coordinator", &args, &[])?;
+        let url = format!("http://127.0.0.1:{port}");
+        let what = format!("{name} to serve gRPC at {url}");
+        let ready = wait::until(&what, READY_TIMEOUT, Duration::from_millis(50), || {
+            let url = url.clone();
+            async move {
+                let mut client = MigrationServiceClient::connect(url).await.ok()?;
+                client
+                    .list_workers(shoal_proto::v1::ListWorkersRequest {})
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await;
+        if let Err(error) = ready {
+            let exited = process.try_exit_status().ok().flatten();
+            bail!("{error} (exit: {exited:?}); log:\n{}", process.logs());
+        }
+        Ok(Self { process, url })
+    }
+
+    /// A client of its MigrationService.
+    pub async fn migration_client(&self) -> anyhow::Result<MigrationServiceClient<Channel>> {
+        Ok(MigrationServiceClient::connect(self.url.clone()).await?)
+    }
+
+    /// A client of its WorkService.
+    pub async fn work_client(&self) -> anyhow::Result<WorkServiceClient<Channel>> {
+        Ok(WorkServiceClient::connect(self.url.clone()).await?)
+    }
+}
+
+/// Starts `shoal-worker` named `id` against `coordinator_url`.
+pub fn start_worker(
+    id: &str,
+    coordinator_url: &str,
+    concurrency: u32,
+) -> anyhow::Result<ShoalProcess> {
+    let args = vec![
+        "--coordinator".to_owned(),
+        coordinator_url.to_owned(),
+        "--id".to_owned(),
+        id.to_owned(),
+        "--concurrency".to_owned(),
+        concurrency.to_string(),
+        "--poll-wait".to_owned(),
+        "2s".to_owned(),
+    ];
+    ShoalProcess::spawn(id, "shoal-worker", &args, &[])
+}

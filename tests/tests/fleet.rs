@@ -1,0 +1,274 @@
+//! A real fleet: one coordinator and two worker processes over gRPC on TCP, Redis for the
+//! registry, and the registry's liveness rules observed from outside through `ListWorkers`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use shoal_proto::v1;
+use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, start_worker};
+use shoal_tests::{servers, wait};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// Registration TTL used by these tests: short, so expiry is observable quickly.
+const WORKER_TTL: Duration = Duration::from_millis(1_500);
+/// How often the tests poll ListWorkers.
+const POLL: Duration = Duration::from_millis(50);
+
+async fn listed_workers(coordinator: &CoordinatorProcess) -> BTreeSet<String> {
+    let mut client = coordinator.migration_client().await.unwrap();
+    client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers
+        .into_iter()
+        .map(|worker| worker.worker_id)
+        .collect()
+}
+
+async fn start_coordinator(label: &str) -> CoordinatorProcess {
+    let servers = servers::shared();
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace(label),
+        worker_ttl: WORKER_TTL,
+    };
+    CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn workers_register_expire_on_sigkill_and_leave_on_sigterm() {
+    let coordinator = start_coordinator("fleet_liveness").await;
+    let mut worker_a = start_worker("worker-a", &coordinator.url, 2).unwrap();
+    let mut worker_b = start_worker("worker-b", &coordinator.url, 3).unwrap();
+    let both: BTreeSet<String> = ["worker-a".to_owned(), "worker-b".to_owned()].into();
+
+    wait::until(
+        "both workers listed",
+        Duration::from_secs(20),
+        POLL,
+        || async { (listed_workers(&coordinator).await == both).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let mut client = coordinator.migration_client().await.unwrap();
+    let workers = client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    let slots: Vec<u32> = workers.iter().map(|worker| worker.slots).collect();
+    assert_eq!(slots, vec![2, 3], "registrations carry each worker's slots");
+    assert!(
+        workers
+            .iter()
+            .all(|worker| worker.pid != 0 && !worker.hostname.is_empty())
+    );
+
+    // Both stay listed across several heartbeat intervals (heartbeats keep them alive).
+    tokio::time::sleep(WORKER_TTL * 2).await;
+    assert_eq!(
+        listed_workers(&coordinator).await,
+        both,
+        "heartbeats keep workers registered"
+    );
+
+    // SIGKILL: no goodbye; the registration must expire within the TTL plus one poll interval.
+    worker_a.signal(Signal::SIGKILL).unwrap();
+    let (_, gone_after) = wait::until(
+        "worker-a to disappear after SIGKILL",
+        WORKER_TTL * 4,
+        POLL,
+        || async {
+            let listed = listed_workers(&coordinator).await;
+            assert!(
+                listed.contains("worker-b"),
+                "worker-b must stay listed: {listed:?}"
+            );
+            (!listed.contains("worker-a")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        gone_after <= WORKER_TTL + POLL * 2,
+        "worker-a disappeared after {gone_after:?}; allowed: TTL {WORKER_TTL:?} + one poll"
+    );
+    let killed = worker_a.wait_exit(Duration::from_secs(5)).await.unwrap();
+    assert!(!killed.success());
+
+    // SIGTERM: graceful; the worker deregisters itself within 1 s and exits 0.
+    worker_b.signal(Signal::SIGTERM).unwrap();
+    let (_, left_after) = wait::until(
+        "worker-b to deregister after SIGTERM",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { listed_workers(&coordinator).await.is_empty().then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert!(
+        left_after <= Duration::from_secs(1),
+        "worker-b deregistered after {left_after:?}; allowed: 1 s"
+    );
+    let status = worker_b.wait_exit(Duration::from_secs(5)).await.unwrap();
+    assert!(status.success(), "SIGTERM is a clean exit, got {status}");
+    assert!(worker_b.logs().contains("deregistered"));
+
+    worker_b.assert_no_error_logs();
+    coordinator.process.assert_no_error_logs();
+}
+
+#[tokio::test]
+async fn a_worker_registers_again_when_redis_loses_its_registration() {
+    let servers = servers::shared();
+    let namespace = servers.redis_namespace("fleet_reregister");
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: namespace.clone(),
+        worker_ttl: WORKER_TTL,
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    let worker = start_worker("worker-r", &coordinator.url, 1).unwrap();
+    wait::until("worker-r listed", Duration::from_secs(20), POLL, || async {
+        listed_workers(&coordinator)
+            .await
+            .contains("worker-r")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Simulate Redis losing everything of this fleet.
+    let client = redis::Client::open(servers.redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the registry lives under the namespace");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(listed_workers(&coordinator).await.is_empty());
+
+    // The next heartbeat is refused and the worker registers again, within one TTL.
+    wait::until(
+        "worker-r to register again",
+        WORKER_TTL * 2,
+        POLL,
+        || async {
+            listed_workers(&coordinator)
+                .await
+                .contains("worker-r")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        worker
+            .logs()
+            .contains("registration lost; registering again")
+    );
+    worker.assert_no_error_logs();
+}
+
+#[tokio::test]
+async fn coordinator_serves_health_and_drains_on_sigterm() {
+    let mut coordinator = start_coordinator("fleet_health").await;
+    let channel = tonic::transport::Endpoint::from_shared(coordinator.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["shoal.v1.MigrationService", "shoal.v1.WorkService"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service}");
+    }
+
+    // A worker's open long poll must not hold up shutdown.
+    let mut work = coordinator.work_client().await.unwrap();
+    let poll = tokio::spawn(async move {
+        work.acquire_task(v1::AcquireTaskRequest {
+            worker_id: "poller".to_owned(),
+            wait: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    coordinator.process.signal(Signal::SIGTERM).unwrap();
+    let status = coordinator
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "coordinator exits 0 on SIGTERM, got {status}"
+    );
+    let polled = poll.await.unwrap().unwrap().into_inner();
+    assert!(polled.task.is_none(), "no task exists, the poll ends empty");
+    coordinator.process.assert_no_error_logs();
+}
+
+#[tokio::test]
+async fn work_service_refuses_bad_ids_and_unknown_tasks() {
+    let coordinator = start_coordinator("fleet_refusals").await;
+    let mut work = coordinator.work_client().await.unwrap();
+    let refused = work
+        .register_worker(v1::RegisterWorkerRequest {
+            worker_id: "bad:id".to_owned(),
+            hostname: "h".to_owned(),
+            pid: 1,
+            slots: 1,
+            version: "t".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("worker_id"),
+        "{}",
+        refused.message()
+    );
+
+    let stale = work
+        .complete_task(v1::CompleteTaskRequest {
+            worker_id: "w".to_owned(),
+            task_id: "t-1".to_owned(),
+            lease_epoch: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.code(),
+        tonic::Code::NotFound,
+        "INV-L1: no lease, no report applied"
+    );
+    coordinator.process.assert_no_error_logs();
+}
