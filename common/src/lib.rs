@@ -2,11 +2,15 @@
 //!
 //! # Layout
 //! - [`backoff`]: capped jittered retry delays.
+//! - [`changes`]: the change buffer (last image per key, deferred until its chunk drains).
+//! - [`chunk`]: chunk ranges, the lazy planner and the ledger of drained chunks.
 //! - [`ids`]: newtypes for the ids that travel through the system (`MigrationId`, `WorkerId`, ...).
 //!   Proto strings and integers become these at the edge; no bare ids in the core.
+//! - [`lease`]: task lease rules (grant, extend, judge reports, expiry).
 //! - [`registry`]: the worker registry's rules (record, heartbeat cadence, expiry), pure.
 //! - [`signals`]: SIGTERM/SIGINT as the start of graceful shutdown.
 //! - [`sql`]: identifier quoting.
+//! - [`task`]: tasks, copy context, outcomes.
 //! - [`telemetry`]: log set-up shared by every binary (text or JSON, `RUST_LOG` filter).
 //!
 //! Apart from the process plumbing in `signals` and `telemetry`, nothing here performs I/O:
@@ -14,8 +18,12 @@
 //! `shoal-worker` perform the effects.
 
 pub mod backoff;
+pub mod changes;
+pub mod chunk;
 pub mod ids;
+pub mod lease;
 pub mod registry;
 pub mod signals;
 pub mod sql;
+pub mod task;
 pub mod telemetry;

@@ -14,7 +14,9 @@
 //! memory store's tokio clock), so every coordinator replica gives the same answer.
 
 pub mod memory;
+pub mod memory_tasks;
 pub mod redis;
+pub mod tasks;
 pub mod worker_registry;
 
 #[cfg(any(test, feature = "conformance"))]

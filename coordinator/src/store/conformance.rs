@@ -118,3 +118,212 @@ where
         .await
         .expect("clean up");
 }
+
+fn task(migration: &str, task: &str, chunk: u64) -> shoal_common::task::TaskSpec {
+    use shoal_common::chunk::{ChunkId, ChunkRange};
+    use shoal_common::ids::{FenceEpoch, MigrationId, TaskId};
+    use shoal_common::task::{CopyContext, CopyMode, TaskKind, TaskSpec};
+    let lower = i64::try_from(chunk).expect("small chunk ids") * 10;
+    TaskSpec {
+        task_id: TaskId::parse(task).expect("test ids are valid"),
+        migration_id: MigrationId::parse(migration).expect("test ids are valid"),
+        kind: TaskKind::Copy,
+        chunk: ChunkId(chunk),
+        range: ChunkRange {
+            lower: Some(lower),
+            upper: Some(lower + 10),
+        },
+        fence_epoch: FenceEpoch(1),
+        context: CopyContext {
+            target: "local".to_owned(),
+            schema: "db".to_owned(),
+            source_table: "t".to_owned(),
+            shadow_table: "_t_new".to_owned(),
+            fence_table: "_t_fence".to_owned(),
+            source_columns: vec!["id".to_owned(), "v".to_owned()],
+            shadow_columns: vec!["id".to_owned(), "v".to_owned()],
+            key_column: "id".to_owned(),
+            copy_mode: CopyMode::Buffered,
+            batch_rows: 100,
+        },
+        trace_context: vec![("traceparent".to_owned(), "00-abc-def-01".to_owned())],
+    }
+}
+
+/// The task-store contract: FIFO leasing, epochs, reports judged by INV-L1, reaping, clearing.
+pub async fn task_store<F, Fut>(store: &dyn super::tasks::TaskStore, mut let_time_pass: F)
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use shoal_common::ids::{LeaseEpoch, MigrationId};
+    use shoal_common::lease::Verdict;
+    use shoal_common::task::{CopyOutcome, ReturnReason};
+
+    let ttl = Duration::from_millis(1_000);
+    let w1 = WorkerId::parse("w1").expect("valid");
+    let w2 = WorkerId::parse("w2").expect("valid");
+    let m1 = MigrationId::parse("m1").expect("valid");
+    let m2 = MigrationId::parse("m2").expect("valid");
+    let outcome = CopyOutcome {
+        rows: 10,
+        statement_time: Duration::from_millis(12),
+    };
+
+    for (index, name) in ["t-a", "t-b", "t-c", "t-d"].into_iter().enumerate() {
+        let chunk = u64::try_from(index).expect("small");
+        store
+            .publish(task("m1", name, chunk))
+            .await
+            .expect("publish");
+    }
+    store
+        .publish(task("m2", "t-x", 0))
+        .await
+        .expect("publish m2");
+
+    let a = store
+        .acquire(&w1, ttl)
+        .await
+        .expect("acquire")
+        .expect("a task");
+    assert_eq!(a.spec, task("m1", "t-a", 0), "oldest first, spec intact");
+    assert_eq!(a.lease_epoch, LeaseEpoch(1));
+    let b = store
+        .acquire(&w2, ttl)
+        .await
+        .expect("acquire")
+        .expect("a task");
+    assert_eq!(b.spec.task_id.as_str(), "t-b");
+
+    // Heartbeats: only the holder at the current epoch extends.
+    assert!(
+        store
+            .extend(&w1, &a.spec.task_id, a.lease_epoch, ttl)
+            .await
+            .expect("extend")
+    );
+    assert!(
+        !store
+            .extend(&w2, &a.spec.task_id, a.lease_epoch, ttl)
+            .await
+            .expect("extend")
+    );
+    assert!(
+        !store
+            .extend(&w1, &a.spec.task_id, LeaseEpoch(7), ttl)
+            .await
+            .expect("extend")
+    );
+
+    // INV-L1: stale epoch and wrong worker are refused; the current report is recorded once.
+    let stale = store
+        .complete(&w1, &a.spec.task_id, LeaseEpoch(0), outcome)
+        .await
+        .expect("report");
+    assert_eq!(stale, Verdict::Stale);
+    let other = store
+        .complete(&w2, &a.spec.task_id, a.lease_epoch, outcome)
+        .await
+        .expect("report");
+    assert_eq!(other, Verdict::Stale);
+    let done = store
+        .complete(&w1, &a.spec.task_id, a.lease_epoch, outcome)
+        .await
+        .expect("report");
+    assert_eq!(done, Verdict::Current);
+    let again = store
+        .complete(&w1, &a.spec.task_id, a.lease_epoch, outcome)
+        .await
+        .expect("report");
+    assert_eq!(again, Verdict::Unknown, "a task is completed once");
+
+    // Failure and release hand tasks back to the owner.
+    let c = store
+        .acquire(&w1, ttl)
+        .await
+        .expect("acquire")
+        .expect("t-c");
+    let failed = store
+        .fail(
+            &w1,
+            &c.spec.task_id,
+            c.lease_epoch,
+            "lock wait timeout".to_owned(),
+            true,
+        )
+        .await
+        .expect("fail");
+    assert_eq!(failed, Verdict::Current);
+    let d = store
+        .acquire(&w1, ttl)
+        .await
+        .expect("acquire")
+        .expect("t-d");
+    assert_eq!(
+        store
+            .release(&w1, &d.spec.task_id, d.lease_epoch)
+            .await
+            .expect("release"),
+        Verdict::Current
+    );
+
+    // t-b's holder goes silent: after the TTL the owner reaps it.
+    let_time_pass(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .extend(&w1, &a.spec.task_id, a.lease_epoch, ttl)
+            .await
+            .is_ok()
+    );
+    let_time_pass(Duration::from_millis(600)).await;
+    let collected = store.collect(&m1).await.expect("collect");
+    assert_eq!(collected.completions.len(), 1);
+    assert_eq!(collected.completions[0].task_id.as_str(), "t-a");
+    assert_eq!(collected.completions[0].worker, w1);
+    assert_eq!(collected.completions[0].outcome, outcome);
+    let mut returned: Vec<(String, ReturnReason)> = collected
+        .returned
+        .into_iter()
+        .map(|returned| (returned.spec.task_id.to_string(), returned.reason))
+        .collect();
+    returned.sort_by(|left, right| left.0.cmp(&right.0));
+    assert_eq!(
+        returned,
+        vec![
+            ("t-b".to_owned(), ReturnReason::Expired),
+            (
+                "t-c".to_owned(),
+                ReturnReason::Failed {
+                    error: "lock wait timeout".to_owned(),
+                    retryable: true
+                }
+            ),
+            ("t-d".to_owned(), ReturnReason::Released),
+        ]
+    );
+    // The reaped holder's late report is refused (its task is gone).
+    let late = store
+        .complete(&w2, &b.spec.task_id, b.lease_epoch, outcome)
+        .await
+        .expect("report");
+    assert_eq!(late, Verdict::Unknown);
+    assert!(
+        !store
+            .extend(&w2, &b.spec.task_id, b.lease_epoch, ttl)
+            .await
+            .expect("extend")
+    );
+    let nothing = store.collect(&m1).await.expect("collect");
+    assert!(
+        nothing.completions.is_empty() && nothing.returned.is_empty(),
+        "collected once"
+    );
+
+    // Migrations are separate: m2's task is still ready; clearing m2 removes it.
+    store.clear(&m2).await.expect("clear");
+    assert!(store.acquire(&w1, ttl).await.expect("acquire").is_none());
+    let empty = store.collect(&m2).await.expect("collect");
+    assert!(empty.completions.is_empty() && empty.returned.is_empty());
+    store.clear(&m1).await.expect("clear");
+}
