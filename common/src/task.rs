@@ -103,6 +103,9 @@ pub struct CopyOutcome {
     pub rows: u64,
     /// Server-side statement time, the feedback for chunk sizing.
     pub statement_time: Duration,
+    /// Rows skipped on a duplicate of a non-primary unique key (settled by deferred changes or
+    /// the checksum).
+    pub unique_conflicts: u64,
 }
 
 /// A completion accepted at the current lease epoch, waiting for the owner to fold it.

@@ -7,6 +7,8 @@
 //! - [`server`]: the process: binds, serves gRPC (plus health and reflection), drains on
 //!   shutdown.
 //! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
+//! - [`embedded`]: `shoal run`, one process with in-process workers and an in-memory store.
+//! - [`migration`]: one online schema change, phase by phase, as its owner runs it.
 //! - [`store`]: live-state stores behind traits, in memory and in Redis, with one conformance
 //!   suite.
 //!
@@ -15,5 +17,7 @@
 
 pub mod api;
 pub mod config;
+pub mod embedded;
+pub mod migration;
 pub mod server;
 pub mod store;

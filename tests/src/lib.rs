@@ -8,6 +8,7 @@
 //! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached.
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
+//! - [`writer`]: a concurrent writer with an independent ledger of what it committed.
 //! - [`wait`]: waiting for a condition with a deadline (never sleep-and-hope).
 //! - `tests/*.rs`: the end-to-end tests.
 //!
@@ -19,3 +20,4 @@ pub mod redis_server;
 pub mod servers;
 pub mod system;
 pub mod wait;
+pub mod writer;

@@ -28,6 +28,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_POLL_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub poll_wait: Duration,
 
+    /// Bound on every lock wait of the worker's MySQL sessions.
+    #[arg(long, env = "SHOAL_LOCK_WAIT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lock_wait_timeout: Duration,
+
     /// Identity of this worker (default: host name, pid and a random suffix).
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub id: Option<String>,

@@ -6,7 +6,12 @@
 //! answered with `registered = false` (the registration expired, or Redis lost it) makes the
 //! worker register again instead of exiting: the registry is live state that can be rebuilt.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use shoal_common::task::{CopyOutcome, LeasedTask};
 
 use anyhow::Context;
 use shoal_common::backoff;
@@ -16,9 +21,12 @@ use shoal_proto::v1::work_service_client::WorkServiceClient;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::executor::{SlotConfig, SourceError, TaskSource, run_slot};
+use crate::session::Targets;
+use crate::wire::{duration_to_proto, task_from_proto};
 
 /// Bound on connecting to the coordinator and on short calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,8 +102,27 @@ impl Worker {
             self.clone_parts()
                 .heartbeat_loop(registration, shutdown.clone()),
         );
+        let source: Arc<dyn TaskSource> = Arc::new(GrpcSource {
+            client: self.client.clone(),
+            worker_id: self.id.clone(),
+        });
+        let targets = Targets::new(
+            HashMap::new(),
+            self.config.lock_wait_timeout,
+            usize::try_from(self.config.concurrency).unwrap_or(1) + 1,
+        );
         for slot in 0..self.config.concurrency {
-            tasks.spawn(self.clone_parts().slot_loop(slot, shutdown.clone()));
+            let config = SlotConfig {
+                worker_id: self.id.clone(),
+                slot,
+                poll_wait: self.config.poll_wait,
+            };
+            tasks.spawn(run_slot(
+                Arc::clone(&source),
+                targets.clone(),
+                config,
+                shutdown.clone(),
+            ));
         }
         shutdown.cancelled().await;
         info!(worker_id = %self.id, "draining");
@@ -191,73 +218,6 @@ impl Worker {
         }
     }
 
-    async fn slot_loop(self, slot: u32, shutdown: CancellationToken) {
-        let mut failures = 0;
-        loop {
-            let mut client = self.client.clone();
-            let request = v1::AcquireTaskRequest {
-                worker_id: self.id.to_string(),
-                wait: Some(prost_types::Duration {
-                    seconds: i64::try_from(self.config.poll_wait.as_secs()).unwrap_or(i64::MAX),
-                    nanos: i32::try_from(self.config.poll_wait.subsec_nanos()).unwrap_or(0),
-                }),
-            };
-            let acquired = tokio::select! {
-                result = client.acquire_task(request) => result,
-                () = shutdown.cancelled() => return,
-            };
-            match acquired {
-                Ok(response) => {
-                    failures = 0;
-                    match response.into_inner().task {
-                        Some(task) => self.refuse_task(task).await,
-                        None => {
-                            debug!(worker_id = %self.id, slot, "long poll ended without a task")
-                        }
-                    }
-                }
-                Err(status) => {
-                    warn!(
-                        worker_id = %self.id,
-                        slot,
-                        code = ?status.code(),
-                        message = status.message(),
-                        "acquire task; retrying"
-                    );
-                    let delay = backoff::delay(failures, RETRY_BASE, RETRY_CAP, jitter());
-                    failures += 1;
-                    if !pause(delay, &shutdown).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// This worker version executes no task kind yet: hand the task back as failed so the
-    /// coordinator can give it to a worker that can.
-    async fn refuse_task(&self, task: v1::Task) {
-        let kind = v1::TaskKind::try_from(task.kind)
-            .map(|kind| kind.as_str_name().to_owned())
-            .unwrap_or_else(|_| format!("unknown kind {}", task.kind));
-        warn!(worker_id = %self.id, task_id = %task.task_id, %kind, "task kind not supported by this worker version");
-        let mut client = self.client.clone();
-        let request = v1::FailTaskRequest {
-            worker_id: self.id.to_string(),
-            task_id: task.task_id,
-            lease_epoch: task.lease_epoch,
-            error: format!(
-                "worker {} (version {}) cannot run {kind} tasks",
-                self.id,
-                env!("CARGO_PKG_VERSION")
-            ),
-            retryable: true,
-        };
-        if let Err(status) = client.fail_task(request).await {
-            warn!(code = ?status.code(), message = status.message(), "report unsupported task");
-        }
-    }
-
     async fn deregister(&self) {
         let mut client = self.client.clone();
         let request = v1::DeregisterWorkerRequest {
@@ -274,6 +234,150 @@ impl Worker {
             Err(_) => {
                 warn!(worker_id = %self.id, "deregister timed out; the registration expires by TTL")
             }
+        }
+    }
+}
+
+/// Tasks over gRPC from a coordinator.
+#[derive(Debug)]
+struct GrpcSource {
+    client: WorkServiceClient<Channel>,
+    worker_id: WorkerId,
+}
+
+fn source_error(context: &str, status: &tonic::Status) -> SourceError {
+    SourceError {
+        message: format!("{context}: {:?} {}", status.code(), status.message()),
+    }
+}
+
+#[async_trait]
+impl TaskSource for GrpcSource {
+    async fn acquire(&self, wait: Duration) -> Result<Option<LeasedTask>, SourceError> {
+        let mut client = self.client.clone();
+        let request = v1::AcquireTaskRequest {
+            worker_id: self.worker_id.to_string(),
+            wait: Some(duration_to_proto(wait)),
+        };
+        let response = client
+            .acquire_task(request)
+            .await
+            .map_err(|status| source_error("acquire task", &status))?;
+        let Some(task) = response.into_inner().task else {
+            return Ok(None);
+        };
+        let task_id = task.task_id.clone();
+        let lease_epoch = task.lease_epoch;
+        match task_from_proto(task) {
+            Ok(task) => Ok(Some(task)),
+            Err(error) => {
+                // This worker cannot run it: hand it back so the coordinator can fail it visibly.
+                let message = format!("worker {} cannot run task: {error}", self.worker_id);
+                warn!(%task_id, %error, "undecodable task");
+                let _ = client
+                    .fail_task(v1::FailTaskRequest {
+                        worker_id: self.worker_id.to_string(),
+                        task_id,
+                        lease_epoch,
+                        error: message,
+                        retryable: false,
+                    })
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn extend(&self, task: &LeasedTask) -> Result<bool, SourceError> {
+        let mut client = self.client.clone();
+        let request = v1::HeartbeatRequest {
+            worker_id: self.worker_id.to_string(),
+            tasks: vec![v1::TaskProgress {
+                task_id: task.spec.task_id.to_string(),
+                lease_epoch: task.lease_epoch.0,
+                rows_done: 0,
+            }],
+        };
+        let response = client
+            .heartbeat(request)
+            .await
+            .map_err(|status| source_error("heartbeat", &status))?
+            .into_inner();
+        Ok(response.leases.iter().any(|verdict| verdict.extended))
+    }
+
+    async fn complete(&self, task: &LeasedTask, outcome: CopyOutcome) -> Result<bool, SourceError> {
+        let mut client = self.client.clone();
+        let request = v1::CompleteTaskRequest {
+            worker_id: self.worker_id.to_string(),
+            task_id: task.spec.task_id.to_string(),
+            lease_epoch: task.lease_epoch.0,
+            rows: outcome.rows,
+            statement_time: Some(duration_to_proto(outcome.statement_time)),
+            checksum: None,
+            unique_conflicts: outcome.unique_conflicts,
+        };
+        match client.complete_task(request).await {
+            Ok(_) => Ok(true),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(status) => Err(source_error("complete task", &status)),
+        }
+    }
+
+    async fn fail(
+        &self,
+        task: &LeasedTask,
+        error: String,
+        retryable: bool,
+    ) -> Result<(), SourceError> {
+        let mut client = self.client.clone();
+        let request = v1::FailTaskRequest {
+            worker_id: self.worker_id.to_string(),
+            task_id: task.spec.task_id.to_string(),
+            lease_epoch: task.lease_epoch.0,
+            error,
+            retryable,
+        };
+        match client.fail_task(request).await {
+            Ok(_) => Ok(()),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(())
+            }
+            Err(status) => Err(source_error("fail task", &status)),
+        }
+    }
+
+    async fn release(&self, task: &LeasedTask) -> Result<(), SourceError> {
+        let mut client = self.client.clone();
+        let request = v1::ReleaseTaskRequest {
+            worker_id: self.worker_id.to_string(),
+            task_id: task.spec.task_id.to_string(),
+            lease_epoch: task.lease_epoch.0,
+            reason: "worker shutting down".to_owned(),
+        };
+        match client.release_task(request).await {
+            Ok(_) => Ok(()),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(())
+            }
+            Err(status) => Err(source_error("release task", &status)),
         }
     }
 }

@@ -47,6 +47,49 @@ enum Command {
     /// List the migrations the fleet knows.
     #[command(after_help = "Example:\n  shoal list --output json")]
     List,
+    /// Run one migration in this process (no coordinator, no Redis): in-process workers.
+    #[command(
+        after_help = "Example:\n  SHOAL_DSN='mysql://root:pw@127.0.0.1:3306/shop' \\\n    shoal run --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)' --threads 4\n\nExit code 0 when the table has its new schema, 1 (with a one-line reason) otherwise."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// DSN of the server, selecting the schema: mysql://user:pass@host:port/schema.
+    /// Prefer --dsn-file or SHOAL_DSN to keep the password out of the process list.
+    #[arg(long, env = "SHOAL_DSN", hide_env_values = true)]
+    dsn: Option<String>,
+    /// File holding the DSN.
+    #[arg(long, env = "SHOAL_DSN_FILE")]
+    dsn_file: Option<std::path::PathBuf>,
+    /// The ALTER TABLE statement.
+    #[arg(long)]
+    alter: String,
+    /// Concurrent chunk copies.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: u32,
+    /// buffered (worker reads and inserts batches; no source locks) or server (INSERT … SELECT).
+    #[arg(long, default_value = "buffered")]
+    copy_mode: shoal_common::task::CopyMode,
+    /// Rows per copy chunk.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    chunk_rows: u64,
+    /// Keep the original table as _<t>_old after cut-over.
+    #[arg(long)]
+    keep_old_table: bool,
+    /// Do not try ALGORITHM=INSTANT first; always copy.
+    #[arg(long)]
+    no_instant: bool,
+    /// Bound on shoal's lock waits (DDL, fences, cut-over).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    lock_wait_timeout: std::time::Duration,
+    /// Lease of one copy task.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: std::time::Duration,
+    /// Log line format: text or json.
+    #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
+    log_format: shoal_common::telemetry::LogFormat,
 }
 
 async fn client(address: &str) -> anyhow::Result<MigrationServiceClient<Channel>> {
@@ -134,10 +177,84 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
     Ok(())
 }
 
+async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
+    use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
+    use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
+
+    shoal_common::telemetry::init_logging(args.log_format);
+    let dsn = match (&args.dsn, &args.dsn_file) {
+        (Some(dsn), _) => dsn.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("read --dsn-file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("give the server with --dsn, --dsn-file or SHOAL_DSN"),
+    };
+    let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
+    let options = MigrationOptions {
+        id: new_migration_id(&statement.table),
+        target: LOCAL_TARGET.to_owned(),
+        dsn,
+        alter: args.alter.clone(),
+        threads: args.threads,
+        chunk_rows: args.chunk_rows,
+        copy_mode: args.copy_mode,
+        keep_old_table: args.keep_old_table,
+        no_instant: args.no_instant,
+        lock_wait_timeout: args.lock_wait_timeout,
+        lease_ttl: args.lease_ttl,
+    };
+    let id = options.id.clone();
+    let (progress, watcher) = tokio::sync::watch::channel(Progress::default());
+    let reporter = tokio::spawn(report_progress(watcher));
+    let started = std::time::Instant::now();
+    let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
+    reporter.abort();
+    let path = result.with_context(|| format!("migration {id} failed"))?;
+    match path {
+        ChangePath::Instant => println!(
+            "migration {id} completed with ALGORITHM=INSTANT (no copy) in {:.1?}",
+            started.elapsed()
+        ),
+        ChangePath::Copy => println!(
+            "migration {id} completed by copy in {:.1?}",
+            started.elapsed()
+        ),
+    }
+    Ok(())
+}
+
+/// Prints a progress line every two seconds until aborted.
+async fn report_progress(
+    mut watcher: tokio::sync::watch::Receiver<shoal_coordinator::migration::Progress>,
+) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        ticker.tick().await;
+        let progress = watcher.borrow_and_update().clone();
+        let percent = if progress.rows_estimated > 0 {
+            100.0 * progress.rows_copied as f64 / progress.rows_estimated as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "shoal: {} rows {}/{} (~{percent:.0}%), chunks {} done {} in flight, changes applied {} buffered {}",
+            progress.state.name(),
+            progress.rows_copied,
+            progress.rows_estimated,
+            progress.chunks_done,
+            progress.chunks_in_flight,
+            progress.changes_applied,
+            progress.changes_buffered,
+        );
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut client = client(&cli.coordinator).await?;
     match cli.command {
+        Command::Run(args) => run_embedded(args).await,
         Command::Workers => {
+            let mut client = client(&cli.coordinator).await?;
             let response = client
                 .list_workers(v1::ListWorkersRequest {})
                 .await
@@ -145,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_workers(&response.into_inner().workers, cli.output)
         }
         Command::List => {
+            let mut client = client(&cli.coordinator).await?;
             let response = client
                 .list_migrations(v1::ListMigrationsRequest::default())
                 .await

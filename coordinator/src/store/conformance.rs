@@ -168,6 +168,7 @@ where
     let outcome = CopyOutcome {
         rows: 10,
         statement_time: Duration::from_millis(12),
+        unique_conflicts: 0,
     };
 
     for (index, name) in ["t-a", "t-b", "t-c", "t-d"].into_iter().enumerate() {

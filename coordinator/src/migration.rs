@@ -1,0 +1,200 @@
+//! One online schema change, driven by its owner: the phases from `Initial` to `Close`.
+//!
+//! # Layout (one file per phase, in the order a migration visits them)
+//! - [`alter`]: the statement, vetted; [`catalog`]: what the server says about tables.
+//! - [`owner`]: preflight, the native INSTANT attempt, `Initial` (advisory lock, shadow,
+//!   checkpoint and fence tables, binlog position, change stream) and `ErrCleanup`.
+//! - [`copy_rows`]: `CopyRows` and `ApplyChangeset`: plans chunks lazily, publishes them as
+//!   tasks, folds completions into the ledger, applies changes as chunks drain.
+//! - [`checksum`]: `Checksum`: the snapshot barrier, range digests, repair.
+//! - [`cutover`]: `CutOver` and `Close`: the two-connection rename (MariaDB), cleanup.
+//! - [`binlog`]: the change stream reader; [`apply`]: writing changes into the shadow table.
+//!
+//! # Invariants
+//! INV-C1 (nothing lost), INV-F1 (worker fence), INV-W1 (drained set and watermark), INV-L1
+//! (lease epochs): see `docs/architecture.md`. Each phase's doc says which it relies on.
+
+pub mod alter;
+pub mod apply;
+pub mod binlog;
+pub mod catalog;
+pub mod checksum;
+pub mod copy_rows;
+pub mod cutover;
+pub mod owner;
+
+use std::time::Duration;
+
+use shoal_common::ids::MigrationId;
+use shoal_common::task::CopyMode;
+
+/// Why a migration stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Refused before anything was changed; the message names the problem and the fix.
+    #[error("{0}")]
+    Preflight(String),
+    /// The ALTER statement is refused.
+    #[error(transparent)]
+    Alter(#[from] alter::Error),
+    /// A server or connection error.
+    #[error("mysql: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    /// The change stream failed.
+    #[error("binlog: {0}")]
+    Binlog(String),
+    /// Applying changes to the shadow table failed.
+    #[error("apply changes: {0}")]
+    Apply(String),
+    /// A chunk could not be copied.
+    #[error("copy: {0}")]
+    Copy(String),
+    /// The checksum found differences it could not repair.
+    #[error("checksum: {0}")]
+    Checksum(String),
+    /// The cut-over failed; the original table is in place.
+    #[error("cut-over: {0}")]
+    Cutover(String),
+    /// The live store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::Error),
+    /// A target could not be resolved.
+    #[error(transparent)]
+    Target(#[from] shoal_worker::session::Error),
+    /// Cancelled by the operator or by shutdown.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Which path made the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangePath {
+    /// `ALGORITHM=INSTANT`: metadata only.
+    Instant,
+    /// Shadow table, copy, change capture, checksum, cut-over.
+    Copy,
+}
+
+/// Lifecycle states in the order a migration visits them (ordinal comparisons mean "at or
+/// past"). The transition rules arrive with the lifecycle issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// Preflight, shadow table, change stream.
+    Initial,
+    /// Chunks copied by workers.
+    CopyRows,
+    /// Catching up on changes after the copy.
+    ApplyChangeset,
+    /// Comparing source and shadow.
+    Checksum,
+    /// Swapping the tables.
+    CutOver,
+    /// Removing shoal's tables.
+    Close,
+    /// Undoing after a failure before cut-over.
+    ErrCleanup,
+}
+
+impl State {
+    /// The name used in status output (as Spirit names it).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Initial => "Initial",
+            State::CopyRows => "CopyRows",
+            State::ApplyChangeset => "ApplyChangeset",
+            State::Checksum => "Checksum",
+            State::CutOver => "CutOver",
+            State::Close => "Close",
+            State::ErrCleanup => "ErrCleanup",
+        }
+    }
+}
+
+/// What a migration is asked to do. Contains the resolved DSN: never log or send it.
+#[derive(Clone)]
+pub struct MigrationOptions {
+    /// Its id.
+    pub id: MigrationId,
+    /// Target name (what workers resolve).
+    pub target: String,
+    /// Resolved DSN of the target; must select the schema.
+    pub dsn: String,
+    /// The user's ALTER TABLE.
+    pub alter: String,
+    /// Concurrent copy tasks.
+    pub threads: u32,
+    /// Rows per copy chunk.
+    pub chunk_rows: u64,
+    /// How rows are copied.
+    pub copy_mode: CopyMode,
+    /// Keep `_<t>_old` after cut-over.
+    pub keep_old_table: bool,
+    /// Skip the INSTANT attempt.
+    pub no_instant: bool,
+    /// Bound on shoal's lock waits (DDL, fence bumps, cut-over).
+    pub lock_wait_timeout: Duration,
+    /// Lease of one task.
+    pub lease_ttl: Duration,
+}
+
+impl std::fmt::Debug for MigrationOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationOptions")
+            .field("id", &self.id)
+            .field("target", &self.target)
+            .field("dsn", &shoal_worker::session::redact_dsn(&self.dsn))
+            .field("alter", &self.alter)
+            .field("threads", &self.threads)
+            .field("chunk_rows", &self.chunk_rows)
+            .field("copy_mode", &self.copy_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live progress, published on a watch channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Where the migration is.
+    pub state: State,
+    /// Rows written by copy tasks.
+    pub rows_copied: u64,
+    /// Rows the table held when the copy began (estimate).
+    pub rows_estimated: u64,
+    /// Chunks drained.
+    pub chunks_done: u64,
+    /// Chunks leased or waiting.
+    pub chunks_in_flight: u64,
+    /// Change events applied to the shadow table.
+    pub changes_applied: u64,
+    /// Changes buffered (deferred or waiting for a flush).
+    pub changes_buffered: u64,
+    /// Checksum passes run.
+    pub checksum_passes: u32,
+    /// Ranges repaired after a checksum mismatch.
+    pub ranges_repaired: u32,
+    /// Rows skipped on a duplicate of a non-primary unique key while copying.
+    pub unique_conflicts: u64,
+    /// How long application writes were blocked at cut-over.
+    pub cutover_blocked: Duration,
+    /// Which path ran, once known.
+    pub path: Option<ChangePath>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            state: State::Initial,
+            rows_copied: 0,
+            rows_estimated: 0,
+            chunks_done: 0,
+            chunks_in_flight: 0,
+            changes_applied: 0,
+            changes_buffered: 0,
+            checksum_passes: 0,
+            ranges_repaired: 0,
+            unique_conflicts: 0,
+            cutover_blocked: Duration::ZERO,
+            path: None,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What the server says about a table and about itself: columns, primary key, binlog settings.
+
+use mysql_async::prelude::Queryable;
+
+use super::Error;
+
+/// One column, as `information_schema.COLUMNS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// `DATA_TYPE` (e.g. `int`, `varchar`).
+    pub data_type: String,
+    /// `COLUMN_TYPE` (e.g. `int(10) unsigned`).
+    pub column_type: String,
+    /// Generated (virtual or stored) columns are never written; the server computes them.
+    pub generated: bool,
+}
+
+impl Column {
+    /// Bit width of an unsigned integer column, for repairing binlog values decoded as signed.
+    pub fn unsigned_bits(&self) -> Option<u32> {
+        if !self.column_type.contains("unsigned") {
+            return None;
+        }
+        match self.data_type.as_str() {
+            "tinyint" => Some(8),
+            "smallint" => Some(16),
+            "mediumint" => Some(24),
+            "int" | "integer" => Some(32),
+            "bigint" => Some(64),
+            _ => None,
+        }
+    }
+}
+
+/// A table's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Columns in ordinal order (the binlog's order).
+    pub columns: Vec<Column>,
+    /// Primary-key columns in key order.
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    /// Index of a column by name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
+    }
+}
+
+/// Reads a table's columns and primary key; `None` if the table does not exist.
+pub async fn read_table(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<Option<TableInfo>, Error> {
+    let rows: Vec<(String, String, String, String)> = connection
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (schema, table),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns = rows
+        .into_iter()
+        .map(|(name, data_type, column_type, generated)| Column {
+            name,
+            data_type: data_type.to_ascii_lowercase(),
+            column_type: column_type.to_ascii_lowercase(),
+            generated: generated != "NEVER",
+        })
+        .collect();
+    let primary_key: Vec<String> = connection
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+            (schema, table),
+        )
+        .await?;
+    Ok(Some(TableInfo {
+        columns,
+        primary_key,
+    }))
+}
+
+/// Whether a table exists.
+pub async fn table_exists(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<bool, Error> {
+    let found: Option<u8> = connection
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Server facts shoal depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `VERSION()`.
+    pub version: String,
+    /// Whether the server is MariaDB.
+    pub mariadb: bool,
+    /// `@@server_id`.
+    pub server_id: u32,
+}
+
+/// Checks the binlog settings shoal needs and returns server facts.
+pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo, Error> {
+    let (version, server_id, log_bin, format, image): (String, u32, i64, String, String) =
+        connection
+            .query_first(
+                "SELECT VERSION(), @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image",
+            )
+            .await?
+            .ok_or_else(|| Error::Preflight("the server returned no settings".to_owned()))?;
+    if log_bin != 1 {
+        return Err(Error::Preflight(
+            "the binary log is off (log_bin=OFF); start the server with log_bin, binlog_format=ROW \
+             and binlog_row_image=FULL"
+                .to_owned(),
+        ));
+    }
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(Error::Preflight(format!(
+            "binlog_format is {format}; shoal needs ROW: SET GLOBAL binlog_format=ROW (and in my.cnf)"
+        )));
+    }
+    if !image.eq_ignore_ascii_case("FULL") {
+        return Err(Error::Preflight(format!(
+            "binlog_row_image is {image}; shoal needs FULL: SET GLOBAL binlog_row_image=FULL (and in my.cnf)"
+        )));
+    }
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    if mariadb {
+        let compressed: Option<i64> = connection.query_first("SELECT @@log_bin_compress").await?;
+        if compressed == Some(1) {
+            return Err(Error::Preflight(
+                "log_bin_compress=ON: compressed binlog events cannot be decoded and would be lost; \
+                 SET GLOBAL log_bin_compress=OFF"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(ServerInfo {
+        version,
+        mariadb,
+        server_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(data_type: &str, column_type: &str) -> Column {
+        Column {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn unsigned_widths() {
+        assert_eq!(column("int", "int(10) unsigned").unsigned_bits(), Some(32));
+        assert_eq!(
+            column("bigint", "bigint(20) unsigned zerofill").unsigned_bits(),
+            Some(64)
+        );
+        assert_eq!(column("int", "int(11)").unsigned_bits(), None);
+        assert_eq!(
+            column("decimal", "decimal(10,2) unsigned").unsigned_bits(),
+            None
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! `Checksum`: prove the shadow table equals the source, under one consistent snapshot.
+//!
+//! The barrier: with a short lock wait, the owner takes `LOCK TABLES t READ, _t_new WRITE`
+//! (readers keep running), catches the change stream up to the server's position and applies
+//! everything, opens the checksum sessions' REPEATABLE READ consistent snapshots, and unlocks.
+//! Both tables are then compared range by range inside those snapshots. A mismatching range is
+//! repaired (its changes deferred again, its shadow rows deleted and copied anew under a fresh
+//! fence, then its deferred changes applied) and the pass repeats. Cut-over needs one full pass
+//! with zero mismatches; after three failing passes the migration fails, naming the range.
+//!
+//! Transitions: Checksum → CutOver on a clean pass; → ErrCleanup after three failing passes.
+//!
+//! Today the owner runs the range digests itself on `threads` snapshot sessions; handing them
+//! to workers through `JoinSnapshotBarrier` is the next step.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
+use shoal_common::ids::FenceEpoch;
+use shoal_common::names;
+use shoal_common::task::{CopyMode, TaskKind, TaskSpec};
+use shoal_worker::checksum::{Digest, checksum_range};
+use tracing::{info, warn};
+
+use super::Error;
+use super::binlog;
+use super::owner::Migration;
+
+/// Passes with mismatches tolerated before the migration fails.
+const MAX_PASSES: u32 = 3;
+/// Checksum ranges are this many copy chunks wide.
+const RANGE_FACTOR: u64 = 10;
+/// Repair chunks get fence ids above every planned chunk.
+const REPAIR_CHUNK_BASE: u64 = 1 << 48;
+
+impl Migration {
+    /// Opens `count` sessions sharing one consistent snapshot, under the barrier.
+    async fn barrier(&mut self, count: usize) -> Result<(Vec<Conn>, Duration), Error> {
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            sessions.push(self.pool.get_conn().await?);
+        }
+        let mut lock = self.pool.get_conn().await?;
+        lock.query_drop("SET SESSION lock_wait_timeout = 5").await?;
+        let source = self.qualified(&self.table);
+        let shadow = self.qualified(&names::shadow(&self.table));
+        let locked_at = Instant::now();
+        lock.query_drop(format!("LOCK TABLES {source} READ, {shadow} WRITE"))
+            .await?;
+        let result = async {
+            let target = binlog::current_position(&mut lock, self.server.mariadb).await?;
+            self.catch_up(&target, Duration::from_secs(30)).await?;
+            self.flush_ready(&mut lock).await?;
+            for session in &mut sessions {
+                session
+                    .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .await?;
+                session
+                    .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        let unlock = lock.query_drop("UNLOCK TABLES").await;
+        let held = locked_at.elapsed();
+        result?;
+        unlock?;
+        Ok((sessions, held))
+    }
+
+    /// One pass: returns the ranges whose digests differ.
+    async fn checksum_pass(&mut self) -> Result<Vec<ChunkRange>, Error> {
+        let threads = self.options.threads.max(1) as usize;
+        let (mut sessions, held) = self.barrier(threads).await?;
+        info!(migration_id = %self.options.id, lock_held = ?held, "checksum barrier");
+        let key = self.quoted_key();
+        let bounds: Option<(Option<i64>, Option<i64>)> = sessions[0]
+            .query_first(format!(
+                "SELECT MIN({key}), MAX({key}) FROM {}",
+                self.qualified(&self.table)
+            ))
+            .await?;
+        let bounds = match bounds {
+            Some((Some(min), Some(max))) => Some((min, max)),
+            _ => None,
+        };
+        let mut planner = IntChunkPlanner::new(bounds);
+        let mut ranges = Vec::new();
+        while let Some((_, range)) =
+            planner.next_chunk(self.options.chunk_rows.saturating_mul(RANGE_FACTOR))
+        {
+            ranges.push(range);
+        }
+        let shadow = names::shadow(&self.table);
+        let mut mismatched = Vec::new();
+        let mut work = ranges.into_iter();
+        loop {
+            let mut batch = Vec::new();
+            for session in sessions.iter_mut() {
+                let Some(range) = work.next() else { break };
+                batch.push((session, range));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let digests = join_all(batch.into_iter().map(|(session, range)| {
+                let schema = self.schema.clone();
+                let table = self.table.clone();
+                let shadow = shadow.clone();
+                let source_columns = self.source_columns.clone();
+                let shadow_columns = self.shadow_columns.clone();
+                let key_column = self.key_column.clone();
+                async move {
+                    let source: Digest = checksum_range(
+                        session,
+                        &schema,
+                        &table,
+                        &source_columns,
+                        &key_column,
+                        &range,
+                    )
+                    .await?;
+                    let copied: Digest = checksum_range(
+                        session,
+                        &schema,
+                        &shadow,
+                        &shadow_columns,
+                        &key_column,
+                        &range,
+                    )
+                    .await?;
+                    Ok::<_, mysql_async::Error>((range, source, copied))
+                }
+            }))
+            .await;
+            for digest in digests {
+                let (range, source, copied) = digest?;
+                if source != copied {
+                    warn!(
+                        migration_id = %self.options.id, %range, source_rows = source.rows,
+                        shadow_rows = copied.rows, "checksum mismatch"
+                    );
+                    mismatched.push(range);
+                }
+            }
+            self.check_cancelled()?;
+        }
+        for mut session in sessions {
+            session.query_drop("COMMIT").await?;
+        }
+        Ok(mismatched)
+    }
+
+    /// Re-copies `range` into the shadow table: changes to it are deferred, its shadow rows
+    /// deleted and copied anew inside one fenced transaction, then its deferred changes applied.
+    async fn repair(&mut self, range: ChunkRange, sequence: u64) -> Result<(), Error> {
+        self.repairing.push(range);
+        let chunk = ChunkId(REPAIR_CHUNK_BASE + sequence);
+        let fence = self.qualified(&names::fence(&self.table));
+        let mut connection = self.pool.get_conn().await?;
+        connection
+            .exec_drop(
+                format!("INSERT INTO {fence} (chunk, epoch) VALUES (?, 1)"),
+                (chunk.0,),
+            )
+            .await?;
+        let mut context = self.copy_context();
+        context.copy_mode = CopyMode::Server;
+        let spec = TaskSpec {
+            task_id: shoal_common::ids::TaskId::parse(format!(
+                "{}-repair{sequence}",
+                self.options.id
+            ))
+            .map_err(|error| Error::Checksum(error.to_string()))?,
+            migration_id: self.options.id.clone(),
+            kind: TaskKind::Copy,
+            chunk,
+            range,
+            fence_epoch: FenceEpoch(1),
+            context,
+            trace_context: Vec::new(),
+        };
+        let (predicate, params) = shoal_worker::copy::range_predicate(&self.key_column, &range);
+        let shadow = self.qualified(&names::shadow(&self.table));
+        connection
+            .exec_drop(format!("DELETE FROM {shadow} WHERE {predicate}"), params)
+            .await?;
+        let outcome = shoal_worker::copy::copy_chunk(&self.pool, &spec)
+            .await
+            .map_err(|error| Error::Checksum(format!("repair of {range}: {error}")))?;
+        self.progress
+            .send_modify(|progress| progress.unique_conflicts += outcome.unique_conflicts);
+        self.pump_stream().await?;
+        self.repairing.retain(|repairing| repairing != &range);
+        let deferred = self.buffer.take_range(range.lower, range.upper);
+        self.apply_changes(&mut connection, deferred).await?;
+        self.progress
+            .send_modify(|progress| progress.ranges_repaired += 1);
+        Ok(())
+    }
+
+    /// `Checksum`.
+    pub(super) async fn checksum(&mut self) -> Result<(), Error> {
+        let mut repairs = 0;
+        for pass in 1..=MAX_PASSES {
+            let mismatched = self.checksum_pass().await?;
+            self.progress
+                .send_modify(|progress| progress.checksum_passes = pass);
+            if mismatched.is_empty() {
+                info!(migration_id = %self.options.id, pass, "checksum clean");
+                return Ok(());
+            }
+            if pass == MAX_PASSES {
+                let ranges: Vec<String> = mismatched.iter().map(ToString::to_string).collect();
+                let conflicts = self.progress.borrow().unique_conflicts;
+                let hint = if conflicts > 0 {
+                    format!(
+                        "; {conflicts} row(s) were skipped on unique-key conflicts: if the ALTER adds a \
+                         UNIQUE index, the data violates it (the log names the duplicate values)"
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(Error::Checksum(format!(
+                    "{} range(s) still differ after {MAX_PASSES} passes: {}{hint}; the original table is untouched",
+                    mismatched.len(),
+                    ranges.join(", ")
+                )));
+            }
+            for range in mismatched {
+                repairs += 1;
+                self.repair(range, repairs).await?;
+            }
+        }
+        Ok(())
+    }
+}

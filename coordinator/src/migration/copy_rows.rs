@@ -1,0 +1,325 @@
+//! `CopyRows` and `ApplyChangeset`.
+//!
+//! The owner plans chunks lazily (a window of `2 × threads` ahead of the fleet), registers each
+//! chunk's fence row, publishes it as a task, and folds completions: the chunk's deferred
+//! changes are applied, then it is marked drained (INV-W1). A task that comes back (expired
+//! lease, failure, release) has its fence bumped (INV-F1) before it is published again.
+//!
+//! Transitions: CopyRows → ApplyChangeset once every chunk is drained; ApplyChangeset →
+//! Checksum once the stream has caught up with the server's position.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
+use shoal_common::ids::{FenceEpoch, TaskId};
+use shoal_common::names;
+use shoal_common::task::{CopyContext, ReturnReason, TaskKind, TaskSpec};
+use tracing::{info, warn};
+
+use super::Error;
+use super::binlog::{self, BinlogPos};
+use super::owner::Migration;
+
+/// A chunk can come back this many times before the migration fails.
+const MAX_ATTEMPTS: u32 = 5;
+/// How often the owner looks for completions when nothing else happens.
+const IDLE_TICK: Duration = Duration::from_millis(20);
+
+/// A published chunk not yet drained.
+#[derive(Debug, Clone)]
+struct InFlight {
+    range: ChunkRange,
+    epoch: FenceEpoch,
+    attempts: u32,
+}
+
+impl Migration {
+    pub(super) fn copy_context(&self) -> CopyContext {
+        CopyContext {
+            target: self.options.target.clone(),
+            schema: self.schema.clone(),
+            source_table: self.table.clone(),
+            shadow_table: names::shadow(&self.table),
+            fence_table: names::fence(&self.table),
+            source_columns: self.source_columns.clone(),
+            shadow_columns: self.shadow_columns.clone(),
+            key_column: self.key_column.clone(),
+            copy_mode: self.options.copy_mode,
+            batch_rows: 1_000,
+        }
+    }
+
+    fn task_spec(
+        &self,
+        chunk: ChunkId,
+        range: ChunkRange,
+        epoch: FenceEpoch,
+    ) -> Result<TaskSpec, Error> {
+        let task_id = TaskId::parse(format!("{}-c{}-e{}", self.options.id, chunk.0, epoch.0))
+            .map_err(|error| Error::Copy(error.to_string()))?;
+        Ok(TaskSpec {
+            task_id,
+            migration_id: self.options.id.clone(),
+            kind: TaskKind::Copy,
+            chunk,
+            range,
+            fence_epoch: epoch,
+            context: self.copy_context(),
+            trace_context: Vec::new(),
+        })
+    }
+
+    /// Bumps a chunk's fence epoch (waits for any in-flight holder of the shared lock) and
+    /// returns the new epoch (INV-F1).
+    pub(super) async fn bump_fence(&self, chunk: ChunkId) -> Result<FenceEpoch, Error> {
+        let fence = self.qualified(&names::fence(&self.table));
+        let mut connection = self.pool.get_conn().await?;
+        connection
+            .exec_drop(
+                format!("UPDATE {fence} SET epoch = epoch + 1 WHERE chunk = ?"),
+                (chunk.0,),
+            )
+            .await?;
+        let epoch: Option<u64> = connection
+            .exec_first(
+                format!("SELECT epoch FROM {fence} WHERE chunk = ?"),
+                (chunk.0,),
+            )
+            .await?;
+        epoch
+            .map(FenceEpoch)
+            .ok_or_else(|| Error::Copy(format!("fence row of chunk {chunk} is missing")))
+    }
+
+    /// Applies every buffered change whose chunk is drained, on `connection`.
+    pub(super) async fn flush_ready(
+        &mut self,
+        connection: &mut impl Queryable,
+    ) -> Result<(), Error> {
+        let ready = {
+            let ledger = &self.ledger;
+            let repairing = &self.repairing;
+            self.buffer.take_ready(|key| {
+                ledger.is_drained(key) && !repairing.iter().any(|range| range.contains(key))
+            })
+        };
+        self.apply_changes(connection, ready).await
+    }
+
+    pub(super) async fn apply_changes(
+        &mut self,
+        connection: &mut impl Queryable,
+        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+    ) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let applier = self
+            .applier
+            .as_ref()
+            .ok_or_else(|| Error::Apply("no applier before Initial".to_owned()))?;
+        let applied = applier.apply(connection, changes).await?;
+        let buffered = self.buffer.len() as u64;
+        self.progress.send_modify(|progress| {
+            progress.changes_applied += (applied.upserts + applied.deletes) as u64;
+            progress.changes_buffered = buffered;
+        });
+        Ok(())
+    }
+
+    /// Moves every message the stream has ready into the buffer, without waiting.
+    pub(super) async fn pump_stream(&mut self) -> Result<(), Error> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            };
+            match stream.receiver.try_recv() {
+                Ok(message) => self.on_stream_message(message)?,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(self.stream_failure().await);
+                }
+            }
+        }
+    }
+
+    /// Waits until the stream has delivered everything before `target`.
+    pub(super) async fn catch_up(
+        &mut self,
+        target: &BinlogPos,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        while self
+            .stream_position
+            .as_ref()
+            .is_none_or(|position| position < target)
+        {
+            self.check_cancelled()?;
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(Error::Binlog(format!(
+                    "the change stream did not reach {target} within {deadline:?} (at {:?})",
+                    self.stream_position
+                )));
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            };
+            match tokio::time::timeout(remaining, stream.receiver.recv()).await {
+                Ok(Some(message)) => self.on_stream_message(message)?,
+                Ok(None) => return Err(self.stream_failure().await),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `CopyRows`.
+    pub(super) async fn copy_rows(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let source = self.qualified(&self.table);
+        let key = self.quoted_key();
+        let bounds: Option<(Option<i64>, Option<i64>)> = connection
+            .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {source}"))
+            .await?;
+        let bounds = match bounds {
+            Some((Some(min), Some(max))) => Some((min, max)),
+            _ => None,
+        };
+        let estimate: Option<u64> = connection
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&self.schema, &self.table),
+            )
+            .await?;
+        self.progress
+            .send_modify(|progress| progress.rows_estimated = estimate.unwrap_or(0));
+        let fence = self.qualified(&names::fence(&self.table));
+        let mut planner = IntChunkPlanner::new(bounds);
+        let window = (self.options.threads.max(1) as usize) * 2;
+        let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
+        // Chunks whose fence bump hit a lock wait: retried on the next round.
+        let mut to_republish: Vec<(ChunkId, InFlight)> = Vec::new();
+        loop {
+            self.check_cancelled()?;
+            while in_flight.len() < window && !planner.is_done() {
+                let Some((chunk, range)) = planner.next_chunk(self.options.chunk_rows) else {
+                    break;
+                };
+                connection
+                    .exec_drop(
+                        format!("INSERT INTO {fence} (chunk, epoch) VALUES (?, 1)"),
+                        (chunk.0,),
+                    )
+                    .await?;
+                self.ledger.plan(chunk, range);
+                self.store
+                    .publish(self.task_spec(chunk, range, FenceEpoch(1))?)
+                    .await?;
+                in_flight.insert(
+                    chunk,
+                    InFlight {
+                        range,
+                        epoch: FenceEpoch(1),
+                        attempts: 0,
+                    },
+                );
+            }
+
+            let collected = self.store.collect(&self.options.id).await?;
+            for completion in collected.completions {
+                let Some(entry) = in_flight.remove(&completion.chunk) else {
+                    warn!(chunk = %completion.chunk, "completion for a chunk not in flight; ignored");
+                    continue;
+                };
+                let deferred = self.buffer.take_range(entry.range.lower, entry.range.upper);
+                self.apply_changes(&mut connection, deferred).await?;
+                self.ledger.mark_drained(completion.chunk);
+                let rows = completion.outcome.rows;
+                let conflicts = completion.outcome.unique_conflicts;
+                let in_flight_now = in_flight.len() as u64;
+                self.progress.send_modify(|progress| {
+                    progress.rows_copied += rows;
+                    progress.unique_conflicts += conflicts;
+                    progress.chunks_done += 1;
+                    progress.chunks_in_flight = in_flight_now;
+                });
+            }
+            for returned in collected.returned {
+                let chunk = returned.spec.chunk;
+                let Some(mut entry) = in_flight.remove(&chunk) else {
+                    continue;
+                };
+                entry.attempts += 1;
+                match &returned.reason {
+                    ReturnReason::Failed {
+                        error,
+                        retryable: false,
+                    } => {
+                        return Err(Error::Copy(format!(
+                            "chunk {chunk} {}: {error}",
+                            entry.range
+                        )));
+                    }
+                    reason if entry.attempts >= MAX_ATTEMPTS => {
+                        return Err(Error::Copy(format!(
+                            "chunk {chunk} {} came back {MAX_ATTEMPTS} times (last: {reason:?})",
+                            entry.range
+                        )));
+                    }
+                    reason => {
+                        info!(chunk = %chunk, ?reason, "chunk returned; fencing and offering it again")
+                    }
+                }
+                to_republish.push((chunk, entry));
+            }
+            for (chunk, mut entry) in std::mem::take(&mut to_republish) {
+                match self.bump_fence(chunk).await {
+                    Ok(epoch) => {
+                        entry.epoch = epoch;
+                        self.store
+                            .publish(self.task_spec(chunk, entry.range, epoch)?)
+                            .await?;
+                        in_flight.insert(chunk, entry);
+                    }
+                    Err(Error::Mysql(mysql_async::Error::Server(error))) if error.code == 1205 => {
+                        warn!(chunk = %chunk, "fence bump waits for a lock holder; retrying");
+                        to_republish.push((chunk, entry));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+
+            self.pump_stream().await?;
+            self.flush_ready(&mut connection).await?;
+            if planner.is_done() && in_flight.is_empty() && to_republish.is_empty() {
+                break;
+            }
+            // Sleep until the next message from the stream or the idle tick.
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            };
+            if let Ok(received) = tokio::time::timeout(IDLE_TICK, stream.receiver.recv()).await {
+                match received {
+                    Some(message) => self.on_stream_message(message)?,
+                    None => return Err(self.stream_failure().await),
+                }
+            }
+        }
+        debug_assert!(self.ledger.all_drained(), "INV-W1: every chunk drained");
+        info!(migration_id = %self.options.id, "all chunks copied");
+        Ok(())
+    }
+
+    /// `ApplyChangeset`: catch up with the server's current position and apply everything.
+    pub(super) async fn apply_changeset(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        self.catch_up(&target, Duration::from_secs(300)).await?;
+        self.flush_ready(&mut connection).await?;
+        Ok(())
+    }
+}

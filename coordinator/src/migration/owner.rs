@@ -1,0 +1,531 @@
+//! The owner of one migration: preflight, the INSTANT attempt, `Initial`, the phase sequence,
+//! and `ErrCleanup`.
+//!
+//! Transitions: Initial → CopyRows → ApplyChangeset → Checksum → CutOver → Close; any failure
+//! before the rename → ErrCleanup (the original table untouched, shoal's tables dropped).
+//!
+//! # Invariants
+//! - Preflight only reads: a refused migration leaves the server exactly as it was.
+//! - Everything `Initial` creates exists before any row is copied, and the change stream starts
+//!   at a position read before the first chunk is planned, so no change can fall between the
+//!   stream's start and the copy (INV-C1).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Pool, Value};
+use shoal_common::changes::ChangeBuffer;
+use shoal_common::chunk::{ChunkLedger, ChunkRange};
+use shoal_common::names;
+use shoal_common::sql::{quote_identifier, quote_qualified};
+use shoal_worker::session::pool_for;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::alter::{self, AlterStatement};
+use super::apply::Applier;
+use super::binlog::{self, BinlogPos, RowChange, StreamMsg, StreamTable};
+use super::catalog::{self, ServerInfo, TableInfo};
+use super::{ChangePath, Error, MigrationOptions, Progress, State};
+use crate::store::tasks::TaskStore;
+
+/// MariaDB's "ALGORITHM=INSTANT is not supported" errors.
+const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
+/// Integer types a chunked key may have.
+const INTEGER_TYPES: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
+
+/// The change stream as the owner holds it.
+pub(super) struct Stream {
+    pub(super) receiver: mpsc::Receiver<StreamMsg>,
+    pub(super) reader: JoinHandle<Result<(), Error>>,
+    pub(super) stop: CancellationToken,
+}
+
+/// A migration being run by its owner.
+pub struct Migration {
+    pub(super) options: MigrationOptions,
+    pub(super) pool: Pool,
+    pub(super) store: Arc<dyn TaskStore>,
+    pub(super) progress: watch::Sender<Progress>,
+    pub(super) cancel: CancellationToken,
+    pub(super) schema: String,
+    pub(super) table: String,
+    pub(super) statement: AlterStatement,
+    pub(super) server: ServerInfo,
+    pub(super) source: TableInfo,
+    /// Copied columns as named in the source, and in the shadow table.
+    pub(super) source_columns: Vec<String>,
+    pub(super) shadow_columns: Vec<String>,
+    /// The single integer key column, and its index in row images.
+    pub(super) key_column: String,
+    pub(super) key_index: usize,
+    pub(super) applier: Option<Applier>,
+    /// The dedicated connection holding the advisory lock.
+    pub(super) lock_connection: Option<Conn>,
+    pub(super) stream: Option<Stream>,
+    /// Position the stream has delivered up to.
+    pub(super) stream_position: Option<BinlogPos>,
+    /// Changes not yet applied (INV-C2: deferred until their chunk drains).
+    pub(super) buffer: ChangeBuffer<Vec<Value>>,
+    /// Planned chunks and which are drained (INV-W1).
+    pub(super) ledger: ChunkLedger,
+    /// Ranges being repaired after a checksum mismatch: their changes are deferred again.
+    pub(super) repairing: Vec<ChunkRange>,
+    /// Set once shoal's own rename is queued: a DDL event on the table is then expected.
+    pub(super) cutting_over: bool,
+    /// Whether shoal's tables exist (so ErrCleanup knows what to drop).
+    pub(super) created_tables: bool,
+}
+
+impl std::fmt::Debug for Migration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migration")
+            .field("options", &self.options)
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Migration {
+    /// Validates the migration without changing anything (preflight).
+    pub async fn prepare(
+        options: MigrationOptions,
+        store: Arc<dyn TaskStore>,
+        progress: watch::Sender<Progress>,
+        cancel: CancellationToken,
+    ) -> Result<Self, Error> {
+        let statement = alter::parse(&options.alter)?;
+        let opts = mysql_async::Opts::from_url(&options.dsn).map_err(|error| {
+            Error::Preflight(format!(
+                "the DSN {} is invalid: {error}",
+                shoal_worker::session::redact_dsn(&options.dsn)
+            ))
+        })?;
+        let schema = opts
+            .db_name()
+            .or(statement.schema.as_deref())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::Preflight("the DSN selects no database; add /<schema> to it".to_owned())
+            })?;
+        statement.check_schema(&schema)?;
+        let table = statement.table.clone();
+        let pool = pool_for(
+            &options.target,
+            &options.dsn,
+            options.lock_wait_timeout,
+            options.threads as usize + 4,
+        )?;
+        let mut connection = pool.get_conn().await?;
+        let server = catalog::check_server(&mut connection).await?;
+        let qualified = format!("`{schema}`.`{table}`");
+        let source = catalog::read_table(&mut connection, &schema, &table)
+            .await?
+            .ok_or_else(|| {
+                Error::Preflight(format!(
+                    "table {qualified} does not exist; check the schema and the ALTER"
+                ))
+            })?;
+        let key_column = match source.primary_key.as_slice() {
+            [] => {
+                return Err(Error::Preflight(format!(
+                    "table {qualified} has no primary key; shoal needs one to copy in chunks: add one first"
+                )));
+            }
+            [single] => single.clone(),
+            _ => {
+                return Err(Error::Preflight(format!(
+                    "table {qualified} has a composite primary key; this version of shoal supports a \
+                     single integer key column"
+                )));
+            }
+        };
+        let key_index = source.index_of(&key_column).ok_or_else(|| {
+            Error::Preflight(format!("primary key column {key_column} not found"))
+        })?;
+        let key_type = &source.columns[key_index];
+        if !INTEGER_TYPES.contains(&key_type.data_type.as_str())
+            || key_type.unsigned_bits() == Some(64)
+        {
+            return Err(Error::Preflight(format!(
+                "the primary key {qualified}.`{key_column}` is {}; this version of shoal supports \
+                 signed integer keys and unsigned ones up to INT",
+                key_type.column_type
+            )));
+        }
+        if !names::fits(&table) {
+            return Err(Error::Preflight(format!(
+                "table name `{table}` is too long for shoal's helper tables (64-character limit)"
+            )));
+        }
+        for helper in [
+            names::shadow(&table),
+            names::checkpoint(&table),
+            names::fence(&table),
+            names::old(&table),
+        ] {
+            if catalog::table_exists(&mut connection, &schema, &helper).await? {
+                return Err(Error::Preflight(format!(
+                    "table `{schema}`.`{helper}` already exists (left by an earlier run?); drop it \
+                     if no migration of {qualified} is running"
+                )));
+            }
+        }
+        let triggers: Option<String> = connection
+            .exec_first(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? LIMIT 1",
+                (&schema, &table),
+            )
+            .await?;
+        if let Some(trigger) = triggers {
+            return Err(Error::Preflight(format!(
+                "table {qualified} has trigger `{trigger}`; shoal cannot carry triggers across the cut-over: drop it first"
+            )));
+        }
+        drop(connection);
+        Ok(Self {
+            options,
+            pool,
+            store,
+            progress,
+            cancel,
+            schema,
+            table,
+            statement,
+            server,
+            source,
+            source_columns: Vec::new(),
+            shadow_columns: Vec::new(),
+            key_column,
+            key_index,
+            applier: None,
+            lock_connection: None,
+            stream: None,
+            stream_position: None,
+            buffer: ChangeBuffer::default(),
+            ledger: ChunkLedger::default(),
+            repairing: Vec::new(),
+            cutting_over: false,
+            created_tables: false,
+        })
+    }
+
+    pub(super) fn qualified(&self, table: &str) -> String {
+        quote_qualified(&self.schema, table)
+    }
+
+    pub(super) fn set_state(&self, state: State) {
+        info!(migration_id = %self.options.id, state = state.name(), "entering state");
+        self.progress.send_modify(|progress| progress.state = state);
+    }
+
+    pub(super) fn check_cancelled(&self) -> Result<(), Error> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Runs the migration to the end. On failure before the rename the original table is left
+    /// untouched and shoal's tables are removed.
+    pub async fn run(mut self) -> Result<ChangePath, Error> {
+        let result = self.run_phases().await;
+        if let Err(error) = &result {
+            warn!(migration_id = %self.options.id, %error, "migration failed; cleaning up");
+            self.set_state(State::ErrCleanup);
+            if let Err(cleanup) = self.cleanup().await {
+                warn!(migration_id = %self.options.id, error = %cleanup, "cleanup after failure");
+            }
+        }
+        result
+    }
+
+    async fn run_phases(&mut self) -> Result<ChangePath, Error> {
+        self.lock().await?;
+        if !self.options.no_instant && self.try_instant().await? {
+            self.progress
+                .send_modify(|progress| progress.path = Some(ChangePath::Instant));
+            self.release_lock().await;
+            return Ok(ChangePath::Instant);
+        }
+        self.progress
+            .send_modify(|progress| progress.path = Some(ChangePath::Copy));
+        self.initial().await?;
+        self.set_state(State::CopyRows);
+        self.copy_rows().await?;
+        self.set_state(State::ApplyChangeset);
+        self.apply_changeset().await?;
+        self.set_state(State::Checksum);
+        self.checksum().await?;
+        self.set_state(State::CutOver);
+        self.cutover().await?;
+        self.set_state(State::Close);
+        self.close().await?;
+        Ok(ChangePath::Copy)
+    }
+
+    /// Mutual exclusion across `shoal run` and every fleet: `GET_LOCK('shoal/<schema>.<t>')` on
+    /// a dedicated connection, held until the end.
+    async fn lock(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let name = format!("shoal/{}.{}", self.schema, self.table);
+        let got: Option<i64> = connection
+            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .await?;
+        if got != Some(1) {
+            return Err(Error::Preflight(format!(
+                "another migration of `{}`.`{}` is running (advisory lock {name:?} is held)",
+                self.schema, self.table
+            )));
+        }
+        self.lock_connection = Some(connection);
+        Ok(())
+    }
+
+    async fn release_lock(&mut self) {
+        if let Some(mut connection) = self.lock_connection.take() {
+            let name = format!("shoal/{}.{}", self.schema, self.table);
+            if let Err(error) = connection.exec_drop("DO RELEASE_LOCK(?)", (&name,)).await {
+                warn!(%error, "release the advisory lock; it ends with the connection");
+            }
+        }
+    }
+
+    /// Tries the change natively with `ALGORITHM=INSTANT`. True if it ran.
+    async fn try_instant(&mut self) -> Result<bool, Error> {
+        let mut connection = self.pool.get_conn().await?;
+        match connection
+            .query_drop(self.statement.instant(&self.schema))
+            .await
+        {
+            Ok(()) => {
+                info!(migration_id = %self.options.id, "ALTER ran with ALGORITHM=INSTANT: no copy needed");
+                Ok(true)
+            }
+            Err(mysql_async::Error::Server(error)) if INSTANT_REFUSED.contains(&error.code) => {
+                info!(migration_id = %self.options.id, reason = %error.message, "INSTANT refused; copying");
+                Ok(false)
+            }
+            Err(mysql_async::Error::Server(error)) => Err(Error::Preflight(format!(
+                "the server refused the ALTER ({}): {}; the table is unchanged",
+                error.code, error.message
+            ))),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `Initial`: shadow table from `CREATE TABLE … LIKE` plus the user's ALTER text, the
+    /// checkpoint and fence tables, the binlog position, the first checkpoint, the change stream.
+    async fn initial(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let source = self.qualified(&self.table);
+        let shadow_name = names::shadow(&self.table);
+        let shadow = self.qualified(&shadow_name);
+        self.created_tables = true;
+        connection
+            .query_drop(format!("CREATE TABLE {shadow} LIKE {source}"))
+            .await?;
+        if let Err(error) = connection
+            .query_drop(self.statement.applied_to(&self.schema, &shadow_name))
+            .await
+        {
+            return Err(match error {
+                mysql_async::Error::Server(server) => Error::Preflight(format!(
+                    "the server refused the ALTER ({}): {}; the table is unchanged",
+                    server.code, server.message
+                )),
+                other => other.into(),
+            });
+        }
+        connection
+            .query_drop(format!(
+                "CREATE TABLE {} (id INT NOT NULL PRIMARY KEY, copier_watermark BIGINT UNSIGNED NOT NULL, \
+                 checksum_watermark BIGINT UNSIGNED NOT NULL, binlog_name VARCHAR(255) NOT NULL, \
+                 binlog_pos BIGINT UNSIGNED NOT NULL, statement TEXT NOT NULL, \
+                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
+                self.qualified(&names::checkpoint(&self.table))
+            ))
+            .await?;
+        connection
+            .query_drop(format!(
+                "CREATE TABLE {} (chunk BIGINT UNSIGNED NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+                self.qualified(&names::fence(&self.table))
+            ))
+            .await?;
+        let shadow_info = catalog::read_table(&mut connection, &self.schema, &shadow_name)
+            .await?
+            .ok_or_else(|| Error::Preflight("the shadow table vanished".to_owned()))?;
+        if shadow_info.primary_key != self.source.primary_key {
+            return Err(Error::Preflight(
+                "the ALTER changes the primary key; shoal needs the same key on both tables"
+                    .to_owned(),
+            ));
+        }
+        let mut source_indices = Vec::new();
+        for column in shadow_info
+            .columns
+            .iter()
+            .filter(|column| !column.generated)
+        {
+            if let Some(index) = self.source.index_of(&column.name)
+                && !self.source.columns[index].generated
+            {
+                source_indices.push(index);
+                self.source_columns.push(column.name.clone());
+                self.shadow_columns.push(column.name.clone());
+            }
+        }
+        self.applier = Some(Applier::new(
+            &self.schema,
+            &shadow_name,
+            &self.shadow_columns,
+            source_indices,
+            &self.key_column,
+        ));
+        let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        connection
+            .exec_drop(
+                format!(
+                    "INSERT INTO {} (id, copier_watermark, checksum_watermark, binlog_name, binlog_pos, statement) \
+                     VALUES (1, 0, 0, ?, ?, ?)",
+                    self.qualified(&names::checkpoint(&self.table))
+                ),
+                (&start.file, start.pos, &self.options.alter),
+            )
+            .await?;
+        self.start_stream(start).await?;
+        info!(
+            migration_id = %self.options.id,
+            columns = self.source_columns.len(),
+            "shadow table {shadow} created; change stream started"
+        );
+        Ok(())
+    }
+
+    async fn start_stream(&mut self, start: BinlogPos) -> Result<(), Error> {
+        let opts = mysql_async::Opts::from_url(&self.options.dsn)
+            .map_err(|error| Error::Preflight(error.to_string()))?;
+        let (sender, receiver) = mpsc::channel(256);
+        let stop = CancellationToken::new();
+        let table = StreamTable {
+            schema: self.schema.clone(),
+            table: self.table.clone(),
+            columns: self.source.columns.clone().into(),
+        };
+        // A server id no replica uses: high range, derived from the process and the server's id.
+        let replica_id = 0x7000_0000 | (std::process::id() & 0x00ff_ffff) ^ self.server.server_id;
+        let reader = tokio::spawn(binlog::read_stream(
+            opts,
+            replica_id,
+            start.clone(),
+            table,
+            sender,
+            stop.clone(),
+        ));
+        self.stream_position = Some(start);
+        self.stream = Some(Stream {
+            receiver,
+            reader,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// Files one stream message into the buffer.
+    pub(super) fn on_stream_message(&mut self, message: StreamMsg) -> Result<(), Error> {
+        match message {
+            StreamMsg::Position(position) => self.stream_position = Some(position),
+            StreamMsg::Ddl(text, position) => {
+                if !self.cutting_over {
+                    return Err(Error::Binlog(format!(
+                        "DDL on `{}`.`{}` during the migration: {text:.200}",
+                        self.schema, self.table
+                    )));
+                }
+                self.stream_position = Some(position);
+            }
+            StreamMsg::Rows(changes, position) => {
+                for change in changes {
+                    match change {
+                        RowChange::Insert(after) => {
+                            let key = self.key_of(&after)?;
+                            self.buffer.upsert(key, after);
+                        }
+                        RowChange::Update(before, after) => {
+                            let old_key = self.key_of(&before)?;
+                            let new_key = self.key_of(&after)?;
+                            self.buffer.update(old_key, new_key, after);
+                        }
+                        RowChange::Delete(before) => {
+                            let key = self.key_of(&before)?;
+                            self.buffer.delete(key);
+                        }
+                    }
+                }
+                self.stream_position = Some(position);
+            }
+        }
+        Ok(())
+    }
+
+    fn key_of(&self, row: &[Value]) -> Result<i64, Error> {
+        match row.get(self.key_index) {
+            Some(Value::Int(key)) => Ok(*key),
+            Some(Value::UInt(key)) => i64::try_from(*key).map_err(|_| {
+                Error::Binlog(format!("key {key} does not fit a signed 64-bit integer"))
+            }),
+            other => Err(Error::Binlog(format!(
+                "primary key value {other:?} is not an integer"
+            ))),
+        }
+    }
+
+    /// The stream's failure, if it ended.
+    pub(super) async fn stream_failure(&mut self) -> Error {
+        if let Some(stream) = self.stream.take() {
+            match stream.reader.await {
+                Ok(Err(error)) => return error,
+                Ok(Ok(())) => return Error::Binlog("the change stream stopped".to_owned()),
+                Err(join) => return Error::Binlog(format!("the change stream panicked: {join}")),
+            }
+        }
+        Error::Binlog("the change stream is not running".to_owned())
+    }
+
+    pub(super) async fn stop_stream(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.stop.cancel();
+            drop(stream.receiver);
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.reader).await;
+        }
+    }
+
+    /// `ErrCleanup`: stop everything and drop shoal's tables; the source table is untouched.
+    async fn cleanup(&mut self) -> Result<(), Error> {
+        self.stop_stream().await;
+        self.store.clear(&self.options.id).await?;
+        if self.created_tables {
+            let mut connection = self.pool.get_conn().await?;
+            for helper in [
+                names::shadow(&self.table),
+                names::checkpoint(&self.table),
+                names::fence(&self.table),
+            ] {
+                connection
+                    .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&helper)))
+                    .await?;
+            }
+        }
+        self.release_lock().await;
+        Ok(())
+    }
+
+    /// Quoted key column.
+    pub(super) fn quoted_key(&self) -> String {
+        quote_identifier(&self.key_column)
+    }
+}

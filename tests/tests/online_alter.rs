@@ -1,0 +1,174 @@
+//! Online ALTER end to end, with an application writing the whole time, ending with an exact
+//! comparison against the writer's independent ledger.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_tests::processes::ShoalProcess;
+use shoal_tests::servers::{self, TestDatabase};
+use shoal_tests::wait;
+use shoal_tests::writer::{self, Writer};
+
+const ALTER: &str =
+    "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a', ADD INDEX idx_c (c)";
+
+async fn seeded(label: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
+    let database = servers::shared().database(label).await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", rows).await.unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    assert_eq!(ledger.len() as u64, rows);
+    (database, ledger)
+}
+
+/// Asserts the migrated table has the new schema and equals the ledger exactly.
+async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer::Ledger) {
+    let mut connection = database.connect().await.unwrap();
+    let columns: Vec<String> = connection
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        columns,
+        vec!["id", "k", "c", "u", "note"],
+        "the new column is there"
+    );
+    let index: Option<String> = connection
+        .exec_first(
+            "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' AND INDEX_NAME = 'idx_c'",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(index.as_deref(), Some("idx_c"), "the new index is there");
+    let leftovers: Vec<String> = connection
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_orders\\_%'",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert!(
+        leftovers.is_empty(),
+        "shoal's tables are removed: {leftovers:?}"
+    );
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    let differences = writer::differences(expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "{} differences between the writer's ledger ({} rows) and the table ({} rows); first: {:#?}",
+        differences.len(),
+        expected.len(),
+        actual.len(),
+        &differences[..differences.len().min(10)]
+    );
+    let defaults: Option<i64> = connection
+        .query_first("SELECT COUNT(*) FROM orders WHERE note <> 'n/a'")
+        .await
+        .unwrap();
+    assert_eq!(defaults, Some(0), "added column holds its default");
+}
+
+/// Runs `shoal run` against `database` while a writer runs from before until after it.
+async fn migrate_under_writes(
+    database: &TestDatabase,
+    ledger: writer::Ledger,
+    extra_args: &[&str],
+) -> writer::Ledger {
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        7,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the writer to commit",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let mut args = vec![
+        "run".to_owned(),
+        "--alter".to_owned(),
+        ALTER.to_owned(),
+        "--no-instant".to_owned(),
+    ];
+    args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+    let mut shoal = ShoalProcess::spawn(
+        "shoal-run",
+        "shoal",
+        &args,
+        &[("SHOAL_DSN", database.dsn.clone())],
+    )
+    .unwrap();
+    let status = shoal.wait_exit(Duration::from_secs(600)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal run failed ({status}):\n{}",
+        shoal.logs()
+    );
+    // Keep writing after the cut-over: those writes must land in the new table.
+    let after_cutover = writer.stats.committed() + 200;
+    wait::until(
+        "writes after cut-over",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= after_cutover).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let stats = std::sync::Arc::clone(&writer.stats);
+    let expected = writer.stop().await.unwrap();
+    assert_eq!(
+        stats.unexpected_errors.load(Ordering::Relaxed),
+        0,
+        "the application saw no errors"
+    );
+    assert!(
+        stats.key_moves.load(Ordering::Relaxed) > 0
+            && stats.unique_swaps.load(Ordering::Relaxed) > 0
+    );
+    assert!(
+        shoal.logs().contains("completed by copy"),
+        "{}",
+        shoal.logs()
+    );
+    shoal.assert_no_error_logs();
+    eprintln!("writer: {stats:?}");
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_buffered_copy_is_exact_under_writes() {
+    let (database, ledger) = seeded("run_buffered", 200_000).await;
+    let expected = migrate_under_writes(
+        &database,
+        ledger,
+        &["--threads", "2", "--copy-mode", "buffered"],
+    )
+    .await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_mode_server_copy_is_exact_under_writes() {
+    let (database, ledger) = seeded("run_server", 50_000).await;
+    let expected = migrate_under_writes(
+        &database,
+        ledger,
+        &["--threads", "2", "--copy-mode", "server"],
+    )
+    .await;
+    assert_migrated_exactly(&database, &expected).await;
+}

@@ -1,0 +1,329 @@
+//! Copying one chunk from the source table into the shadow table.
+//!
+//! # Invariants
+//! - INV-F1: the write transaction begins with `SELECT epoch … LOCK IN SHARE MODE` on the
+//!   chunk's fence row and aborts unless it equals the task's fence epoch. The owner bumps the
+//!   epoch with an `UPDATE` (which waits for this shared lock) before it re-leases, repairs or
+//!   drains the chunk, so a worker that stalled past its lease can never write after that.
+//! - Every copy statement's warnings are read: anything but a duplicate key fails the chunk
+//!   (`INSERT IGNORE` would otherwise turn truncation and NULL-into-NOT-NULL into silent
+//!   corruption). A duplicate on `PRIMARY` is a row an earlier attempt already copied. A
+//!   duplicate on another unique key is counted, not fatal: it is either transient (the row's
+//!   unique value moved to a row already applied from the binlog, and the row's own deferred
+//!   change will put it right) or a real violation of a new UNIQUE index, which the checksum then
+//!   finds, and which fails the migration before cut-over naming the value.
+//!
+//! # Design decisions
+//! Buffered mode reads the range at READ COMMITTED (a plain consistent read: no locks on the
+//! source) and only then takes the fence lock, so the lock is held for the write alone; the
+//! same code can later copy between servers. Server mode runs `INSERT IGNORE … SELECT` inside
+//! the fenced transaction: fastest on one box, shared locks on the source range meanwhile.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{IsolationLevel, Pool, Row, TxOpts, Value};
+use shoal_common::chunk::ChunkRange;
+use shoal_common::sql::{quote_identifier, quote_qualified};
+use shoal_common::task::{CopyMode, CopyOutcome, TaskSpec};
+
+use crate::failpoint;
+
+/// MySQL's limit on placeholders in one statement.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// Upper bound on the bytes of one `INSERT` batch.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Why a chunk copy did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The fence epoch moved on: the chunk was re-leased or repaired. Roll back, drop the task.
+    #[error("chunk {chunk} is fenced at epoch {found:?}, task holds epoch {held}; dropping it")]
+    Fenced {
+        /// The chunk.
+        chunk: u64,
+        /// Epoch in the fence table (None: row missing).
+        found: Option<u64>,
+        /// Epoch of the task.
+        held: u64,
+    },
+    /// A copy statement raised a warning that would lose or change data.
+    #[error("copy of {range} raised warning {code}: {message}")]
+    Warning {
+        /// The range copied.
+        range: ChunkRange,
+        /// Server warning code.
+        code: u16,
+        /// Server message.
+        message: String,
+    },
+    /// A server or connection error.
+    #[error("mysql: {0}")]
+    Mysql(#[from] mysql_async::Error),
+}
+
+impl Error {
+    /// Whether running the same task again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Mysql(mysql_async::Error::Server(server)) => {
+                // Lock wait timeout, deadlock, lost connection during query, killed query.
+                matches!(server.code, 1205 | 1213 | 2013 | 1317 | 1927)
+            }
+            Error::Mysql(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// `WHERE` clause and parameters selecting `range` of `key_column`.
+pub fn range_predicate(key_column: &str, range: &ChunkRange) -> (String, Vec<Value>) {
+    let key = quote_identifier(key_column);
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(lower) = range.lower {
+        clauses.push(format!("{key} >= ?"));
+        params.push(Value::Int(lower));
+    }
+    if let Some(upper) = range.upper {
+        clauses.push(format!("{key} < ?"));
+        params.push(Value::Int(upper));
+    }
+    if clauses.is_empty() {
+        ("TRUE".to_owned(), params)
+    } else {
+        (clauses.join(" AND "), params)
+    }
+}
+
+fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|column| quote_identifier(column))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads `SHOW WARNINGS` after a copy or repair statement: fails on any warning but a
+/// duplicate key; returns the duplicates on keys other than `PRIMARY` (rows skipped).
+pub async fn check_warnings(
+    transaction: &mut impl Queryable,
+    range: &ChunkRange,
+) -> Result<Vec<String>, Error> {
+    let warnings: Vec<(String, u16, String)> = transaction.query("SHOW WARNINGS").await?;
+    let mut unique_conflicts = Vec::new();
+    for (_level, code, message) in warnings {
+        if code == 1062 {
+            if !message.contains("'PRIMARY'") {
+                unique_conflicts.push(message);
+            }
+            continue;
+        }
+        return Err(Error::Warning {
+            range: *range,
+            code,
+            message,
+        });
+    }
+    Ok(unique_conflicts)
+}
+
+/// Checks the chunk's fence under a shared lock (INV-F1).
+async fn check_fence(transaction: &mut impl Queryable, spec: &TaskSpec) -> Result<(), Error> {
+    let context = &spec.context;
+    let sql = format!(
+        "SELECT epoch FROM {} WHERE chunk = ? LOCK IN SHARE MODE",
+        quote_qualified(&context.schema, &context.fence_table)
+    );
+    let found: Option<u64> = transaction.exec_first(sql, (spec.chunk.0,)).await?;
+    if found != Some(spec.fence_epoch.0) {
+        return Err(Error::Fenced {
+            chunk: spec.chunk.0,
+            found,
+            held: spec.fence_epoch.0,
+        });
+    }
+    Ok(())
+}
+
+fn row_bytes(row: &[Value]) -> usize {
+    row.iter()
+        .map(|value| match value {
+            Value::Bytes(bytes) => bytes.len() + 8,
+            _ => 16,
+        })
+        .sum()
+}
+
+/// Copies one chunk; returns rows written and server-side statement time.
+pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Error> {
+    let context = &spec.context;
+    let source = quote_qualified(&context.schema, &context.source_table);
+    let shadow = quote_qualified(&context.schema, &context.shadow_table);
+    let source_columns = column_list(&context.source_columns);
+    let shadow_columns = column_list(&context.shadow_columns);
+    let (predicate, params) = range_predicate(&context.key_column, &spec.range);
+    let key = quote_identifier(&context.key_column);
+
+    let mut connection = pool.get_conn().await?;
+    let mut options = TxOpts::new();
+    options.with_isolation_level(IsolationLevel::ReadCommitted);
+    let mut transaction = connection.start_transaction(options).await?;
+    let mut statement_time = Duration::ZERO;
+    let mut conflicts = Vec::new();
+    let rows_written = match context.copy_mode {
+        CopyMode::Server => {
+            check_fence(&mut transaction, spec).await?;
+            let sql = format!(
+                "INSERT IGNORE INTO {shadow} ({shadow_columns}) SELECT {source_columns} \
+                 FROM {source} FORCE INDEX (PRIMARY) WHERE {predicate}"
+            );
+            let started = Instant::now();
+            transaction.exec_drop(sql, params).await?;
+            statement_time += started.elapsed();
+            let written = transaction.affected_rows();
+            conflicts.extend(check_warnings(&mut transaction, &spec.range).await?);
+            written
+        }
+        CopyMode::Buffered => {
+            let read = format!(
+                "SELECT {source_columns} FROM {source} FORCE INDEX (PRIMARY) \
+                 WHERE {predicate} ORDER BY {key}"
+            );
+            let started = Instant::now();
+            let rows: Vec<Row> = transaction.exec(read, params).await?;
+            statement_time += started.elapsed();
+            failpoint::hit("copy.after_read").await;
+            check_fence(&mut transaction, spec).await?;
+            let width = context.shadow_columns.len().max(1);
+            let max_rows = (MAX_PLACEHOLDERS / width)
+                .min(usize::try_from(context.batch_rows.max(1)).unwrap_or(usize::MAX));
+            let mut written = 0;
+            let mut batch: Vec<Value> = Vec::new();
+            let mut batch_rows = 0;
+            let mut batch_bytes = 0;
+            for row in rows {
+                let values = row.unwrap();
+                batch_bytes += row_bytes(&values);
+                batch.extend(values);
+                batch_rows += 1;
+                if batch_rows >= max_rows || batch_bytes >= MAX_BATCH_BYTES {
+                    let (affected, took) = insert_batch(
+                        &mut transaction,
+                        &shadow,
+                        &shadow_columns,
+                        width,
+                        &mut batch,
+                        spec,
+                        &mut conflicts,
+                    )
+                    .await?;
+                    written += affected;
+                    statement_time += took;
+                    batch_rows = 0;
+                    batch_bytes = 0;
+                }
+            }
+            if batch_rows > 0 {
+                let (affected, took) = insert_batch(
+                    &mut transaction,
+                    &shadow,
+                    &shadow_columns,
+                    width,
+                    &mut batch,
+                    spec,
+                    &mut conflicts,
+                )
+                .await?;
+                written += affected;
+                statement_time += took;
+            }
+            written
+        }
+    };
+    transaction.commit().await?;
+    if let Some(first) = conflicts.first() {
+        tracing::info!(chunk = %spec.chunk, count = conflicts.len(), first = %first, "rows skipped on a unique-key conflict; their deferred changes or the checksum settle them");
+    }
+    Ok(CopyOutcome {
+        rows: rows_written,
+        statement_time,
+        unique_conflicts: conflicts.len() as u64,
+    })
+}
+
+async fn insert_batch(
+    transaction: &mut mysql_async::Transaction<'_>,
+    shadow: &str,
+    shadow_columns: &str,
+    width: usize,
+    batch: &mut Vec<Value>,
+    spec: &TaskSpec,
+    conflicts: &mut Vec<String>,
+) -> Result<(u64, Duration), Error> {
+    let rows = batch.len() / width;
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let sql = format!(
+        "INSERT IGNORE INTO {shadow} ({shadow_columns}) VALUES {}",
+        vec![tuple; rows].join(", ")
+    );
+    let params = std::mem::take(batch);
+    let started = Instant::now();
+    transaction.exec_drop(sql, params).await?;
+    let took = started.elapsed();
+    let affected = transaction.affected_rows();
+    conflicts.extend(check_warnings(transaction, &spec.range).await?);
+    Ok((affected, took))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_bind_bounds_as_parameters() {
+        let (sql, params) = range_predicate(
+            "id",
+            &ChunkRange {
+                lower: Some(-5),
+                upper: Some(10),
+            },
+        );
+        assert_eq!(sql, "`id` >= ? AND `id` < ?");
+        assert_eq!(params, vec![Value::Int(-5), Value::Int(10)]);
+        let (sql, params) = range_predicate(
+            "we`ird",
+            &ChunkRange {
+                lower: None,
+                upper: Some(3),
+            },
+        );
+        assert_eq!(sql, "`we``ird` < ?");
+        assert_eq!(params, vec![Value::Int(3)]);
+        let (sql, params) = range_predicate("id", &ChunkRange::ALL);
+        assert_eq!(sql, "TRUE");
+        assert!(params.is_empty());
+    }
+
+    #[test]
+    fn only_transient_server_errors_are_retryable() {
+        let fenced = Error::Fenced {
+            chunk: 1,
+            found: Some(2),
+            held: 1,
+        };
+        assert!(
+            !fenced.is_retryable(),
+            "a fenced task is dropped, never retried"
+        );
+        let warning = Error::Warning {
+            range: ChunkRange::ALL,
+            code: 1265,
+            message: "truncated".into(),
+        };
+        assert!(
+            !warning.is_retryable(),
+            "a data-changing warning is not retried"
+        );
+    }
+}
