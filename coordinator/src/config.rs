@@ -30,6 +30,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_WORKER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub worker_ttl: Duration,
 
+    /// Lease of one chunk task; workers extend it every third of it.
+    #[arg(long, env = "SHOAL_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Longest time one AcquireTask long poll is held open.
     #[arg(long, env = "SHOAL_MAX_POLL_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub max_poll_wait: Duration,

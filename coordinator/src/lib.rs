@@ -9,6 +9,7 @@
 //! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
 //! - [`embedded`]: `shoal run`, one process with in-process workers and an in-memory store.
 //! - [`migration`]: one online schema change, phase by phase, as its owner runs it.
+//! - [`registry`]: the migrations this coordinator runs, their progress and outcome.
 //! - [`store`]: live-state stores behind traits, in memory and in Redis, with one conformance
 //!   suite.
 //!
@@ -19,5 +20,6 @@ pub mod api;
 pub mod config;
 pub mod embedded;
 pub mod migration;
+pub mod registry;
 pub mod server;
 pub mod store;

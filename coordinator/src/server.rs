@@ -6,12 +6,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use shoal_common::ids::CoordinatorId;
 use shoal_common::registry::RegistrationTiming;
 use shoal_proto::v1::migration_service_server::MigrationServiceServer;
 use shoal_proto::v1::work_service_server::WorkServiceServer;
+use shoal_worker::session::Targets;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +23,10 @@ use crate::api::migration_service::MigrationApi;
 use crate::api::work_service::WorkApi;
 use crate::config::Config;
 use crate::store::memory::MemoryWorkerRegistry;
+use crate::store::memory_tasks::MemoryTaskStore;
 use crate::store::redis::{RedisWorkerRegistry, connect};
+use crate::store::redis_tasks::RedisTaskStore;
+use crate::store::tasks::TaskStore;
 use crate::store::worker_registry::WorkerRegistry;
 
 /// A bound, not yet serving, coordinator.
@@ -34,6 +39,8 @@ pub struct Coordinator {
     listener: TcpListener,
     /// Live worker registrations.
     registry: Arc<dyn WorkerRegistry>,
+    /// Tasks and leases.
+    tasks: Arc<dyn TaskStore>,
     /// Registration TTL and heartbeat cadence.
     timing: RegistrationTiming,
 }
@@ -49,19 +56,25 @@ impl Coordinator {
                 std::process::id(),
             ),
         };
-        let registry: Arc<dyn WorkerRegistry> = match &config.redis {
+        let (registry, tasks): (Arc<dyn WorkerRegistry>, Arc<dyn TaskStore>) = match &config.redis {
             Some(url) => {
                 let connection = connect(url)
                     .await
                     .with_context(|| format!("connect to redis at {}", redact(url)))?;
-                Arc::new(RedisWorkerRegistry::new(
-                    connection,
-                    config.namespace.clone(),
-                ))
+                (
+                    Arc::new(RedisWorkerRegistry::new(
+                        connection.clone(),
+                        config.namespace.clone(),
+                    )),
+                    Arc::new(RedisTaskStore::new(connection, config.namespace.clone())),
+                )
             }
             None => {
                 warn!("no --redis given: live state is in memory, run only one coordinator");
-                Arc::new(MemoryWorkerRegistry::default())
+                (
+                    Arc::new(MemoryWorkerRegistry::default()),
+                    Arc::new(MemoryTaskStore::default()),
+                )
             }
         };
         let listener = TcpListener::bind(config.listen)
@@ -72,6 +85,7 @@ impl Coordinator {
             id,
             listener,
             registry,
+            tasks,
             timing,
         })
     }
@@ -96,10 +110,19 @@ impl Coordinator {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("build the reflection service")?;
-        let migration_api = MigrationApi::new(Arc::clone(&self.registry));
+        let targets = Targets::new(std::collections::HashMap::new(), Duration::from_secs(5), 16);
+        let migration_api = MigrationApi::new(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.tasks),
+            targets,
+            self.config.lease_ttl,
+            shutdown.clone(),
+        );
         let work_api = WorkApi::new(
             self.id.clone(),
             Arc::clone(&self.registry),
+            Arc::clone(&self.tasks),
+            self.config.lease_ttl,
             self.timing,
             self.config.max_poll_wait,
             shutdown.clone(),

@@ -16,6 +16,7 @@
 pub mod memory;
 pub mod memory_tasks;
 pub mod redis;
+pub mod redis_tasks;
 pub mod tasks;
 pub mod worker_registry;
 

@@ -164,6 +164,8 @@ pub struct CoordinatorOptions {
     pub namespace: String,
     /// Registration TTL of workers.
     pub worker_ttl: Duration,
+    /// Extra environment (e.g. `SHOAL_TARGET_<NAME>` DSNs).
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// A coordinator process and its gRPC address.
@@ -192,7 +194,7 @@ impl CoordinatorProcess {
         if let Some(url) = &options.redis_url {
             args.extend(["--redis".to_owned(), url.clone()]);
         }
-        let mut process = ShoalProcess::spawn(name, "shoal-coordinator", &args, &[])?;
+        let mut process = ShoalProcess::spawn(name, "shoal-coordinator", &args, &options.env)?;
         let url = format!("http://127.0.0.1:{port}");
         let what = format!("{name} to serve gRPC at {url}");
         let ready = wait::until(&what, READY_TIMEOUT, Duration::from_millis(50), || {
@@ -225,11 +227,13 @@ impl CoordinatorProcess {
     }
 }
 
-/// Starts `shoal-worker` named `id` against `coordinator_url`.
+/// Starts `shoal-worker` named `id` against `coordinator_url`, with extra `env`
+/// (e.g. `SHOAL_TARGET_<NAME>` DSNs).
 pub fn start_worker(
     id: &str,
     coordinator_url: &str,
     concurrency: u32,
+    env: &[(&str, String)],
 ) -> anyhow::Result<ShoalProcess> {
     let args = vec![
         "--coordinator".to_owned(),
@@ -241,5 +245,5 @@ pub fn start_worker(
         "--poll-wait".to_owned(),
         "2s".to_owned(),
     ];
-    ShoalProcess::spawn(id, "shoal-worker", &args, &[])
+    ShoalProcess::spawn(id, "shoal-worker", &args, env)
 }

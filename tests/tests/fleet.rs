@@ -37,6 +37,7 @@ async fn start_coordinator(label: &str) -> CoordinatorProcess {
         redis_url: Some(servers.redis.url()),
         namespace: servers.redis_namespace(label),
         worker_ttl: WORKER_TTL,
+        env: Vec::new(),
     };
     CoordinatorProcess::start("coordinator", &options)
         .await
@@ -46,8 +47,8 @@ async fn start_coordinator(label: &str) -> CoordinatorProcess {
 #[tokio::test]
 async fn workers_register_expire_on_sigkill_and_leave_on_sigterm() {
     let coordinator = start_coordinator("fleet_liveness").await;
-    let mut worker_a = start_worker("worker-a", &coordinator.url, 2).unwrap();
-    let mut worker_b = start_worker("worker-b", &coordinator.url, 3).unwrap();
+    let mut worker_a = start_worker("worker-a", &coordinator.url, 2, &[]).unwrap();
+    let mut worker_b = start_worker("worker-b", &coordinator.url, 3, &[]).unwrap();
     let both: BTreeSet<String> = ["worker-a".to_owned(), "worker-b".to_owned()].into();
 
     wait::until(
@@ -135,11 +136,12 @@ async fn a_worker_registers_again_when_redis_loses_its_registration() {
         redis_url: Some(servers.redis.url()),
         namespace: namespace.clone(),
         worker_ttl: WORKER_TTL,
+        env: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await
         .unwrap();
-    let worker = start_worker("worker-r", &coordinator.url, 1).unwrap();
+    let worker = start_worker("worker-r", &coordinator.url, 1, &[]).unwrap();
     wait::until("worker-r listed", Duration::from_secs(20), POLL, || async {
         listed_workers(&coordinator)
             .await

@@ -88,3 +88,14 @@ async fn redis_has_no_persistence() {
         .unwrap();
     assert_eq!(appendonly, vec!["appendonly".to_owned(), "no".to_owned()]);
 }
+
+#[tokio::test]
+async fn redis_task_store_conforms() {
+    let servers = servers::shared();
+    let connection = connect(&servers.redis.url()).await.unwrap();
+    let store = shoal_coordinator::store::redis_tasks::RedisTaskStore::new(
+        connection,
+        servers.redis_namespace("task_conformance"),
+    );
+    conformance::task_store(&store, |wait| tokio::time::sleep(wait)).await;
+}

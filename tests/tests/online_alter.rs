@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use shoal_tests::processes::ShoalProcess;
+use shoal_proto::v1;
+use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 use shoal_tests::writer::{self, Writer};
@@ -170,5 +171,136 @@ async fn run_mode_server_copy_is_exact_under_writes() {
         &["--threads", "2", "--copy-mode", "server"],
     )
     .await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// The `shoal` CLI against a coordinator; returns its log (stdout and stderr) once it exits 0.
+async fn shoal_cli(coordinator_url: &str, args: &[&str]) -> String {
+    let mut full = vec!["--coordinator".to_owned(), coordinator_url.to_owned()];
+    full.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let mut process = ShoalProcess::spawn("shoal-cli", "shoal", &full, &[]).unwrap();
+    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal {args:?} failed ({status}):\n{}",
+        process.logs()
+    );
+    process.logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
+    let servers = servers::shared();
+    let (database, ledger) = seeded("fleet_exact", 200_000).await;
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("fleet_exact"),
+        worker_ttl: Duration::from_secs(3),
+        env: env.clone(),
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    let workers = [
+        start_worker("worker-1", &coordinator.url, 2, &env).unwrap(),
+        start_worker("worker-2", &coordinator.url, 2, &env).unwrap(),
+    ];
+    let mut client = coordinator.migration_client().await.unwrap();
+    wait::until(
+        "both workers registered",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let mut client = client.clone();
+            async move {
+                let listed = client
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .workers;
+                (listed.len() == 2).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        11,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the writer to commit",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let submitted = shoal_cli(
+        &coordinator.url,
+        &[
+            "submit",
+            "--target",
+            "local",
+            "--alter",
+            ALTER,
+            "--no-instant",
+            "--threads",
+            "4",
+        ],
+    )
+    .await;
+    let id = submitted.lines().last().unwrap().trim().to_owned();
+    assert!(
+        id.starts_with("orders-"),
+        "submit prints the migration id: {submitted}"
+    );
+    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
+    let status = client
+        .get_migration(v1::GetMigrationRequest {
+            migration_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.change_path, v1::ChangePath::Copy as i32);
+
+    let after_cutover = writer.stats.committed() + 200;
+    wait::until(
+        "writes after cut-over",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= after_cutover).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let stats = std::sync::Arc::clone(&writer.stats);
+    let expected = writer.stop().await.unwrap();
+    assert_eq!(
+        stats.unexpected_errors.load(Ordering::Relaxed),
+        0,
+        "the application saw no errors"
+    );
+    for worker in &workers {
+        let copied = worker.logs().matches("chunk copied").count();
+        assert!(
+            copied > 10,
+            "{} copied {copied} chunks: both worker processes share the copy",
+            worker.name
+        );
+        worker.assert_no_error_logs();
+    }
+    coordinator.process.assert_no_error_logs();
     assert_migrated_exactly(&database, &expected).await;
 }

@@ -77,6 +77,27 @@ pub fn redact_dsn(dsn: &str) -> String {
     }
 }
 
+/// `dsn` with its database replaced by `schema` (`mysql://…/schema?params`).
+pub fn with_database(dsn: &str, schema: &str) -> String {
+    let Some(scheme_end) = dsn.find("://") else {
+        return dsn.to_owned();
+    };
+    let rest = &dsn[scheme_end + 3..];
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let authority = authority_and_path
+        .split_once('/')
+        .map_or(authority_and_path, |(authority, _)| authority);
+    let mut result = format!("{}{authority}/{schema}", &dsn[..scheme_end + 3]);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
+}
+
 /// Builds a pool for `dsn` with shoal's session settings.
 pub fn pool_for(
     name: &str,
@@ -192,6 +213,19 @@ mod tests {
         );
         assert_eq!(redact_dsn("mysql://root@db/shop"), "mysql://root@db/shop");
         assert_eq!(redact_dsn("garbage hunter2"), "<not a URL>");
+    }
+
+    #[test]
+    fn replaces_the_database() {
+        assert_eq!(
+            with_database("mysql://u:p@h:3306/old", "new"),
+            "mysql://u:p@h:3306/new"
+        );
+        assert_eq!(with_database("mysql://u@h", "new"), "mysql://u@h/new");
+        assert_eq!(
+            with_database("mysql://u@h/old?ssl=true", "new"),
+            "mysql://u@h/new?ssl=true"
+        );
     }
 
     #[test]

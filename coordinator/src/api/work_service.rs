@@ -1,26 +1,31 @@
-//! `shoal.v1.WorkService`: worker registration, heartbeats and the task long poll.
+//! `shoal.v1.WorkService`: worker registration, heartbeats, the task long poll and reports.
 //!
-//! Tasks are created by a migration's owner (the online-ALTER issue); until then the long poll
-//! ends empty at its deadline and every task report names an unknown task.
+//! Any coordinator replica serves it: tasks and leases live in the task store (Redis in the
+//! fleet), which the migration's owner fills and drains.
 //!
 //! # Invariants
-//! - INV-L1: a report about a task is applied only at the task's current lease epoch. With no
-//!   lease granted yet, every report is refused as `NOT_FOUND`.
+//! - INV-L1: a report about a task is applied only at the task's current lease epoch from its
+//!   holder (the store judges it atomically). A stale report is answered `FAILED_PRECONDITION`,
+//!   an unknown task `NOT_FOUND`: both mean "roll back and drop the task", never "retry".
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_common::ids::{CoordinatorId, WorkerId};
+use shoal_common::ids::{CoordinatorId, LeaseEpoch, TaskId, WorkerId};
+use shoal_common::lease::Verdict;
 use shoal_common::registry::{RegistrationTiming, WorkerRecord};
+use shoal_common::task::CopyOutcome;
 use shoal_proto::v1;
 use shoal_proto::v1::work_service_server::WorkService;
+use shoal_worker::wire::task_to_proto;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use super::{id_status, proto_duration, std_duration, store_status, unix_millis_now};
+use crate::store::tasks::TaskStore;
 use crate::store::worker_registry::WorkerRegistry;
 
 /// Serves workers.
@@ -30,6 +35,10 @@ pub struct WorkApi {
     coordinator_id: CoordinatorId,
     /// Where registrations live (Redis in the fleet).
     registry: Arc<dyn WorkerRegistry>,
+    /// Where tasks and leases live.
+    tasks: Arc<dyn TaskStore>,
+    /// Lease granted per task.
+    lease_ttl: Duration,
     /// Registration TTL and heartbeat cadence.
     timing: RegistrationTiming,
     /// Upper bound on one long poll, whatever the worker asks.
@@ -43,6 +52,8 @@ impl WorkApi {
     pub fn new(
         coordinator_id: CoordinatorId,
         registry: Arc<dyn WorkerRegistry>,
+        tasks: Arc<dyn TaskStore>,
+        lease_ttl: Duration,
         timing: RegistrationTiming,
         max_poll_wait: Duration,
         shutdown: CancellationToken,
@@ -50,6 +61,8 @@ impl WorkApi {
         Self {
             coordinator_id,
             registry,
+            tasks,
+            lease_ttl,
             timing,
             max_poll_wait,
             shutdown,
@@ -61,10 +74,21 @@ fn worker_id(raw: &str) -> Result<WorkerId, Status> {
     WorkerId::parse(raw).map_err(|error| id_status("worker_id", &error))
 }
 
-fn unknown_task(task_id: &str) -> Status {
-    Status::not_found(format!(
-        "task {task_id:?} holds no lease on this fleet; drop it without writing"
-    ))
+fn task_id(raw: &str) -> Result<TaskId, Status> {
+    TaskId::parse(raw).map_err(|error| id_status("task_id", &error))
+}
+
+/// Answers a judged report (INV-L1).
+fn verdict_status(verdict: Verdict, task_id: &TaskId) -> Result<(), Status> {
+    match verdict {
+        Verdict::Current => Ok(()),
+        Verdict::Stale => Err(Status::failed_precondition(format!(
+            "task {task_id} is leased at another epoch or to another worker; drop it without writing"
+        ))),
+        Verdict::Unknown => Err(Status::not_found(format!(
+            "task {task_id} holds no lease; drop it without writing"
+        ))),
+    }
 }
 
 type BarrierStream =
@@ -127,12 +151,28 @@ impl WorkService for WorkApi {
             .unwrap_or(self.max_poll_wait)
             .min(self.max_poll_wait);
         debug!(%worker_id, ?wait, "long poll for a task");
-        // No migration creates tasks yet: the poll ends empty at its deadline or at shutdown.
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = self.shutdown.cancelled() => {}
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(task) = self
+                .tasks
+                .acquire(&worker_id, self.lease_ttl)
+                .await
+                .map_err(|error| store_status(&error))?
+            {
+                debug!(%worker_id, task_id = %task.spec.task_id, epoch = %task.lease_epoch, "task leased");
+                return Ok(Response::new(v1::AcquireTaskResponse {
+                    task: Some(task_to_proto(&task)),
+                }));
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() || self.shutdown.is_cancelled() {
+                return Ok(Response::new(v1::AcquireTaskResponse { task: None }));
+            }
+            tokio::select! {
+                () = self.tasks.wait_for_work(remaining) => {}
+                () = self.shutdown.cancelled() => {}
+            }
         }
-        Ok(Response::new(v1::AcquireTaskResponse { task: None }))
     }
 
     async fn heartbeat(
@@ -147,16 +187,27 @@ impl WorkService for WorkApi {
             .heartbeat(&worker_id, busy_slots, unix_millis_now(), self.timing.ttl)
             .await
             .map_err(|error| store_status(&error))?;
-        // INV-L1: no lease exists, so none is extended.
-        let leases = request
-            .tasks
-            .into_iter()
-            .map(|task| v1::LeaseVerdict {
+        let mut leases = Vec::with_capacity(request.tasks.len());
+        for task in request.tasks {
+            let extended = match TaskId::parse(task.task_id.clone()) {
+                Ok(id) => self
+                    .tasks
+                    .extend(
+                        &worker_id,
+                        &id,
+                        LeaseEpoch(task.lease_epoch),
+                        self.lease_ttl,
+                    )
+                    .await
+                    .map_err(|error| store_status(&error))?,
+                Err(_) => false,
+            };
+            leases.push(v1::LeaseVerdict {
                 task_id: task.task_id,
-                extended: false,
+                extended,
                 lease_expires_at: None,
-            })
-            .collect();
+            });
+        }
         Ok(Response::new(v1::HeartbeatResponse { registered, leases }))
     }
 
@@ -164,21 +215,64 @@ impl WorkService for WorkApi {
         &self,
         request: Request<v1::CompleteTaskRequest>,
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
-        Err(unknown_task(&request.into_inner().task_id))
+        let request = request.into_inner();
+        let worker_id = worker_id(&request.worker_id)?;
+        let task_id = task_id(&request.task_id)?;
+        let outcome = CopyOutcome {
+            rows: request.rows,
+            statement_time: std_duration(request.statement_time.as_ref()).unwrap_or_default(),
+            unique_conflicts: request.unique_conflicts,
+        };
+        let verdict = self
+            .tasks
+            .complete(
+                &worker_id,
+                &task_id,
+                LeaseEpoch(request.lease_epoch),
+                outcome,
+            )
+            .await
+            .map_err(|error| store_status(&error))?;
+        verdict_status(verdict, &task_id)?;
+        Ok(Response::new(v1::CompleteTaskResponse {}))
     }
 
     async fn fail_task(
         &self,
         request: Request<v1::FailTaskRequest>,
     ) -> Result<Response<v1::FailTaskResponse>, Status> {
-        Err(unknown_task(&request.into_inner().task_id))
+        let request = request.into_inner();
+        let worker_id = worker_id(&request.worker_id)?;
+        let task_id = task_id(&request.task_id)?;
+        let verdict = self
+            .tasks
+            .fail(
+                &worker_id,
+                &task_id,
+                LeaseEpoch(request.lease_epoch),
+                request.error,
+                request.retryable,
+            )
+            .await
+            .map_err(|error| store_status(&error))?;
+        verdict_status(verdict, &task_id)?;
+        Ok(Response::new(v1::FailTaskResponse {}))
     }
 
     async fn release_task(
         &self,
         request: Request<v1::ReleaseTaskRequest>,
     ) -> Result<Response<v1::ReleaseTaskResponse>, Status> {
-        Err(unknown_task(&request.into_inner().task_id))
+        let request = request.into_inner();
+        let worker_id = worker_id(&request.worker_id)?;
+        let task_id = task_id(&request.task_id)?;
+        let verdict = self
+            .tasks
+            .release(&worker_id, &task_id, LeaseEpoch(request.lease_epoch))
+            .await
+            .map_err(|error| store_status(&error))?;
+        verdict_status(verdict, &task_id)?;
+        Ok(Response::new(v1::ReleaseTaskResponse {}))
     }
 
     type JoinSnapshotBarrierStream = BarrierStream;

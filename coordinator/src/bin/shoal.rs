@@ -47,11 +47,59 @@ enum Command {
     /// List the migrations the fleet knows.
     #[command(after_help = "Example:\n  shoal list --output json")]
     List,
+    /// Submit a migration to the fleet; prints its id.
+    #[command(
+        after_help = "Example:\n  shoal submit --target shop-primary --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)'\n\nThe coordinator and the workers resolve the target name to a DSN from their own\nconfiguration (SHOAL_TARGET_<NAME>); no password passes through this command."
+    )]
+    Submit(SubmitArgs),
+    /// Follow a migration until it ends. Exit code 0 only when it completed.
+    #[command(after_help = "Example:\n  shoal watch orders-1a2b3c4d")]
+    Watch {
+        /// The migration id.
+        id: String,
+    },
+    /// Show one migration's status.
+    #[command(after_help = "Example:\n  shoal status orders-1a2b3c4d --output json")]
+    Status {
+        /// The migration id.
+        id: String,
+    },
+    /// Cancel a migration before cut-over; the original table stays as it is.
+    #[command(after_help = "Example:\n  shoal cancel orders-1a2b3c4d")]
+    Cancel {
+        /// The migration id.
+        id: String,
+    },
     /// Run one migration in this process (no coordinator, no Redis): in-process workers.
     #[command(
         after_help = "Example:\n  SHOAL_DSN='mysql://root:pw@127.0.0.1:3306/shop' \\\n    shoal run --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)' --threads 4\n\nExit code 0 when the table has its new schema, 1 (with a one-line reason) otherwise."
     )]
     Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SubmitArgs {
+    /// Name of the server, resolved by coordinators and workers.
+    #[arg(long)]
+    target: String,
+    /// Schema of the table (default: the one the target's DSN selects).
+    #[arg(long, default_value = "")]
+    schema: String,
+    /// The ALTER TABLE statement.
+    #[arg(long)]
+    alter: String,
+    /// Concurrent chunk copies across the fleet.
+    #[arg(long, default_value_t = 4)]
+    threads: u32,
+    /// buffered or server.
+    #[arg(long, default_value = "buffered")]
+    copy_mode: shoal_common::task::CopyMode,
+    /// Keep the original table as _<t>_old after cut-over.
+    #[arg(long)]
+    keep_old_table: bool,
+    /// Do not try ALGORITHM=INSTANT first; always copy.
+    #[arg(long)]
+    no_instant: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,8 +199,8 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
                 .map(|status| {
                     serde_json::json!({
                         "migration_id": status.migration_id,
-                        "state": v1::State::try_from(status.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
-                        "outcome": v1::Outcome::try_from(status.outcome).map(|o| o.as_str_name()).unwrap_or("UNKNOWN"),
+                        "state": state_name(status),
+                        "outcome": outcome_name(status),
                         "message": status.message,
                     })
                 })
@@ -250,9 +298,149 @@ async fn report_progress(
     }
 }
 
+fn outcome_name(status: &v1::MigrationStatus) -> &'static str {
+    v1::Outcome::try_from(status.outcome)
+        .map(|outcome| outcome.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+fn state_name(status: &v1::MigrationStatus) -> &'static str {
+    v1::State::try_from(status.state)
+        .map(|state| state.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+fn status_line(status: &v1::MigrationStatus) -> String {
+    let summary = status
+        .progress
+        .as_ref()
+        .map(|progress| progress.summary.clone())
+        .unwrap_or_default();
+    format!(
+        "{} {} {}: {summary} ({})",
+        status.migration_id,
+        state_name(status),
+        outcome_name(status),
+        status.message
+    )
+}
+
+async fn submit(
+    client: &mut MigrationServiceClient<Channel>,
+    args: SubmitArgs,
+) -> anyhow::Result<()> {
+    let request = v1::SubmitMigrationRequest {
+        spec: Some(v1::MigrationSpec {
+            table: Some(v1::TableRef {
+                target: args.target,
+                schema: args.schema,
+                table: String::new(),
+            }),
+            alter_statement: args.alter,
+            options: Some(v1::MigrationOptions {
+                threads: args.threads,
+                keep_old_table: args.keep_old_table,
+                no_instant: args.no_instant,
+                copy_mode: match args.copy_mode {
+                    shoal_common::task::CopyMode::Buffered => v1::CopyMode::Buffered as i32,
+                    shoal_common::task::CopyMode::Server => v1::CopyMode::Server as i32,
+                },
+                ..Default::default()
+            }),
+        }),
+        request_id: String::new(),
+    };
+    let response = client
+        .submit_migration(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+    println!("{}", response.into_inner().migration_id);
+    Ok(())
+}
+
+async fn watch(
+    client: &mut MigrationServiceClient<Channel>,
+    id: String,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut stream = client
+        .watch_migration(v1::WatchMigrationRequest {
+            migration_id: id.clone(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner();
+    let mut last = None;
+    while let Some(message) = stream.message().await.context("watch stream")? {
+        let Some(status) = message.status else {
+            continue;
+        };
+        match output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "migration_id": status.migration_id, "state": state_name(&status),
+                    "outcome": outcome_name(&status), "message": status.message,
+                    "rows_copied": status.progress.as_ref().map(|p| p.rows_copied),
+                })
+            ),
+            Output::Table => println!("{}", status_line(&status)),
+        }
+        last = Some(status);
+    }
+    let status = last.with_context(|| format!("no status for migration {id}"))?;
+    if v1::Outcome::try_from(status.outcome) == Ok(v1::Outcome::Completed) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "migration {id} ended {}: {}",
+            outcome_name(&status),
+            status.message
+        )
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_embedded(args).await,
+        Command::Submit(args) => submit(&mut client(&cli.coordinator).await?, args).await,
+        Command::Watch { id } => watch(&mut client(&cli.coordinator).await?, id, cli.output).await,
+        Command::Status { id } => {
+            let response = client(&cli.coordinator)
+                .await?
+                .get_migration(v1::GetMigrationRequest { migration_id: id })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            let status = response.into_inner().status.context("no status")?;
+            match cli.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "migration_id": status.migration_id, "state": state_name(&status),
+                        "outcome": outcome_name(&status), "message": status.message, "healthy": status.healthy,
+                        "progress": status.progress.as_ref().map(|p| serde_json::json!({
+                            "rows_copied": p.rows_copied, "rows_estimated": p.rows_estimated,
+                            "percent": p.percent, "chunks_done": p.chunks_done, "summary": p.summary,
+                        })),
+                        "metadata": status.metadata,
+                    })
+                ),
+                Output::Table => println!("{}", status_line(&status)),
+            }
+            Ok(())
+        }
+        Command::Cancel { id } => {
+            client(&cli.coordinator)
+                .await?
+                .cancel_migration(v1::CancelMigrationRequest {
+                    migration_id: id.clone(),
+                    reason: "shoal cancel".to_owned(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            println!("cancelling {id}");
+            Ok(())
+        }
         Command::Workers => {
             let mut client = client(&cli.coordinator).await?;
             let response = client

@@ -48,14 +48,15 @@ async fn main() -> anyhow::Result<()> {
         redis_url: Some(redis.info.url()),
         namespace: "demo".to_owned(),
         worker_ttl: Duration::from_secs(3),
+        env: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options).await?;
     println!("    gRPC at {}", coordinator.url);
 
     println!("==> starting two shoal-worker processes");
     let workers = [
-        start_worker("demo-worker-1", &coordinator.url, 4)?,
-        start_worker("demo-worker-2", &coordinator.url, 4)?,
+        start_worker("demo-worker-1", &coordinator.url, 4, &[])?,
+        start_worker("demo-worker-2", &coordinator.url, 4, &[])?,
     ];
     wait::until(
         "both workers to register",

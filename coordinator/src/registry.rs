@@ -1,0 +1,173 @@
+//! The migrations this coordinator owns, their live progress and their outcome.
+//!
+//! # What is stored where
+//! Today status lives in this process only: a coordinator answers for the migrations it runs.
+//! Status history in Redis, ownership leases and fail-over come with the lifecycle issue.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use shoal_common::ids::MigrationId;
+use shoal_proto::v1;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::migration::{ChangePath, Progress, State};
+
+/// How a migration ended, or that it has not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running.
+    Running,
+    /// Done: the table has its new schema.
+    Completed(ChangePath),
+    /// Stopped by an error; the message names it.
+    Failed(String),
+    /// Stopped by an operator.
+    Cancelled,
+}
+
+/// One migration as the registry holds it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What was submitted.
+    pub spec: v1::MigrationSpec,
+    /// Live progress.
+    pub progress: watch::Receiver<Progress>,
+    /// Outcome, updated once at the end.
+    pub outcome: watch::Receiver<Outcome>,
+    /// Cancels the migration.
+    pub cancel: CancellationToken,
+    /// When it was submitted.
+    pub submitted_at: SystemTime,
+}
+
+/// Migrations by id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    entries: Arc<Mutex<BTreeMap<MigrationId, Entry>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<MigrationId, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a migration.
+    pub fn insert(&self, id: MigrationId, entry: Entry) {
+        self.lock().insert(id, entry);
+    }
+
+    /// A migration by id.
+    pub fn get(&self, id: &MigrationId) -> Option<Entry> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Every migration, by id.
+    pub fn all(&self) -> Vec<(MigrationId, Entry)> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.clone()))
+            .collect()
+    }
+}
+
+/// The wire state of a lifecycle state.
+pub fn proto_state(state: State) -> v1::State {
+    match state {
+        State::Initial => v1::State::Initial,
+        State::CopyRows => v1::State::CopyRows,
+        State::ApplyChangeset => v1::State::ApplyChangeset,
+        State::Checksum => v1::State::Checksum,
+        State::CutOver => v1::State::CutOver,
+        State::Close => v1::State::Close,
+        State::ErrCleanup => v1::State::ErrCleanup,
+    }
+}
+
+/// The wire status of a migration.
+pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
+    let progress = entry.progress.borrow().clone();
+    let outcome = entry.outcome.borrow().clone();
+    let (proto_outcome, message, healthy) = match &outcome {
+        Outcome::Running => (v1::Outcome::Running, progress.state.name().to_owned(), true),
+        Outcome::Completed(ChangePath::Instant) => (
+            v1::Outcome::Completed,
+            "completed with ALGORITHM=INSTANT".to_owned(),
+            true,
+        ),
+        Outcome::Completed(ChangePath::Copy) => {
+            (v1::Outcome::Completed, "completed by copy".to_owned(), true)
+        }
+        Outcome::Failed(error) => (v1::Outcome::Failed, error.clone(), false),
+        Outcome::Cancelled => (v1::Outcome::Cancelled, "cancelled".to_owned(), true),
+    };
+    let state = match (&outcome, progress.state) {
+        (Outcome::Completed(_), _) => v1::State::Close,
+        (_, state) => proto_state(state),
+    };
+    let percent = if progress.rows_estimated > 0 {
+        (100.0 * progress.rows_copied as f64 / progress.rows_estimated as f64).min(100.0)
+    } else {
+        0.0
+    };
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(
+        "checksum_passes".to_owned(),
+        progress.checksum_passes.to_string(),
+    );
+    metadata.insert(
+        "ranges_repaired".to_owned(),
+        progress.ranges_repaired.to_string(),
+    );
+    metadata.insert(
+        "unique_conflicts".to_owned(),
+        progress.unique_conflicts.to_string(),
+    );
+    metadata.insert(
+        "cutover_blocked_ms".to_owned(),
+        progress.cutover_blocked.as_millis().to_string(),
+    );
+    v1::MigrationStatus {
+        migration_id: id.to_string(),
+        spec: Some(entry.spec.clone()),
+        state: state as i32,
+        outcome: proto_outcome as i32,
+        paused: false,
+        healthy,
+        message,
+        state_entered_at: None,
+        last_updated_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+        metadata,
+        last_transitions: Vec::new(),
+        progress: Some(v1::Progress {
+            summary: format!(
+                "{}: {} of ~{} rows copied, {} changes applied",
+                progress.state.name(),
+                progress.rows_copied,
+                progress.rows_estimated,
+                progress.changes_applied
+            ),
+            rows_copied: progress.rows_copied,
+            rows_estimated: progress.rows_estimated,
+            percent,
+            rows_per_second: 0.0,
+            eta: None,
+            applier_lag_events: progress.changes_buffered,
+            applier_lag: None,
+            workers: 0,
+            chunks_done: progress.chunks_done,
+            chunks_leased: progress.chunks_in_flight,
+            binlog_file: String::new(),
+            binlog_position: 0,
+        }),
+        change_path: match progress.path {
+            Some(ChangePath::Instant) => v1::ChangePath::Instant as i32,
+            Some(ChangePath::Copy) => v1::ChangePath::Copy as i32,
+            None => v1::ChangePath::Unspecified as i32,
+        },
+    }
+}
