@@ -3,6 +3,7 @@
 //! Text by default, JSON lines with `--log-format json`; the filter comes from `RUST_LOG`
 //! (default `info`). Logs go to stderr so that stdout stays for command output.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -36,8 +37,10 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

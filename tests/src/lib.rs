@@ -9,6 +9,7 @@
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
 //! - [`writer`]: a concurrent writer with an independent ledger of what it committed.
+//! - [`scenario`]: the seeded table, the ALTER and the exact comparison scenarios share.
 //! - [`wait`]: waiting for a condition with a deadline (never sleep-and-hope).
 //! - `tests/*.rs`: the end-to-end tests.
 //!
@@ -17,6 +18,7 @@
 pub mod mariadb;
 pub mod processes;
 pub mod redis_server;
+pub mod scenario;
 pub mod servers;
 pub mod system;
 pub mod wait;

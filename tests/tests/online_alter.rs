@@ -6,75 +6,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use shoal_tests::scenario::{ALTER, assert_migrated_exactly, seeded, shoal_cli};
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 use shoal_tests::writer::{self, Writer};
-
-const ALTER: &str =
-    "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a', ADD INDEX idx_c (c)";
-
-async fn seeded(label: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
-    let database = servers::shared().database(label).await.unwrap();
-    let mut connection = database.connect().await.unwrap();
-    writer::seed(&mut connection, "orders", rows).await.unwrap();
-    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
-    assert_eq!(ledger.len() as u64, rows);
-    (database, ledger)
-}
-
-/// Asserts the migrated table has the new schema and equals the ledger exactly.
-async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer::Ledger) {
-    let mut connection = database.connect().await.unwrap();
-    let columns: Vec<String> = connection
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        columns,
-        vec!["id", "k", "c", "u", "note"],
-        "the new column is there"
-    );
-    let index: Option<String> = connection
-        .exec_first(
-            "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' AND INDEX_NAME = 'idx_c'",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
-    assert_eq!(index.as_deref(), Some("idx_c"), "the new index is there");
-    let leftovers: Vec<String> = connection
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_orders\\_%'",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
-    assert!(
-        leftovers.is_empty(),
-        "shoal's tables are removed: {leftovers:?}"
-    );
-    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
-    let differences = writer::differences(expected, &actual);
-    assert!(
-        differences.is_empty(),
-        "{} differences between the writer's ledger ({} rows) and the table ({} rows); first: {:#?}",
-        differences.len(),
-        expected.len(),
-        actual.len(),
-        &differences[..differences.len().min(10)]
-    );
-    let defaults: Option<i64> = connection
-        .query_first("SELECT COUNT(*) FROM orders WHERE note <> 'n/a'")
-        .await
-        .unwrap();
-    assert_eq!(defaults, Some(0), "added column holds its default");
-}
 
 /// Runs `shoal run` against `database` while a writer runs from before until after it.
 async fn migrate_under_writes(
@@ -172,20 +109,6 @@ async fn run_mode_server_copy_is_exact_under_writes() {
     )
     .await;
     assert_migrated_exactly(&database, &expected).await;
-}
-
-/// The `shoal` CLI against a coordinator; returns its log (stdout and stderr) once it exits 0.
-async fn shoal_cli(coordinator_url: &str, args: &[&str]) -> String {
-    let mut full = vec!["--coordinator".to_owned(), coordinator_url.to_owned()];
-    full.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let mut process = ShoalProcess::spawn("shoal-cli", "shoal", &full, &[]).unwrap();
-    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
-    assert!(
-        status.success(),
-        "shoal {args:?} failed ({status}):\n{}",
-        process.logs()
-    );
-    process.logs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,9 +14,11 @@
 //!   finds, and which fails the migration before cut-over naming the value.
 //!
 //! # Design decisions
-//! Buffered mode reads the range at READ COMMITTED (a plain consistent read: no locks on the
-//! source) and only then takes the fence lock, so the lock is held for the write alone; the
-//! same code can later copy between servers. Server mode runs `INSERT IGNORE … SELECT` inside
+//! Buffered mode reads the range at READ COMMITTED in its own statement, outside the write
+//! transaction (a plain consistent read: no row locks, and the table's metadata lock is released
+//! when the read ends), and only then opens the fenced write transaction; a worker stalled
+//! between read and write therefore blocks nobody, and the same code can later copy between
+//! servers. Server mode runs `INSERT IGNORE … SELECT` inside
 //! the fenced transaction: fastest on one box, shared locks on the source range meanwhile.
 
 use std::time::{Duration, Instant};
@@ -166,14 +168,37 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
     let key = quote_identifier(&context.key_column);
 
     let mut connection = pool.get_conn().await?;
+    let mut statement_time = Duration::ZERO;
+    let mut conflicts = Vec::new();
+    // Buffered: read first, outside the write transaction, so that a worker stalled between read
+    // and write holds no lock (not even the table's metadata lock) that could block the owner.
+    let buffered_rows = match context.copy_mode {
+        CopyMode::Buffered => {
+            let read = format!(
+                "SELECT {source_columns} FROM {source} FORCE INDEX (PRIMARY) \
+                 WHERE {predicate} ORDER BY {key}"
+            );
+            connection
+                .query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await?;
+            let started = Instant::now();
+            let rows: Vec<Row> = connection.exec(read, params.clone()).await?;
+            statement_time += started.elapsed();
+            failpoint::hit(
+                "copy.after_read",
+                &format!("chunk={} range={}", spec.chunk, spec.range),
+            )
+            .await;
+            Some(rows)
+        }
+        CopyMode::Server => None,
+    };
     let mut options = TxOpts::new();
     options.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut transaction = connection.start_transaction(options).await?;
-    let mut statement_time = Duration::ZERO;
-    let mut conflicts = Vec::new();
-    let rows_written = match context.copy_mode {
-        CopyMode::Server => {
-            check_fence(&mut transaction, spec).await?;
+    check_fence(&mut transaction, spec).await?;
+    let rows_written = match buffered_rows {
+        None => {
             let sql = format!(
                 "INSERT IGNORE INTO {shadow} ({shadow_columns}) SELECT {source_columns} \
                  FROM {source} FORCE INDEX (PRIMARY) WHERE {predicate}"
@@ -185,16 +210,7 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
             conflicts.extend(check_warnings(&mut transaction, &spec.range).await?);
             written
         }
-        CopyMode::Buffered => {
-            let read = format!(
-                "SELECT {source_columns} FROM {source} FORCE INDEX (PRIMARY) \
-                 WHERE {predicate} ORDER BY {key}"
-            );
-            let started = Instant::now();
-            let rows: Vec<Row> = transaction.exec(read, params).await?;
-            statement_time += started.elapsed();
-            failpoint::hit("copy.after_read").await;
-            check_fence(&mut transaction, spec).await?;
+        Some(rows) => {
             let width = context.shadow_columns.len().max(1);
             let max_rows = (MAX_PLACEHOLDERS / width)
                 .min(usize::try_from(context.batch_rows.max(1)).unwrap_or(usize::MAX));

@@ -111,6 +111,7 @@ async fn keep_lease(source: &dyn TaskSource, task: &LeasedTask) {
     let mut misses = 0;
     loop {
         tokio::time::sleep(interval).await;
+        crate::failpoint::hit("lease.extend", task.spec.task_id.as_str()).await;
         match source.extend(task).await {
             Ok(true) => misses = 0,
             Ok(false) => return,

@@ -55,8 +55,8 @@ fn configured() -> &'static HashMap<String, Action> {
     ACTIONS.get_or_init(|| parse(&std::env::var("SHOAL_FAILPOINTS").unwrap_or_default()))
 }
 
-/// Runs the action configured for `name`, if any.
-pub async fn hit(name: &str) {
+/// Runs the action configured for `name`, if any; `context` (e.g. the chunk range) is logged.
+pub async fn hit(name: &str, context: &str) {
     let Some(action) = configured().get(name) else {
         return;
     };
@@ -71,7 +71,7 @@ pub async fn hit(name: &str) {
     if left.is_err() {
         return;
     }
-    tracing::warn!(failpoint = name, sleep = ?action.sleep, "failpoint hit");
+    tracing::warn!(failpoint = name, context, sleep = ?action.sleep, "failpoint hit");
     tokio::time::sleep(action.sleep).await;
 }
 

@@ -254,10 +254,12 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     };
     let id = options.id.clone();
     let (progress, watcher) = tokio::sync::watch::channel(Progress::default());
+    let watcher_final = watcher.clone();
     let reporter = tokio::spawn(report_progress(watcher));
     let started = std::time::Instant::now();
     let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
     reporter.abort();
+    let last = watcher_final.borrow().clone();
     let path = result.with_context(|| format!("migration {id} failed"))?;
     match path {
         ChangePath::Instant => println!(
@@ -265,8 +267,14 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
             started.elapsed()
         ),
         ChangePath::Copy => println!(
-            "migration {id} completed by copy in {:.1?}",
-            started.elapsed()
+            "migration {id} completed by copy in {:.1?}: {} rows copied, {} changes applied, \
+             {} checksum pass(es), {} range(s) repaired, writes blocked {:?} at cut-over",
+            started.elapsed(),
+            last.rows_copied,
+            last.changes_applied,
+            last.checksum_passes,
+            last.ranges_repaired,
+            last.cutover_blocked
         ),
     }
     Ok(())

@@ -260,6 +260,7 @@ impl Migration {
         self.set_state(State::ApplyChangeset);
         self.apply_changeset().await?;
         self.set_state(State::Checksum);
+        shoal_worker::failpoint::hit("checksum.before", self.options.id.as_str()).await;
         self.checksum().await?;
         self.set_state(State::CutOver);
         self.cutover().await?;

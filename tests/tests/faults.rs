@@ -1,0 +1,397 @@
+//! Faults on the online-ALTER path: a tampered shadow table, a worker killed mid-chunk, a
+//! zombie worker, stale reports. Each ends with an exact comparison against an independent
+//! expectation.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::Signal;
+use shoal_proto::v1;
+use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use shoal_tests::scenario::{ALTER, assert_migrated_exactly, seeded, shoal_cli};
+use shoal_tests::servers::{self, TestDatabase};
+use shoal_tests::wait;
+
+/// Starts `shoal run` on `database` with `failpoints` set.
+fn shoal_run(database: &TestDatabase, failpoints: &str) -> ShoalProcess {
+    let args: Vec<String> = ["run", "--alter", ALTER, "--no-instant", "--threads", "2"]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    let env = [
+        ("SHOAL_DSN", database.dsn.clone()),
+        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
+    ];
+    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
+}
+
+async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
+    let what = format!("{} to log {needle:?}", process.name);
+    let found = wait::until(&what, timeout, Duration::from_millis(20), || async {
+        process.logs().contains(needle).then_some(())
+    })
+    .await;
+    if let Err(error) = found {
+        panic!("{error}; log:\n{}", process.logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_finds_and_repairs_a_tampered_shadow_table() {
+    let (database, expected) = seeded("tamper_repair", 30_000).await;
+    let mut shoal = shoal_run(&database, "checksum.before=1*sleep(5000)");
+    wait_for_log(&shoal, "failpoint hit", Duration::from_secs(120)).await;
+
+    // Between the copy and the checksum: corrupt the shadow table in ways a weak hash misses.
+    let mut connection = database.connect().await.unwrap();
+    // Two rows of the same length swap their values: BIT_XOR(CRC32) would cancel this out.
+    connection
+        .query_drop(
+            "UPDATE _orders_new SET c = CASE id WHEN 20 THEN 'row-20' WHEN 40 THEN 'row-10' END \
+             WHERE id IN (20, 40)",
+        )
+        .await
+        .unwrap();
+    let swapped: Vec<(i64, String)> = connection
+        .query("SELECT id, c FROM _orders_new WHERE id IN (20, 40) ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        swapped,
+        vec![(20, "row-20".to_owned()), (40, "row-10".to_owned())]
+    );
+    connection
+        .query_drop("UPDATE _orders_new SET k = k + 1 WHERE id = 30000")
+        .await
+        .unwrap();
+    connection
+        .query_drop("DELETE FROM _orders_new WHERE id = 50000")
+        .await
+        .unwrap();
+    connection
+        .query_drop("INSERT INTO _orders_new (id, k, c, u) VALUES (7, 1, 'ghost', NULL)")
+        .await
+        .unwrap();
+
+    assert!(
+        !shoal.logs().contains("checksum barrier"),
+        "the tampering must happen before the checksum starts"
+    );
+    let status = shoal.wait_exit(Duration::from_secs(240)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal run failed ({status}):\n{}",
+        shoal.logs()
+    );
+    let logs = shoal.logs();
+    assert!(logs.contains("checksum mismatch"), "{logs}");
+    assert!(
+        !logs.contains("0 range(s) repaired"),
+        "the mismatching ranges were repaired: {logs}"
+    );
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_mismatch_fails_before_cutover_and_leaves_the_table_untouched() {
+    let (database, expected) = seeded("tamper_forever", 20_000).await;
+    let mut shoal = shoal_run(&database, "checksum.before=1*sleep(3000)");
+    wait_for_log(&shoal, "failpoint hit", Duration::from_secs(120)).await;
+    // Keep corrupting one shadow row until shoal gives up.
+    let mut connection = database.connect().await.unwrap();
+    let mut tampered = 0;
+    while shoal.try_exit_status().unwrap().is_none() {
+        let outcome = connection
+            .query_drop("UPDATE _orders_new SET k = k + 1 WHERE id = 1000")
+            .await;
+        if outcome.is_ok() {
+            tampered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = shoal.wait_exit(Duration::from_secs(5)).await.unwrap();
+    assert!(!status.success(), "shoal must fail:\n{}", shoal.logs());
+    assert!(tampered > 0);
+    let logs = shoal.logs();
+    assert!(logs.contains("still differ after 3 passes"), "{logs}");
+    assert!(
+        !logs.contains("RENAME") && !logs.contains("cut-over done"),
+        "never cut over: {logs}"
+    );
+
+    // The original table is untouched: old schema, same content; shoal's tables are gone.
+    let mut connection = database.connect().await.unwrap();
+    let columns: Vec<String> = connection
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns, vec!["id", "k", "c", "u"]);
+    let tables: Vec<String> = connection
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables, vec!["orders"], "shoal's tables are removed");
+    let actual = shoal_tests::writer::read_table(&mut connection, "orders")
+        .await
+        .unwrap();
+    assert!(shoal_tests::writer::differences(&expected, &actual).is_empty());
+}
+
+/// A coordinator (Redis, short leases) and its env, for fleet fault tests.
+async fn fleet(
+    label: &str,
+    database: &TestDatabase,
+    coordinator_failpoints: &str,
+) -> (CoordinatorProcess, Vec<(&'static str, String)>) {
+    let servers = servers::shared();
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let mut coordinator_env = env.clone();
+    coordinator_env.push(("SHOAL_LEASE_TTL", "2s".to_owned()));
+    coordinator_env.push(("SHOAL_FAILPOINTS", coordinator_failpoints.to_owned()));
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace(label),
+        worker_ttl: Duration::from_secs(3),
+        env: coordinator_env,
+    };
+    (
+        CoordinatorProcess::start("coordinator", &options)
+            .await
+            .unwrap(),
+        env,
+    )
+}
+
+fn with_failpoints(
+    env: &[(&'static str, String)],
+    failpoints: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = env.to_vec();
+    env.push(("SHOAL_FAILPOINTS", failpoints.to_owned()));
+    env
+}
+
+async fn submit(coordinator: &CoordinatorProcess, threads: &str) -> String {
+    let submitted = shoal_cli(
+        &coordinator.url,
+        &[
+            "submit",
+            "--target",
+            "local",
+            "--alter",
+            ALTER,
+            "--no-instant",
+            "--threads",
+            threads,
+        ],
+    )
+    .await;
+    submitted.lines().last().unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_chunk_is_replaced_and_the_result_is_exact() {
+    let (database, expected) = seeded("sigkill_worker", 30_000).await;
+    let (coordinator, env) = fleet("sigkill_worker", &database, "").await;
+    // worker-1 stalls after reading its first chunk, long enough to be killed mid-chunk.
+    let mut doomed = start_worker(
+        "worker-1",
+        &coordinator.url,
+        1,
+        &with_failpoints(&env, "copy.after_read=1*sleep(30000)"),
+    )
+    .unwrap();
+    let id = submit(&coordinator, "2").await;
+    wait_for_log(&doomed, "failpoint hit", Duration::from_secs(60)).await;
+    doomed.signal(Signal::SIGKILL).unwrap();
+    doomed.wait_exit(Duration::from_secs(5)).await.unwrap();
+    let survivor = start_worker("worker-2", &coordinator.url, 2, &env).unwrap();
+    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
+    let coordinator_logs = coordinator.process.logs();
+    assert!(
+        coordinator_logs.contains("chunk returned") && coordinator_logs.contains("Expired"),
+        "the killed worker's lease expired and its chunk was offered again:\n{coordinator_logs}"
+    );
+    survivor.assert_no_error_logs();
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_worker_cannot_write_after_its_chunk_moved_on() {
+    let (database, mut expected) = seeded("zombie_worker", 30_000).await;
+    let (coordinator, env) = fleet(
+        "zombie_worker",
+        &database,
+        // Hold the migration before its checksum so the zombie wakes while fences still exist.
+        "checksum.before=1*sleep(8000)",
+    )
+    .await;
+    let zombie = start_worker(
+        "zombie",
+        &coordinator.url,
+        1,
+        // It stalls between read and write, and its lease keeping hangs (as behind a partition),
+        // so it does not learn that its lease is gone.
+        &with_failpoints(
+            &env,
+            "copy.after_read=1*sleep(4000);lease.extend=sleep(60000)",
+        ),
+    )
+    .unwrap();
+    let id = submit(&coordinator, "2").await;
+    wait_for_log(
+        &zombie,
+        "failpoint=\"copy.after_read\"",
+        Duration::from_secs(60),
+    )
+    .await;
+    // Freeze it between its read and its write: its lease expires.
+    zombie.signal(Signal::SIGSTOP).unwrap();
+    let logs = zombie.logs();
+    let hit = logs
+        .lines()
+        .find(|line| line.contains("copy.after_read"))
+        .unwrap()
+        .to_owned();
+    let chunk: u64 = hit
+        .split("chunk=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let range = hit.split("range=").nth(1).unwrap();
+    let lower: i64 = range
+        .trim_start_matches(['[', '('])
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(i64::MIN);
+    // Delete a row the zombie has already read.
+    let victim = expected.range(lower..).next().map(|(id, _)| *id).unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .exec_drop("DELETE FROM orders WHERE id = ?", (victim,))
+        .await
+        .unwrap();
+    expected.remove(&victim);
+
+    // Another worker redoes the chunk under a new fence epoch, and the delete is applied.
+    let helper = start_worker("helper", &coordinator.url, 2, &env).unwrap();
+    let redone = format!("chunk={chunk} rows=");
+    let redo = wait::until(
+        "the helper to redo the zombie's chunk",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            helper
+                .logs()
+                .lines()
+                .any(|line| line.contains("chunk copied") && line.contains(&redone))
+                .then_some(())
+        },
+    )
+    .await;
+    if let Err(error) = redo {
+        panic!(
+            "{error}\nzombie hit: {hit}\ncoordinator:\n{}\nhelper:\n{}",
+            coordinator.process.logs(),
+            helper.logs()
+        );
+    }
+    // Wake the zombie: its write must be refused by the fence, not resurrect the deleted row.
+    zombie.signal(Signal::SIGCONT).unwrap();
+    wait_for_log(&zombie, "chunk fenced", Duration::from_secs(30)).await;
+
+    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
+    let status = shoal_cli(&coordinator.url, &["status", &id, "--output", "json"]).await;
+    assert!(
+        status.contains("\"ranges_repaired\":\"0\""),
+        "nothing needed repair: the fence, not the checksum, stopped the zombie: {status}"
+    );
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reports_are_refused_over_grpc() {
+    let (database, expected) = seeded("stale_reports", 5_000).await;
+    let (coordinator, env) = fleet("stale_reports", &database, "").await;
+    let id = submit(&coordinator, "1").await;
+    let mut work = coordinator.work_client().await.unwrap();
+    let task = work
+        .acquire_task(v1::AcquireTaskRequest {
+            worker_id: "probe".to_owned(),
+            wait: Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .expect("a task is offered");
+    assert!(task.task_id.starts_with(&id));
+    let complete = |worker: &str, epoch: u64| v1::CompleteTaskRequest {
+        worker_id: worker.to_owned(),
+        task_id: task.task_id.clone(),
+        lease_epoch: epoch,
+        rows: 1,
+        ..Default::default()
+    };
+    let stale = work
+        .complete_task(complete("probe", task.lease_epoch + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.code(),
+        tonic::Code::FailedPrecondition,
+        "a stale epoch is refused"
+    );
+    let stranger = work
+        .complete_task(complete("stranger", task.lease_epoch))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stranger.code(),
+        tonic::Code::FailedPrecondition,
+        "another worker's report is refused"
+    );
+    // The holder hands it back; a real worker finishes the migration.
+    work.fail_task(v1::FailTaskRequest {
+        worker_id: "probe".to_owned(),
+        task_id: task.task_id.clone(),
+        lease_epoch: task.lease_epoch,
+        error: "probe".to_owned(),
+        retryable: true,
+    })
+    .await
+    .unwrap();
+    let late = work
+        .complete_task(complete("probe", task.lease_epoch))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.code(),
+        tonic::Code::NotFound,
+        "a returned task takes no more reports"
+    );
+    let _worker = start_worker("worker", &coordinator.url, 2, &env).unwrap();
+    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
+    assert_migrated_exactly(&database, &expected).await;
+}
