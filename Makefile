@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 BUF := $(shell command -v buf 2>/dev/null || echo .tools/node_modules/.bin/buf)
 
-.PHONY: all deps build lint test demo
+.PHONY: all deps build lint test demo bench
 
 all: test
 
@@ -25,3 +25,10 @@ test: lint build
 # A fleet end to end on private servers: MariaDB, Redis, a coordinator and two workers.
 demo: deps build
 	cargo run --quiet -p shoal-tests --bin shoal-demo
+
+# shoal vs the server's own copy and pt-online-schema-change, side by side (release build).
+# BENCH_ARGS: --rows N, --reps R, --skip-ptosc.
+bench: deps
+	@command -v pt-online-schema-change >/dev/null || { [ "$$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends percona-toolkit; } || echo "install percona-toolkit to include pt-online-schema-change"
+	cargo build --release --workspace --bins
+	SHOAL_BIN_DIR=target/release target/release/shoal-bench $(BENCH_ARGS)
