@@ -8,7 +8,8 @@
 //!   tasks, folds completions into the ledger, applies changes as chunks drain.
 //! - [`checksum`]: `Checksum`: the snapshot barrier, range digests, repair.
 //! - [`cutover`]: `CutOver` and `Close`: the two-connection rename (MariaDB), cleanup.
-//! - [`binlog`]: the change stream reader; [`apply`]: writing changes into the shadow table.
+//! - [`binlog`]: the change stream reader; `stream`: the owner's side of it (filing events into
+//!   the buffer, catching up); [`apply`]: writing changes into the shadow table.
 //!
 //! # Invariants
 //! INV-C1 (nothing lost), INV-F1 (worker fence), INV-W1 (drained set and watermark), INV-L1
@@ -22,6 +23,7 @@ pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
 pub mod owner;
+mod stream;
 
 use std::time::Duration;
 

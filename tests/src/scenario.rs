@@ -88,3 +88,26 @@ pub async fn shoal_cli(coordinator_url: &str, args: &[&str]) -> String {
     );
     process.logs()
 }
+
+/// Follows migration `id` with `shoal watch` until it ends; on failure, panics with the
+/// coordinator's log.
+pub async fn watch_to_completion(
+    coordinator: &crate::processes::CoordinatorProcess,
+    id: &str,
+) -> String {
+    let args = vec![
+        "--coordinator".to_owned(),
+        coordinator.url.clone(),
+        "watch".to_owned(),
+        id.to_owned(),
+    ];
+    let mut process = ShoalProcess::spawn("shoal-watch", "shoal", &args, &[]).unwrap();
+    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal watch {id} failed ({status}):\n{}\ncoordinator log:\n{}",
+        process.logs(),
+        coordinator.process.logs()
+    );
+    process.logs()
+}

@@ -10,7 +10,9 @@ use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
-use shoal_tests::scenario::{ALTER, assert_migrated_exactly, seeded, shoal_cli};
+use shoal_tests::scenario::{
+    ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
+};
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 
@@ -214,7 +216,7 @@ async fn a_worker_killed_mid_chunk_is_replaced_and_the_result_is_exact() {
     doomed.signal(Signal::SIGKILL).unwrap();
     doomed.wait_exit(Duration::from_secs(5)).await.unwrap();
     let survivor = start_worker("worker-2", &coordinator.url, 2, &env).unwrap();
-    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     let coordinator_logs = coordinator.process.logs();
     assert!(
@@ -316,7 +318,7 @@ async fn a_zombie_worker_cannot_write_after_its_chunk_moved_on() {
     zombie.signal(Signal::SIGCONT).unwrap();
     wait_for_log(&zombie, "chunk fenced", Duration::from_secs(30)).await;
 
-    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     let status = shoal_cli(&coordinator.url, &["status", &id, "--output", "json"]).await;
     assert!(
@@ -391,7 +393,7 @@ async fn stale_reports_are_refused_over_grpc() {
         "a returned task takes no more reports"
     );
     let _worker = start_worker("worker", &coordinator.url, 2, &env).unwrap();
-    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     assert_migrated_exactly(&database, &expected).await;
 }

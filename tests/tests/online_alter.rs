@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
-use shoal_tests::scenario::{ALTER, assert_migrated_exactly, seeded, shoal_cli};
+use shoal_tests::scenario::{
+    ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
+};
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 use shoal_tests::writer::{self, Writer};
@@ -186,7 +188,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         id.starts_with("orders-"),
         "submit prints the migration id: {submitted}"
     );
-    let watched = shoal_cli(&coordinator.url, &["watch", &id]).await;
+    let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     let status = client
         .get_migration(v1::GetMigrationRequest {

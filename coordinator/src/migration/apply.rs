@@ -12,11 +12,49 @@ use shoal_common::changes::Change;
 use shoal_common::sql::{quote_identifier, quote_qualified};
 
 use super::Error;
+use super::catalog::Column;
 
 /// Rows per REPLACE statement.
 const REPLACE_ROWS: usize = 500;
 /// Keys per DELETE statement.
 const DELETE_KEYS: usize = 1_000;
+
+/// How a value is bound into its placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// As it is, once.
+    Once,
+    /// As it is, twice (the placeholder uses it twice).
+    Twice,
+    /// As hexadecimal text (raw bytes the session's character set would reject).
+    Hex,
+}
+
+/// The placeholder rendering a binlog value of `column` as the copy path would write it, and how
+/// the value is bound. The binlog gives TIMESTAMP as seconds since the epoch (with a
+/// fraction); sessions run at `time_zone = '+00:00'`, so `FROM_UNIXTIME` gives back the stored
+/// instant, and 0 is the zero timestamp. Character columns arrive as raw bytes in the column's own
+/// character set, which the utf8mb4 session would misread: they are reinterpreted explicitly.
+pub fn placeholder(column: &Column) -> (String, Bind) {
+    if column.data_type == "timestamp" {
+        return (
+            "IF(? = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(?))".to_owned(),
+            Bind::Twice,
+        );
+    }
+    match column.charset.as_deref() {
+        Some(charset)
+            if charset != "utf8mb4"
+                && charset != "binary"
+                && charset
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            (format!("CONVERT(UNHEX(?) USING {charset})"), Bind::Hex)
+        }
+        _ => ("?".to_owned(), Bind::Once),
+    }
+}
 
 /// Writes changes into the shadow table.
 #[derive(Debug, Clone)]
@@ -27,6 +65,10 @@ pub struct Applier {
     shadow_columns: String,
     /// For each copied column, its index in a source row image.
     source_indices: Vec<usize>,
+    /// One row's placeholder tuple, e.g. `(?, ?, IF(? = 0, …, FROM_UNIXTIME(?)))`.
+    tuple: String,
+    /// How each copied column's value is bound in `tuple`.
+    binds: Vec<Bind>,
     /// Key column, quoted.
     key: String,
 }
@@ -42,15 +84,20 @@ pub struct Applied {
 
 impl Applier {
     /// An applier for the shadow table `shadow_table`, copying `source_indices` of each image
-    /// into `shadow_columns`.
+    /// (defined as `source_columns` in the source) into `shadow_columns`.
     pub fn new(
         schema: &str,
         shadow_table: &str,
         shadow_columns: &[String],
         source_indices: Vec<usize>,
+        source_columns: &[Column],
         key_column: &str,
     ) -> Self {
+        let (placeholders, binds): (Vec<String>, Vec<Bind>) =
+            source_columns.iter().map(placeholder).unzip();
         Self {
+            tuple: format!("({})", placeholders.join(", ")),
+            binds,
             shadow: quote_qualified(schema, shadow_table),
             shadow_columns: shadow_columns
                 .iter()
@@ -66,15 +113,15 @@ impl Applier {
     pub async fn apply(
         &self,
         connection: &mut impl Queryable,
-        changes: Vec<(i64, Change<Vec<Value>>)>,
+        changes: &[(i64, Change<Vec<Value>>)],
     ) -> Result<Applied, Error> {
         let mut applied = Applied::default();
-        let mut upserts: Vec<Vec<Value>> = Vec::new();
+        let mut upserts: Vec<&Vec<Value>> = Vec::new();
         let mut deletes: Vec<i64> = Vec::new();
         for (key, change) in changes {
             match change {
                 Change::Upsert(row) => upserts.push(row),
-                Change::Delete => deletes.push(key),
+                Change::Delete => deletes.push(*key),
             }
         }
         for keys in deletes.chunks(DELETE_KEYS) {
@@ -87,24 +134,36 @@ impl Applier {
             connection.exec_drop(sql, keys.to_vec()).await?;
             applied.deletes += keys.len();
         }
-        let width = self.source_indices.len();
-        let tuple = format!("({})", vec!["?"; width].join(", "));
+        let width = self.binds.len()
+            + self
+                .binds
+                .iter()
+                .filter(|bind| **bind == Bind::Twice)
+                .count();
         for rows in upserts.chunks(REPLACE_ROWS) {
             let mut params = Vec::with_capacity(rows.len() * width);
             for row in rows {
-                for &index in &self.source_indices {
+                for (&index, &bind) in self.source_indices.iter().zip(&self.binds) {
                     let value = row
                         .get(index)
-                        .cloned()
                         .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
-                    params.push(value);
+                    match (bind, value) {
+                        (Bind::Once, value) => params.push(value.clone()),
+                        (Bind::Twice, value) => params.extend([value.clone(), value.clone()]),
+                        (Bind::Hex, Value::Bytes(bytes)) => {
+                            let hex: String =
+                                bytes.iter().map(|byte| format!("{byte:02X}")).collect();
+                            params.push(Value::Bytes(hex.into_bytes()));
+                        }
+                        (Bind::Hex, value) => params.push(value.clone()),
+                    }
                 }
             }
             let sql = format!(
                 "REPLACE INTO {} ({}) VALUES {}",
                 self.shadow,
                 self.shadow_columns,
-                vec![tuple.as_str(); rows.len()].join(", ")
+                vec![self.tuple.as_str(); rows.len()].join(", ")
             );
             connection.exec_drop(sql, params).await?;
             let warnings: Vec<(String, u16, String)> = connection.query("SHOW WARNINGS").await?;
@@ -117,5 +176,40 @@ impl Applier {
             applied.upserts += rows.len();
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Bind, placeholder};
+    use crate::migration::catalog::Column;
+
+    fn column(data_type: &str, charset: Option<&str>) -> Column {
+        Column {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: data_type.into(),
+            generated: false,
+            charset: charset.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn values_are_rendered_through_the_column_definition() {
+        let (timestamp, bind) = placeholder(&column("timestamp", None));
+        assert_eq!(bind, Bind::Twice);
+        assert!(timestamp.contains("FROM_UNIXTIME(?)"));
+        assert_eq!(
+            placeholder(&column("datetime", None)),
+            ("?".to_owned(), Bind::Once)
+        );
+        assert_eq!(
+            placeholder(&column("varchar", Some("utf8mb4"))),
+            ("?".to_owned(), Bind::Once)
+        );
+        assert_eq!(
+            placeholder(&column("varchar", Some("latin1"))),
+            ("CONVERT(UNHEX(?) USING latin1)".to_owned(), Bind::Hex)
+        );
     }
 }

@@ -114,9 +114,36 @@ fn clean_file_name(raw: &str) -> String {
     format!("{}.{digits}", &raw[..dot])
 }
 
-fn fix_unsigned(value: Value, column: &Column) -> Value {
-    match (value, column.unsigned_bits()) {
-        (Value::Int(signed), Some(bits)) if signed < 0 => {
+/// Renders a decoded binlog value through the column's definition, so that the change path
+/// writes what the copy path writes: unsigned integers decoded as negative are repaired, ENUM
+/// indexes and SET bitmasks become their labels (robust to an ALTER that redefines the list).
+fn normalize(value: Value, column: &Column) -> Value {
+    match (column.data_type.as_str(), value) {
+        ("enum", Value::Int(index)) => {
+            let labels = column.labels();
+            let label = usize::try_from(index)
+                .ok()
+                .and_then(|index| index.checked_sub(1))
+                .and_then(|index| labels.get(index).cloned())
+                .unwrap_or_default();
+            Value::Bytes(label.into_bytes())
+        }
+        ("set", Value::Bytes(bitmask)) => {
+            let mut bits: u64 = 0;
+            for (shift, byte) in bitmask.iter().take(8).enumerate() {
+                bits |= u64::from(*byte) << (8 * shift);
+            }
+            let chosen: Vec<String> = column
+                .labels()
+                .into_iter()
+                .enumerate()
+                .filter(|(index, _)| *index < 64 && bits & (1 << index) != 0)
+                .map(|(_, label)| label)
+                .collect();
+            Value::Bytes(chosen.join(",").into_bytes())
+        }
+        (_, Value::Int(signed)) if signed < 0 && column.unsigned_bits().is_some() => {
+            let bits = column.unsigned_bits().unwrap_or(64);
             let mask = if bits == 64 {
                 u64::MAX
             } else {
@@ -124,7 +151,7 @@ fn fix_unsigned(value: Value, column: &Column) -> Value {
             };
             Value::UInt(u64::from_ne_bytes(signed.to_ne_bytes()) & mask)
         }
-        (value, _) => value,
+        (_, value) => value,
     }
 }
 
@@ -145,7 +172,7 @@ fn image(
     let mut values = Vec::with_capacity(row.len());
     for (index, column) in table.columns.iter().enumerate() {
         match row.as_ref(index) {
-            Some(BinlogValue::Value(value)) => values.push(fix_unsigned(value.clone(), column)),
+            Some(BinlogValue::Value(value)) => values.push(normalize(value.clone(), column)),
             Some(BinlogValue::Jsonb(_)) => {
                 // MySQL's binary JSON (MariaDB logs JSON as text): untested here, so refuse.
                 return Err(Error::Binlog(format!(
@@ -403,12 +430,13 @@ mod tests {
             data_type: "int".into(),
             column_type: "int(10) unsigned".into(),
             generated: false,
+            charset: None,
         };
         assert_eq!(
-            fix_unsigned(Value::Int(-1), &column),
+            normalize(Value::Int(-1), &column),
             Value::UInt(4_294_967_295)
         );
-        assert_eq!(fix_unsigned(Value::Int(5), &column), Value::Int(5));
+        assert_eq!(normalize(Value::Int(5), &column), Value::Int(5));
     }
 
     #[test]

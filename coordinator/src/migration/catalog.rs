@@ -15,9 +15,44 @@ pub struct Column {
     pub column_type: String,
     /// Generated (virtual or stored) columns are never written; the server computes them.
     pub generated: bool,
+    /// Character set of a character column (`CHARACTER_SET_NAME`), `None` for other types.
+    pub charset: Option<String>,
 }
 
 impl Column {
+    /// The labels of an ENUM or SET column, in definition order (from `COLUMN_TYPE`).
+    pub fn labels(&self) -> Vec<String> {
+        let Some(body) = self
+            .column_type
+            .strip_prefix("enum(")
+            .or_else(|| self.column_type.strip_prefix("set("))
+            .and_then(|rest| rest.strip_suffix(')'))
+        else {
+            return Vec::new();
+        };
+        let mut labels = Vec::new();
+        let mut chars = body.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\'' {
+                continue;
+            }
+            let mut label = String::new();
+            while let Some(c) = chars.next() {
+                if c == '\'' {
+                    if chars.peek() == Some(&'\'') {
+                        chars.next();
+                        label.push('\'');
+                        continue;
+                    }
+                    break;
+                }
+                label.push(c);
+            }
+            labels.push(label);
+        }
+        labels
+    }
+
     /// Bit width of an unsigned integer column, for repairing binlog values decoded as signed.
     pub fn unsigned_bits(&self) -> Option<u32> {
         if !self.column_type.contains("unsigned") {
@@ -56,9 +91,9 @@ pub async fn read_table(
     schema: &str,
     table: &str,
 ) -> Result<Option<TableInfo>, Error> {
-    let rows: Vec<(String, String, String, String)> = connection
+    let rows: Vec<(String, String, String, String, Option<String>)> = connection
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (schema, table),
         )
@@ -68,12 +103,15 @@ pub async fn read_table(
     }
     let columns = rows
         .into_iter()
-        .map(|(name, data_type, column_type, generated)| Column {
-            name,
-            data_type: data_type.to_ascii_lowercase(),
-            column_type: column_type.to_ascii_lowercase(),
-            generated: generated != "NEVER",
-        })
+        .map(
+            |(name, data_type, column_type, generated, charset)| Column {
+                name,
+                data_type: data_type.to_ascii_lowercase(),
+                column_type: column_type.to_ascii_lowercase(),
+                generated: generated != "NEVER",
+                charset: charset.map(|charset| charset.to_ascii_lowercase()),
+            },
+        )
         .collect();
     let primary_key: Vec<String> = connection
         .exec(
@@ -168,7 +206,21 @@ mod tests {
             data_type: data_type.into(),
             column_type: column_type.into(),
             generated: false,
+            charset: None,
         }
+    }
+
+    #[test]
+    fn enum_and_set_labels() {
+        let column = Column {
+            name: "e".into(),
+            data_type: "enum".into(),
+            column_type: "enum('a','it''s','c,d')".into(),
+            generated: false,
+            charset: Some("utf8mb4".into()),
+        };
+        assert_eq!(column.labels(), vec!["a", "it's", "c,d"]);
+        assert!(column("int", "int(11)").labels().is_empty());
     }
 
     #[test]

@@ -19,11 +19,13 @@ use shoal_common::task::{CopyContext, ReturnReason, TaskKind, TaskSpec};
 use tracing::{info, warn};
 
 use super::Error;
-use super::binlog::{self, BinlogPos};
+use super::binlog;
 use super::owner::Migration;
 
 /// A chunk can come back this many times before the migration fails.
-const MAX_ATTEMPTS: u32 = 5;
+const MAX_ATTEMPTS: u32 = 10;
+/// Attempts to apply one batch of changes that keeps losing lock conflicts.
+const MAX_APPLY_ATTEMPTS: u32 = 10;
 /// How often the owner looks for completions when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_millis(20);
 
@@ -120,60 +122,30 @@ impl Migration {
             .applier
             .as_ref()
             .ok_or_else(|| Error::Apply("no applier before Initial".to_owned()))?;
-        let applied = applier.apply(connection, changes).await?;
+        // Changes are idempotent (last images), so a statement that lost a deadlock or a lock
+        // wait against a worker's copy is simply applied again.
+        let mut attempt = 0;
+        let applied = loop {
+            match applier.apply(connection, &changes).await {
+                Ok(applied) => break applied,
+                Err(Error::Mysql(mysql_async::Error::Server(error)))
+                    if matches!(error.code, 1205 | 1213) && attempt < MAX_APPLY_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    warn!(
+                        code = error.code,
+                        attempt, "applying changes lost a lock conflict; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let buffered = self.buffer.len() as u64;
         self.progress.send_modify(|progress| {
             progress.changes_applied += (applied.upserts + applied.deletes) as u64;
             progress.changes_buffered = buffered;
         });
-        Ok(())
-    }
-
-    /// Moves every message the stream has ready into the buffer, without waiting.
-    pub(super) async fn pump_stream(&mut self) -> Result<(), Error> {
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return Err(Error::Binlog("the change stream is not running".to_owned()));
-            };
-            match stream.receiver.try_recv() {
-                Ok(message) => self.on_stream_message(message)?,
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Ok(()),
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(self.stream_failure().await);
-                }
-            }
-        }
-    }
-
-    /// Waits until the stream has delivered everything before `target`.
-    pub(super) async fn catch_up(
-        &mut self,
-        target: &BinlogPos,
-        deadline: Duration,
-    ) -> Result<(), Error> {
-        let started = tokio::time::Instant::now();
-        while self
-            .stream_position
-            .as_ref()
-            .is_none_or(|position| position < target)
-        {
-            self.check_cancelled()?;
-            let remaining = deadline.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                return Err(Error::Binlog(format!(
-                    "the change stream did not reach {target} within {deadline:?} (at {:?})",
-                    self.stream_position
-                )));
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                return Err(Error::Binlog("the change stream is not running".to_owned()));
-            };
-            match tokio::time::timeout(remaining, stream.receiver.recv()).await {
-                Ok(Some(message)) => self.on_stream_message(message)?,
-                Ok(None) => return Err(self.stream_failure().await),
-                Err(_) => {}
-            }
-        }
         Ok(())
     }
 
@@ -285,7 +257,9 @@ impl Migration {
                             .await?;
                         in_flight.insert(chunk, entry);
                     }
-                    Err(Error::Mysql(mysql_async::Error::Server(error))) if error.code == 1205 => {
+                    Err(Error::Mysql(mysql_async::Error::Server(error)))
+                        if matches!(error.code, 1205 | 1213) =>
+                    {
                         warn!(chunk = %chunk, "fence bump waits for a lock holder; retrying");
                         to_republish.push((chunk, entry));
                     }

@@ -11,7 +11,6 @@
 //!   stream's start and the copy (INV-C1).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Value};
@@ -20,15 +19,15 @@ use shoal_common::chunk::{ChunkLedger, ChunkRange};
 use shoal_common::names;
 use shoal_common::sql::{quote_identifier, quote_qualified};
 use shoal_worker::session::pool_for;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::alter::{self, AlterStatement};
 use super::apply::Applier;
-use super::binlog::{self, BinlogPos, RowChange, StreamMsg, StreamTable};
+use super::binlog::{self, BinlogPos};
 use super::catalog::{self, ServerInfo, TableInfo};
+use super::stream::Stream;
 use super::{ChangePath, Error, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
 
@@ -36,13 +35,6 @@ use crate::store::tasks::TaskStore;
 const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
 /// Integer types a chunked key may have.
 const INTEGER_TYPES: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
-
-/// The change stream as the owner holds it.
-pub(super) struct Stream {
-    pub(super) receiver: mpsc::Receiver<StreamMsg>,
-    pub(super) reader: JoinHandle<Result<(), Error>>,
-    pub(super) stop: CancellationToken,
-}
 
 /// A migration being run by its owner.
 pub struct Migration {
@@ -380,11 +372,16 @@ impl Migration {
                 self.shadow_columns.push(column.name.clone());
             }
         }
+        let source_types: Vec<catalog::Column> = source_indices
+            .iter()
+            .map(|&index| self.source.columns[index].clone())
+            .collect();
         self.applier = Some(Applier::new(
             &self.schema,
             &shadow_name,
             &self.shadow_columns,
             source_indices,
+            &source_types,
             &self.key_column,
         ));
         let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
@@ -405,104 +402,6 @@ impl Migration {
             "shadow table {shadow} created; change stream started"
         );
         Ok(())
-    }
-
-    async fn start_stream(&mut self, start: BinlogPos) -> Result<(), Error> {
-        let opts = mysql_async::Opts::from_url(&self.options.dsn)
-            .map_err(|error| Error::Preflight(error.to_string()))?;
-        let (sender, receiver) = mpsc::channel(256);
-        let stop = CancellationToken::new();
-        let table = StreamTable {
-            schema: self.schema.clone(),
-            table: self.table.clone(),
-            columns: self.source.columns.clone().into(),
-        };
-        // A server id no replica uses: high range, derived from the process and the server's id.
-        let replica_id = 0x7000_0000 | (std::process::id() & 0x00ff_ffff) ^ self.server.server_id;
-        let reader = tokio::spawn(binlog::read_stream(
-            opts,
-            replica_id,
-            start.clone(),
-            table,
-            sender,
-            stop.clone(),
-        ));
-        self.stream_position = Some(start);
-        self.stream = Some(Stream {
-            receiver,
-            reader,
-            stop,
-        });
-        Ok(())
-    }
-
-    /// Files one stream message into the buffer.
-    pub(super) fn on_stream_message(&mut self, message: StreamMsg) -> Result<(), Error> {
-        match message {
-            StreamMsg::Position(position) => self.stream_position = Some(position),
-            StreamMsg::Ddl(text, position) => {
-                if !self.cutting_over {
-                    return Err(Error::Binlog(format!(
-                        "DDL on `{}`.`{}` during the migration: {text:.200}",
-                        self.schema, self.table
-                    )));
-                }
-                self.stream_position = Some(position);
-            }
-            StreamMsg::Rows(changes, position) => {
-                for change in changes {
-                    match change {
-                        RowChange::Insert(after) => {
-                            let key = self.key_of(&after)?;
-                            self.buffer.upsert(key, after);
-                        }
-                        RowChange::Update(before, after) => {
-                            let old_key = self.key_of(&before)?;
-                            let new_key = self.key_of(&after)?;
-                            self.buffer.update(old_key, new_key, after);
-                        }
-                        RowChange::Delete(before) => {
-                            let key = self.key_of(&before)?;
-                            self.buffer.delete(key);
-                        }
-                    }
-                }
-                self.stream_position = Some(position);
-            }
-        }
-        Ok(())
-    }
-
-    fn key_of(&self, row: &[Value]) -> Result<i64, Error> {
-        match row.get(self.key_index) {
-            Some(Value::Int(key)) => Ok(*key),
-            Some(Value::UInt(key)) => i64::try_from(*key).map_err(|_| {
-                Error::Binlog(format!("key {key} does not fit a signed 64-bit integer"))
-            }),
-            other => Err(Error::Binlog(format!(
-                "primary key value {other:?} is not an integer"
-            ))),
-        }
-    }
-
-    /// The stream's failure, if it ended.
-    pub(super) async fn stream_failure(&mut self) -> Error {
-        if let Some(stream) = self.stream.take() {
-            match stream.reader.await {
-                Ok(Err(error)) => return error,
-                Ok(Ok(())) => return Error::Binlog("the change stream stopped".to_owned()),
-                Err(join) => return Error::Binlog(format!("the change stream panicked: {join}")),
-            }
-        }
-        Error::Binlog("the change stream is not running".to_owned())
-    }
-
-    pub(super) async fn stop_stream(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            stream.stop.cancel();
-            drop(stream.receiver);
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.reader).await;
-        }
     }
 
     /// `ErrCleanup`: stop everything and drop shoal's tables; the source table is untouched.

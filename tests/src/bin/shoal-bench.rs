@@ -242,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await?;
+            eprintln!("bench:   {seconds:.1} s");
             results.push((
                 format!("shoal fleet: {copy_mode} copy, {workers} worker(s) × 2 slots"),
                 seconds,
@@ -314,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
         if differences > 0 {
             bail!("{differences} differences after the {rows}-row migration");
         }
+        eprintln!("bench:   {seconds:.1} s, peak RSS {peak} KiB");
         rss.push((rows, seconds, peak));
     }
 

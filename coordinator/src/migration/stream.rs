@@ -1,0 +1,169 @@
+//! The owner's side of the change stream: starting the reader, filing its messages into the
+//! change buffer (an UPDATE that moves a key is a delete plus an upsert), catching up to a
+//! position, and stopping.
+
+use std::time::Duration;
+
+use mysql_async::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use super::binlog::{self, BinlogPos, RowChange, StreamMsg, StreamTable};
+use super::owner::Migration;
+
+/// The change stream as the owner holds it.
+pub(super) struct Stream {
+    pub(super) receiver: mpsc::Receiver<StreamMsg>,
+    pub(super) reader: JoinHandle<Result<(), Error>>,
+    pub(super) stop: CancellationToken,
+}
+
+impl Migration {
+    pub(super) async fn start_stream(&mut self, start: BinlogPos) -> Result<(), Error> {
+        let opts = mysql_async::Opts::from_url(&self.options.dsn)
+            .map_err(|error| Error::Preflight(error.to_string()))?;
+        let (sender, receiver) = mpsc::channel(256);
+        let stop = CancellationToken::new();
+        let table = StreamTable {
+            schema: self.schema.clone(),
+            table: self.table.clone(),
+            columns: self.source.columns.clone().into(),
+        };
+        // A server id no replica uses: high range, derived from the process and the server's id.
+        let replica_id = 0x7000_0000 | (std::process::id() & 0x00ff_ffff) ^ self.server.server_id;
+        let reader = tokio::spawn(binlog::read_stream(
+            opts,
+            replica_id,
+            start.clone(),
+            table,
+            sender,
+            stop.clone(),
+        ));
+        self.stream_position = Some(start);
+        self.stream = Some(Stream {
+            receiver,
+            reader,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// Files one stream message into the buffer.
+    pub(super) fn on_stream_message(&mut self, message: StreamMsg) -> Result<(), Error> {
+        match message {
+            StreamMsg::Position(position) => self.stream_position = Some(position),
+            StreamMsg::Ddl(text, position) => {
+                if !self.cutting_over {
+                    return Err(Error::Binlog(format!(
+                        "DDL on `{}`.`{}` during the migration: {text:.200}",
+                        self.schema, self.table
+                    )));
+                }
+                self.stream_position = Some(position);
+            }
+            StreamMsg::Rows(changes, position) => {
+                for change in changes {
+                    match change {
+                        RowChange::Insert(after) => {
+                            let key = self.key_of(&after)?;
+                            self.buffer.upsert(key, after);
+                        }
+                        RowChange::Update(before, after) => {
+                            let old_key = self.key_of(&before)?;
+                            let new_key = self.key_of(&after)?;
+                            self.buffer.update(old_key, new_key, after);
+                        }
+                        RowChange::Delete(before) => {
+                            let key = self.key_of(&before)?;
+                            self.buffer.delete(key);
+                        }
+                    }
+                }
+                self.stream_position = Some(position);
+            }
+        }
+        Ok(())
+    }
+
+    fn key_of(&self, row: &[Value]) -> Result<i64, Error> {
+        match row.get(self.key_index) {
+            Some(Value::Int(key)) => Ok(*key),
+            Some(Value::UInt(key)) => i64::try_from(*key).map_err(|_| {
+                Error::Binlog(format!("key {key} does not fit a signed 64-bit integer"))
+            }),
+            other => Err(Error::Binlog(format!(
+                "primary key value {other:?} is not an integer"
+            ))),
+        }
+    }
+
+    /// The stream's failure, if it ended.
+    pub(super) async fn stream_failure(&mut self) -> Error {
+        if let Some(stream) = self.stream.take() {
+            match stream.reader.await {
+                Ok(Err(error)) => return error,
+                Ok(Ok(())) => return Error::Binlog("the change stream stopped".to_owned()),
+                Err(join) => return Error::Binlog(format!("the change stream panicked: {join}")),
+            }
+        }
+        Error::Binlog("the change stream is not running".to_owned())
+    }
+
+    pub(super) async fn stop_stream(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.stop.cancel();
+            drop(stream.receiver);
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.reader).await;
+        }
+    }
+
+    /// Moves every message the stream has ready into the buffer, without waiting.
+    pub(super) async fn pump_stream(&mut self) -> Result<(), Error> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            };
+            match stream.receiver.try_recv() {
+                Ok(message) => self.on_stream_message(message)?,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(self.stream_failure().await);
+                }
+            }
+        }
+    }
+
+    /// Waits until the stream has delivered everything before `target`.
+    pub(super) async fn catch_up(
+        &mut self,
+        target: &BinlogPos,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        while self
+            .stream_position
+            .as_ref()
+            .is_none_or(|position| position < target)
+        {
+            self.check_cancelled()?;
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(Error::Binlog(format!(
+                    "the change stream did not reach {target} within {deadline:?} (at {:?})",
+                    self.stream_position
+                )));
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            };
+            match tokio::time::timeout(remaining, stream.receiver.recv()).await {
+                Ok(Some(message)) => self.on_stream_message(message)?,
+                Ok(None) => return Err(self.stream_failure().await),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
