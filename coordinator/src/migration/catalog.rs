@@ -212,14 +212,14 @@ mod tests {
 
     #[test]
     fn enum_and_set_labels() {
-        let column = Column {
+        let enumeration = Column {
             name: "e".into(),
             data_type: "enum".into(),
             column_type: "enum('a','it''s','c,d')".into(),
             generated: false,
             charset: Some("utf8mb4".into()),
         };
-        assert_eq!(column.labels(), vec!["a", "it's", "c,d"]);
+        assert_eq!(enumeration.labels(), vec!["a", "it's", "c,d"]);
         assert!(column("int", "int(11)").labels().is_empty());
     }
 
