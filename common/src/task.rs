@@ -14,15 +14,16 @@ pub enum TaskKind {
     Copy,
 }
 
-/// How rows are copied.
+/// How rows are copied. The default is the faster one in `make bench` on this kind of machine
+/// (see `docs/benchmarks.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum CopyMode {
-    /// The worker reads at READ COMMITTED and writes `INSERT IGNORE … VALUES` batches: no locks
-    /// on the source, and the rows pass through the worker.
-    #[default]
+    /// The worker reads at READ COMMITTED and writes `INSERT IGNORE … VALUES` batches: the rows
+    /// pass through the worker (the path that can later copy between servers).
     Buffered,
-    /// `INSERT IGNORE … SELECT` run by the server: fastest on one box, shared locks on the
-    /// source range while it runs.
+    /// `INSERT IGNORE … SELECT` run by the server inside the fenced transaction (at READ
+    /// COMMITTED the source is read without locks); fastest when source and shadow share a server.
+    #[default]
     Server,
 }
 

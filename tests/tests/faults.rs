@@ -193,6 +193,9 @@ async fn submit(coordinator: &CoordinatorProcess, threads: &str) -> String {
             "--no-instant",
             "--threads",
             threads,
+            // The read-then-write path, where `copy.after_read` sits.
+            "--copy-mode",
+            "buffered",
         ],
     )
     .await;

@@ -132,7 +132,8 @@ pub fn task_from_proto(task: v1::Task) -> Result<LeasedTask, Error> {
         .and_then(|mode| v1::CopyMode::try_from(mode).ok())
     {
         Some(v1::CopyMode::Server) => CopyMode::Server,
-        Some(v1::CopyMode::Buffered | v1::CopyMode::Unspecified) => CopyMode::Buffered,
+        Some(v1::CopyMode::Buffered) => CopyMode::Buffered,
+        Some(v1::CopyMode::Unspecified) => CopyMode::default(),
         None => return Err(field("copy_mode", task.copy_mode)),
     };
     let lease_ttl = task

@@ -112,8 +112,8 @@ impl MigrationApi {
             },
             chunk_rows: 1_000,
             copy_mode: match v1::CopyMode::try_from(options.copy_mode) {
-                Ok(v1::CopyMode::Server) => CopyMode::Server,
-                _ => CopyMode::Buffered,
+                Ok(v1::CopyMode::Buffered) => CopyMode::Buffered,
+                _ => CopyMode::default(),
             },
             keep_old_table: options.keep_old_table,
             no_instant: options.no_instant,

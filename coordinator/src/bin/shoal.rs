@@ -91,8 +91,8 @@ struct SubmitArgs {
     /// Concurrent chunk copies across the fleet.
     #[arg(long, default_value_t = 4)]
     threads: u32,
-    /// buffered or server.
-    #[arg(long, default_value = "buffered")]
+    /// server (default) or buffered.
+    #[arg(long, default_value = "server")]
     copy_mode: shoal_common::task::CopyMode,
     /// Keep the original table as _<t>_old after cut-over.
     #[arg(long)]
@@ -117,8 +117,9 @@ struct RunArgs {
     /// Concurrent chunk copies.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
-    /// buffered (worker reads and inserts batches; no source locks) or server (INSERT … SELECT).
-    #[arg(long, default_value = "buffered")]
+    /// server (INSERT … SELECT by the server; the faster in `make bench`) or buffered (the worker
+    /// reads and inserts batches).
+    #[arg(long, default_value = "server")]
     copy_mode: shoal_common::task::CopyMode,
     /// Rows per copy chunk.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
