@@ -7,6 +7,7 @@
 //! - [`ids`]: newtypes for the ids that travel through the system (`MigrationId`, `WorkerId`, ...).
 //!   Proto strings and integers become these at the edge; no bare ids in the core.
 //! - [`lease`]: task lease rules (grant, extend, judge reports, expiry).
+//! - [`lifecycle`]: the lifecycle state machine (states, events, total transition function).
 //! - [`names`]: names of the helper tables beside a migrated table.
 //! - [`registry`]: the worker registry's rules (record, heartbeat cadence, expiry), pure.
 //! - [`signals`]: SIGTERM/SIGINT as the start of graceful shutdown.
@@ -23,6 +24,7 @@ pub mod changes;
 pub mod chunk;
 pub mod ids;
 pub mod lease;
+pub mod lifecycle;
 pub mod names;
 pub mod registry;
 pub mod signals;

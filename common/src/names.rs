@@ -26,9 +26,33 @@ pub fn fence(table: &str) -> String {
     format!("_{table}_fence")
 }
 
+/// `<t>_shoal_swap`: the shadow table's name during the cut-over rename. It sorts after `t`, so
+/// the RENAME (which takes its metadata locks in name order) queues on `t` before anything else.
+pub fn swap(table: &str) -> String {
+    format!("{table}_shoal_swap")
+}
+
+/// `<t>_shoal_old`: the original table's name right after the cut-over rename (sorts after `t`
+/// for the same reason); it becomes `_<t>_old` at once.
+pub fn swapped_out(table: &str) -> String {
+    format!("{table}_shoal_old")
+}
+
+/// Every helper table name of `table`.
+pub fn all(table: &str) -> [String; 6] {
+    [
+        shadow(table),
+        old(table),
+        checkpoint(table),
+        fence(table),
+        swap(table),
+        swapped_out(table),
+    ]
+}
+
 /// Whether every helper table name of `table` fits MySQL's limit.
 pub fn fits(table: &str) -> bool {
-    [shadow(table), old(table), checkpoint(table), fence(table)]
+    all(table)
         .iter()
         .all(|name| name.chars().count() <= MAX_TABLE_NAME)
 }
@@ -43,10 +67,14 @@ mod tests {
         assert_eq!(old("orders"), "_orders_old");
         assert_eq!(checkpoint("orders"), "_orders_chkpnt");
         assert_eq!(fence("orders"), "_orders_fence");
-        assert!(fits(&"t".repeat(56)));
+        assert_eq!(swap("orders"), "orders_shoal_swap");
+        assert_eq!(swapped_out("orders"), "orders_shoal_old");
+        // MariaDB compares metadata-lock keys as NUL-terminated names: `t` sorts first.
+        assert!("orders\0" < "orders_shoal_old\0" && "orders_shoal_old\0" < "orders_shoal_swap\0");
+        assert!(fits(&"t".repeat(53)));
         assert!(
-            !fits(&"t".repeat(57)),
-            "_<t>_chkpnt would exceed 64 characters"
+            !fits(&"t".repeat(54)),
+            "<t>_shoal_swap would exceed 64 characters"
         );
     }
 }

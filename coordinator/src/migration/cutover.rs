@@ -3,26 +3,29 @@
 //! MariaDB refuses `RENAME TABLE` under `LOCK TABLES`, so the swap takes two connections:
 //! 1. C1: `LOCK TABLES t WRITE` (application writes to `t` now queue);
 //! 2. the change stream catches up to the server's position, and the rest is applied to
-//!    `_t_new` on a third connection (`_t_new` is not locked by anyone);
-//! 3. C2: `RENAME TABLE t TO _t_old, _t_new TO t`: it takes `_t_new` and `_t_old` at once and
-//!    queues on `t`'s metadata lock, ahead of the application's writes (an exclusive request
-//!    has priority over pending DML);
-//! 4. the process list shows C2 waiting for the metadata lock;
-//! 5. C1: `UNLOCK TABLES`: the rename runs first; the queued writes then open the new `t`;
-//! 6. the catalogue is checked.
+//!    `_t_new` on a third connection C3 (nobody locks `_t_new`);
+//! 3. C3: `RENAME TABLE _t_new TO t_shoal_swap`;
+//! 4. C2: `RENAME TABLE t TO t_shoal_old, t_shoal_swap TO t`: the server takes a rename's
+//!    metadata locks one by one in name order, and `t` sorts before both other names, so the
+//!    rename's first (and only possible) wait is on `t`, queued ahead of the application's writes
+//!    (an exclusive request has priority over pending DML);
+//! 5. the process list shows C2 waiting for the metadata lock;
+//! 6. C1: `UNLOCK TABLES`: the rename runs first; the queued writes then open the new `t`;
+//! 7. `RENAME TABLE t_shoal_old TO _t_old`; the catalogue is checked.
 //!
 //! # Design decisions
-//! The design brief (and gh-ost) also lock `_t_new` and a sentry `_t_old` on C1. On MariaDB
-//! that loses writes: a RENAME acquires its metadata locks one by one in name order, and `_t_…`
-//! sorts before `t`, so the rename waited on `_t_new` and was not yet queued on `t` when C1
-//! unlocked; queued application writes then ran on the old table. Measured with the writer test:
-//! one lost write in each of four runs. Here C1 holds only `t`, so the rename's only wait is on
-//! `t`. The sentry is unnecessary because the rename is sent only after the final flush: if C1
-//! dies after that, the rename running is correct.
+//! The design brief (like gh-ost) renames `t TO _t_old, _t_new TO t` while C1 also holds
+//! `_t_new` and a sentry `_t_old`. On MariaDB 10.11 that loses writes: `_t_…` sorts before `t`, so
+//! the rename waited on `_t_new` (held by C1, or briefly by InnoDB purge and statistics, which
+//! take metadata locks since 10.6) and was not yet queued on `t` when C1 unlocked; queued
+//! application writes then ran on the old table. The writer test caught it (one or two lost
+//! writes in a run, more often under load). Renaming the shadow to a name that sorts after `t`
+//! first makes `t` the rename's first lock, whatever else holds the other names. The sentry is
+//! unnecessary because the rename is sent only after the final flush.
 //!
-//! If anything fails before step 5, C1 unlocks: the original table is in place and the attempt
-//! is retried (at most three, with back-off). MySQL 8.0.13+ can rename under its own lock on C1
-//! instead (untested here).
+//! If anything fails before step 6, the shadow gets its name back and C1 unlocks: the original
+//! table is in place and the attempt is retried (at most three, with back-off). MySQL 8.0.13+
+//! can rename under its own lock on C1 instead (untested here).
 //!
 //! Transitions: CutOver → Close; a failed attempt stays in CutOver; three → ErrCleanup.
 
@@ -71,8 +74,6 @@ impl Migration {
 
     async fn swap(&mut self) -> Result<Duration, Error> {
         let source = self.qualified(&self.table);
-        let shadow = self.qualified(&names::shadow(&self.table));
-        let old = self.qualified(&names::old(&self.table));
         let lock_wait = self.options.lock_wait_timeout.as_secs().max(1);
         let mut holder = self.pool.get_conn().await?;
         holder
@@ -82,13 +83,11 @@ impl Migration {
             .query_drop(format!("LOCK TABLES {source} WRITE"))
             .await?;
         let locked_at = Instant::now();
-        let renamer = match self
-            .queue_rename(&mut holder, &source, &shadow, &old, lock_wait)
-            .await
-        {
+        let renamer = match self.queue_rename(&mut holder, lock_wait).await {
             Ok(renamer) => renamer,
             Err(error) => {
                 holder.query_drop("UNLOCK TABLES").await?;
+                self.restore_shadow_name().await?;
                 return Err(error);
             }
         };
@@ -97,39 +96,75 @@ impl Migration {
             .await
             .map_err(|join| Error::Cutover(format!("rename task failed: {join}")))?;
         let blocked = locked_at.elapsed();
-        renamed?;
+        if let Err(error) = renamed {
+            self.restore_shadow_name().await?;
+            return Err(error);
+        }
+        let mut connection = self.pool.get_conn().await?;
+        connection
+            .query_drop(format!(
+                "RENAME TABLE {} TO {}",
+                self.qualified(&names::swapped_out(&self.table)),
+                self.qualified(&names::old(&self.table))
+            ))
+            .await?;
         self.verify_swap().await?;
         Ok(blocked)
     }
 
-    /// Steps 2 to 4: under C1's lock, catch up and flush on another connection; queue the
-    /// rename and wait until the server shows it waiting for the metadata lock.
+    /// Gives the shadow table back its `_t_new` name after a failed attempt (if it was renamed).
+    async fn restore_shadow_name(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let swap = names::swap(&self.table);
+        if super::catalog::table_exists(&mut connection, &self.schema, &swap).await? {
+            connection
+                .query_drop(format!(
+                    "RENAME TABLE {} TO {}",
+                    self.qualified(&swap),
+                    self.qualified(&names::shadow(&self.table))
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Steps 2 to 5: under C1's lock, catch up, flush and rename the shadow on C3; queue the
+    /// swap on C2 and wait until the server shows it waiting for the metadata lock.
     async fn queue_rename(
         &mut self,
         holder: &mut mysql_async::Conn,
-        source: &str,
-        shadow: &str,
-        old: &str,
         lock_wait: u64,
     ) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
         let target = binlog::current_position(holder, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
         let mut flusher = self.pool.get_conn().await?;
         self.flush_ready(&mut flusher).await?;
-        drop(flusher);
         if !self.buffer.is_empty() {
             return Err(Error::Cutover(format!(
                 "{} changes are still deferred under the lock",
                 self.buffer.len()
             )));
         }
+        let source = self.qualified(&self.table);
+        let swap = self.qualified(&names::swap(&self.table));
+        let swapped_out = self.qualified(&names::swapped_out(&self.table));
+        flusher
+            .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
+            .await?;
+        flusher
+            .query_drop(format!(
+                "RENAME TABLE {} TO {swap}",
+                self.qualified(&names::shadow(&self.table))
+            ))
+            .await?;
+        drop(flusher);
         self.cutting_over = true;
         let mut renamer = self.pool.get_conn().await?;
         renamer
             .query_drop(format!("SET SESSION lock_wait_timeout = {}", lock_wait + 5))
             .await?;
         let renamer_id = renamer.id();
-        let rename = format!("RENAME TABLE {source} TO {old}, {shadow} TO {source}");
+        let rename = format!("RENAME TABLE {source} TO {swapped_out}, {swap} TO {source}");
         let handle = tokio::spawn(async move {
             renamer.query_drop(rename).await?;
             Ok::<(), Error>(())
@@ -167,7 +202,7 @@ impl Migration {
         }
     }
 
-    /// Step 6: `t` is the former shadow table and `_t_old` the former original.
+    /// Step 7: `t` is the former shadow table and `_t_old` the former original.
     async fn verify_swap(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let old_exists =

@@ -154,12 +154,7 @@ impl Migration {
                 "table name `{table}` is too long for shoal's helper tables (64-character limit)"
             )));
         }
-        for helper in [
-            names::shadow(&table),
-            names::checkpoint(&table),
-            names::fence(&table),
-            names::old(&table),
-        ] {
+        for helper in names::all(&table) {
             if catalog::table_exists(&mut connection, &schema, &helper).await? {
                 return Err(Error::Preflight(format!(
                     "table `{schema}`.`{helper}` already exists (left by an earlier run?); drop it \
@@ -414,6 +409,7 @@ impl Migration {
                 names::shadow(&self.table),
                 names::checkpoint(&self.table),
                 names::fence(&self.table),
+                names::swap(&self.table),
             ] {
                 connection
                     .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&helper)))
