@@ -89,6 +89,7 @@ fn config_text(dir: &Path, port: u16, run_as_root: bool) -> String {
          socket={dir}/mysqld.sock\n\
          pid-file={dir}/mariadbd.pid\n\
          log-error={dir}/mariadbd.err\n\
+         tmpdir={dir}/tmp\n\
          port={port}\n\
          bind-address=127.0.0.1\n\
          skip-name-resolve\n\
@@ -116,6 +117,8 @@ impl MariaDb {
         let server = find_program("mariadbd", "mariadb-server")?;
         find_program("mariadb", "mariadb-client")?;
         fs::create_dir_all(dir.join("binlog")).context("create the binlog directory")?;
+        // A private tmpdir: concurrent bootstraps in the shared /tmp collide on file names.
+        fs::create_dir_all(dir.join("tmp")).context("create the tmp directory")?;
         let run_as_root = nix::unistd::geteuid().is_root();
         let port = free_port().context("pick a port for mariadbd")?;
         let config = dir.join("my.cnf");
