@@ -66,6 +66,9 @@ pub enum Error {
     /// Cancelled by the operator or by shutdown.
     #[error("cancelled")]
     Cancelled,
+    /// A lifecycle transition was refused (a bug: the owner drives phases in order).
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] shoal_common::lifecycle::TransitionError),
 }
 
 /// Which path made the change.
@@ -77,40 +80,7 @@ pub enum ChangePath {
     Copy,
 }
 
-/// Lifecycle states in the order a migration visits them (ordinal comparisons mean "at or
-/// past"). The transition rules arrive with the lifecycle issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    /// Preflight, shadow table, change stream.
-    Initial,
-    /// Chunks copied by workers.
-    CopyRows,
-    /// Catching up on changes after the copy.
-    ApplyChangeset,
-    /// Comparing source and shadow.
-    Checksum,
-    /// Swapping the tables.
-    CutOver,
-    /// Removing shoal's tables.
-    Close,
-    /// Undoing after a failure before cut-over.
-    ErrCleanup,
-}
-
-impl State {
-    /// The name used in status output (as Spirit names it).
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Initial => "Initial",
-            State::CopyRows => "CopyRows",
-            State::ApplyChangeset => "ApplyChangeset",
-            State::Checksum => "Checksum",
-            State::CutOver => "CutOver",
-            State::Close => "Close",
-            State::ErrCleanup => "ErrCleanup",
-        }
-    }
-}
+pub use shoal_common::lifecycle::State;
 
 /// What a migration is asked to do. Contains the resolved DSN: never log or send it.
 #[derive(Clone)]

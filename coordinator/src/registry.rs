@@ -81,7 +81,11 @@ pub fn proto_state(state: State) -> v1::State {
         State::Initial => v1::State::Initial,
         State::CopyRows => v1::State::CopyRows,
         State::ApplyChangeset => v1::State::ApplyChangeset,
+        State::RestoreSecondaryIndexes => v1::State::RestoreSecondaryIndexes,
+        State::AnalyzeTable => v1::State::AnalyzeTable,
         State::Checksum => v1::State::Checksum,
+        State::PostChecksum => v1::State::PostChecksum,
+        State::WaitingOnSentinelTable => v1::State::WaitingOnSentinelTable,
         State::CutOver => v1::State::CutOver,
         State::Close => v1::State::Close,
         State::ErrCleanup => v1::State::ErrCleanup,
@@ -93,7 +97,7 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
     let progress = entry.progress.borrow().clone();
     let outcome = entry.outcome.borrow().clone();
     let (proto_outcome, message, healthy) = match &outcome {
-        Outcome::Running => (v1::Outcome::Running, progress.state.name().to_owned(), true),
+        Outcome::Running => (v1::Outcome::Running, progress.state.to_string(), true),
         Outcome::Completed(ChangePath::Instant) => (
             v1::Outcome::Completed,
             "completed with ALGORITHM=INSTANT".to_owned(),
@@ -146,7 +150,7 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         progress: Some(v1::Progress {
             summary: format!(
                 "{}: {} of ~{} rows copied, {} changes applied",
-                progress.state.name(),
+                progress.state,
                 progress.rows_copied,
                 progress.rows_estimated,
                 progress.changes_applied

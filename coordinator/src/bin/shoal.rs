@@ -296,7 +296,7 @@ async fn report_progress(
         };
         eprintln!(
             "shoal: {} rows {}/{} (~{percent:.0}%), chunks {} done {} in flight, changes applied {} buffered {}",
-            progress.state.name(),
+            progress.state,
             progress.rows_copied,
             progress.rows_estimated,
             progress.chunks_done,

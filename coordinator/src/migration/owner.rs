@@ -30,6 +30,7 @@ use super::catalog::{self, ServerInfo, TableInfo};
 use super::stream::Stream;
 use super::{ChangePath, Error, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
+use shoal_common::lifecycle::{Event, transition};
 
 /// MariaDB's "ALGORITHM=INSTANT is not supported" errors.
 const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
@@ -205,9 +206,13 @@ impl Migration {
         quote_qualified(&self.schema, table)
     }
 
-    pub(super) fn set_state(&self, state: State) {
-        info!(migration_id = %self.options.id, state = state.name(), "entering state");
-        self.progress.send_modify(|progress| progress.state = state);
+    /// Applies a lifecycle event (the pure `transition` decides) and publishes the new state.
+    pub(super) fn advance(&self, event: Event) -> Result<State, Error> {
+        let current = self.progress.borrow().state;
+        let next = transition(current, event)?;
+        info!(migration_id = %self.options.id, from = %current, state = %next, "entering state");
+        self.progress.send_modify(|progress| progress.state = next);
+        Ok(next)
     }
 
     pub(super) fn check_cancelled(&self) -> Result<(), Error> {
@@ -222,10 +227,17 @@ impl Migration {
     pub async fn run(mut self) -> Result<ChangePath, Error> {
         let result = self.run_phases().await;
         if let Err(error) = &result {
-            warn!(migration_id = %self.options.id, %error, "migration failed; cleaning up");
-            self.set_state(State::ErrCleanup);
-            if let Err(cleanup) = self.cleanup().await {
-                warn!(migration_id = %self.options.id, error = %cleanup, "cleanup after failure");
+            match self.advance(Event::Fail) {
+                Ok(_) => {
+                    warn!(migration_id = %self.options.id, %error, "migration failed; cleaning up");
+                    if let Err(cleanup) = self.cleanup().await {
+                        warn!(migration_id = %self.options.id, error = %cleanup, "cleanup after failure");
+                    }
+                }
+                // After the rename the new table is live: nothing may be cleaned up.
+                Err(refused) => {
+                    warn!(migration_id = %self.options.id, %error, %refused, "failed after the swap")
+                }
             }
         }
         result
@@ -242,18 +254,31 @@ impl Migration {
         self.progress
             .send_modify(|progress| progress.path = Some(ChangePath::Copy));
         self.initial().await?;
-        self.set_state(State::CopyRows);
+        self.advance(Event::CopyStarted)?;
         self.copy_rows().await?;
-        self.set_state(State::ApplyChangeset);
+        self.advance(Event::CopyDone)?;
         self.apply_changeset().await?;
-        self.set_state(State::Checksum);
+        self.advance(Event::ChangesetApplied)?;
+        // No secondary index is deferred yet (a performance issue's option): nothing to restore.
+        self.advance(Event::IndexesRestored)?;
+        self.analyze().await?;
+        self.advance(Event::Analyzed)?;
         shoal_worker::failpoint::hit("checksum.before", self.options.id.as_str()).await;
         self.checksum().await?;
-        self.set_state(State::CutOver);
+        self.advance(Event::ChecksumPassed)?;
+        self.advance(Event::BeginCutOver)?;
         self.cutover().await?;
-        self.set_state(State::Close);
+        self.advance(Event::CutOverDone)?;
         self.close().await?;
         Ok(ChangePath::Copy)
+    }
+
+    /// `AnalyzeTable`: fresh index statistics on the shadow table before it takes traffic.
+    async fn analyze(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let shadow = self.qualified(&names::shadow(&self.table));
+        let _: Vec<mysql_async::Row> = connection.query(format!("ANALYZE TABLE {shadow}")).await?;
+        Ok(())
     }
 
     /// Mutual exclusion across `shoal run` and every fleet: `GET_LOCK('shoal/<schema>.<t>')` on
