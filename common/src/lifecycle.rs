@@ -161,10 +161,72 @@ pub fn transition(from: State, event: Event) -> Result<State, TransitionError> {
     Ok(next)
 }
 
+/// One recorded transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// State left.
+    pub from: State,
+    /// State entered.
+    pub to: State,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Why, for operators.
+    pub message: String,
+}
+
+/// How many transitions a status keeps.
+pub const HISTORY: usize = 20;
+
+/// The last [`HISTORY`] transitions, oldest first, and when the current state was entered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    transitions: std::collections::VecDeque<Transition>,
+}
+
+impl History {
+    /// Records a transition, dropping the oldest beyond [`HISTORY`].
+    pub fn record(&mut self, transition: Transition) {
+        if self.transitions.len() == HISTORY {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(transition);
+    }
+
+    /// The kept transitions, oldest first.
+    pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
+        self.transitions.iter()
+    }
+
+    /// When the current state was entered (the last transition), if any.
+    pub fn state_entered_ms(&self) -> Option<u64> {
+        self.transitions.back().map(|transition| transition.at_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use State::*;
+
+    #[test]
+    fn history_keeps_the_last_twenty_in_order() {
+        let mut history = History::default();
+        assert_eq!(history.state_entered_ms(), None);
+        for at_ms in 0..25 {
+            history.record(Transition {
+                from: CopyRows,
+                to: CopyRows,
+                at_ms,
+                message: format!("step {at_ms}"),
+            });
+        }
+        let kept: Vec<u64> = history
+            .transitions()
+            .map(|transition| transition.at_ms)
+            .collect();
+        assert_eq!(kept, (5..25).collect::<Vec<_>>());
+        assert_eq!(history.state_entered_ms(), Some(24));
+    }
 
     fn events() -> Vec<Event> {
         let mut events = vec![

@@ -150,6 +150,8 @@ pub struct Progress {
     pub cutover_blocked: Duration,
     /// Which path ran, once known.
     pub path: Option<ChangePath>,
+    /// The last transitions and when the current state was entered.
+    pub history: shoal_common::lifecycle::History,
 }
 
 impl Default for Progress {
@@ -167,6 +169,7 @@ impl Default for Progress {
             unique_conflicts: 0,
             cutover_blocked: Duration::ZERO,
             path: None,
+            history: shoal_common::lifecycle::History::default(),
         }
     }
 }

@@ -143,10 +143,22 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         paused: false,
         healthy,
         message,
-        state_entered_at: None,
+        state_entered_at: progress
+            .history
+            .state_entered_ms()
+            .map(crate::api::timestamp_from_millis),
         last_updated_at: Some(prost_types::Timestamp::from(SystemTime::now())),
         metadata,
-        last_transitions: Vec::new(),
+        last_transitions: progress
+            .history
+            .transitions()
+            .map(|transition| v1::Transition {
+                from: proto_state(transition.from) as i32,
+                to: proto_state(transition.to) as i32,
+                at: Some(crate::api::timestamp_from_millis(transition.at_ms)),
+                message: transition.message.clone(),
+            })
+            .collect(),
         progress: Some(v1::Progress {
             summary: format!(
                 "{}: {} of ~{} rows copied, {} changes applied",

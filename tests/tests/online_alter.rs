@@ -200,6 +200,30 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         .status
         .unwrap();
     assert_eq!(status.change_path, v1::ChangePath::Copy as i32);
+    let visited: Vec<i32> = status
+        .last_transitions
+        .iter()
+        .map(|transition| transition.to)
+        .collect();
+    let expected_states = [
+        v1::State::CopyRows,
+        v1::State::ApplyChangeset,
+        v1::State::RestoreSecondaryIndexes,
+        v1::State::AnalyzeTable,
+        v1::State::Checksum,
+        v1::State::PostChecksum,
+        v1::State::CutOver,
+        v1::State::Close,
+    ];
+    assert_eq!(
+        visited,
+        expected_states
+            .iter()
+            .map(|state| *state as i32)
+            .collect::<Vec<_>>(),
+        "the status history shows the lifecycle in order"
+    );
+    assert!(status.state_entered_at.is_some());
 
     let after_cutover = writer.stats.committed() + 200;
     wait::until(

@@ -211,7 +211,21 @@ impl Migration {
         let current = self.progress.borrow().state;
         let next = transition(current, event)?;
         info!(migration_id = %self.options.id, from = %current, state = %next, "entering state");
-        self.progress.send_modify(|progress| progress.state = next);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.progress.send_modify(|progress| {
+            progress.state = next;
+            progress
+                .history
+                .record(shoal_common::lifecycle::Transition {
+                    from: current,
+                    to: next,
+                    at_ms,
+                    message: format!("{event:?}"),
+                });
+        });
         Ok(next)
     }
 
