@@ -27,13 +27,7 @@ pub async fn seeded(label: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
 /// Asserts the migrated table has the new schema and equals the ledger exactly.
 pub async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer::Ledger) {
     let mut connection = database.connect().await.unwrap();
-    let columns: Vec<String> = connection
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
+    let columns = columns(&mut connection, &database.name, "orders").await;
     assert_eq!(
         columns,
         vec!["id", "k", "c", "u", "note"],
@@ -110,4 +104,63 @@ pub async fn watch_to_completion(
         coordinator.process.logs()
     );
     process.logs()
+}
+
+/// Keeps the writer going for `more` commits after the cut-over (those writes must land in the
+/// new table), stops it, checks the application saw no error, and returns its ledger and stats.
+pub async fn finish_writer(
+    writer: writer::Writer,
+    more: u64,
+) -> (writer::Ledger, std::sync::Arc<writer::Stats>) {
+    let target = writer.stats.committed() + more;
+    crate::wait::until(
+        "writes after cut-over",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= target).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let stats = std::sync::Arc::clone(&writer.stats);
+    let expected = writer.stop().await.unwrap();
+    assert_eq!(
+        stats
+            .unexpected_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the application saw no errors"
+    );
+    (expected, stats)
+}
+
+/// The columns of `schema`.`table`, in order.
+pub async fn columns(connection: &mut mysql_async::Conn, schema: &str, table: &str) -> Vec<String> {
+    connection
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (schema, table),
+        )
+        .await
+        .unwrap()
+}
+
+/// `shoal submit` of [`ALTER`] on target `local` with `extra` flags; returns the migration id.
+pub async fn submit(coordinator_url: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "submit",
+        "--target",
+        "local",
+        "--alter",
+        ALTER,
+        "--no-instant",
+    ];
+    args.extend_from_slice(extra);
+    let submitted = shoal_cli(coordinator_url, &args).await;
+    let id = submitted.lines().last().unwrap().trim().to_owned();
+    assert!(
+        id.starts_with("orders-"),
+        "submit prints the migration id: {submitted}"
+    );
+    id
 }

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
+    self, ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -125,13 +125,7 @@ async fn repeated_mismatch_fails_before_cutover_and_leaves_the_table_untouched()
 
     // The original table is untouched: old schema, same content; shoal's tables are gone.
     let mut connection = database.connect().await.unwrap();
-    let columns: Vec<String> = connection
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
+    let columns = scenario::columns(&mut connection, &database.name, "orders").await;
     assert_eq!(columns, vec!["id", "k", "c", "u"]);
     let tables: Vec<String> = connection
         .exec(
@@ -182,24 +176,12 @@ fn with_failpoints(
 }
 
 async fn submit(coordinator: &CoordinatorProcess, threads: &str) -> String {
-    let submitted = shoal_cli(
+    // The read-then-write path, where `copy.after_read` sits.
+    scenario::submit(
         &coordinator.url,
-        &[
-            "submit",
-            "--target",
-            "local",
-            "--alter",
-            ALTER,
-            "--no-instant",
-            "--threads",
-            threads,
-            // The read-then-write path, where `copy.after_read` sits.
-            "--copy-mode",
-            "buffered",
-        ],
+        &["--threads", threads, "--copy-mode", "buffered"],
     )
-    .await;
-    submitted.lines().last().unwrap().trim().to_owned()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
+    ALTER, assert_migrated_exactly, finish_writer, seeded, submit, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -58,23 +58,7 @@ async fn migrate_under_writes(
         "shoal run failed ({status}):\n{}",
         shoal.logs()
     );
-    // Keep writing after the cut-over: those writes must land in the new table.
-    let after_cutover = writer.stats.committed() + 200;
-    wait::until(
-        "writes after cut-over",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { (writer.stats.committed() >= after_cutover).then_some(()) },
-    )
-    .await
-    .unwrap();
-    let stats = std::sync::Arc::clone(&writer.stats);
-    let expected = writer.stop().await.unwrap();
-    assert_eq!(
-        stats.unexpected_errors.load(Ordering::Relaxed),
-        0,
-        "the application saw no errors"
-    );
+    let (expected, stats) = finish_writer(writer, 200).await;
     assert!(
         stats.key_moves.load(Ordering::Relaxed) > 0
             && stats.unique_swaps.load(Ordering::Relaxed) > 0
@@ -169,25 +153,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
     )
     .await
     .unwrap();
-    let submitted = shoal_cli(
-        &coordinator.url,
-        &[
-            "submit",
-            "--target",
-            "local",
-            "--alter",
-            ALTER,
-            "--no-instant",
-            "--threads",
-            "4",
-        ],
-    )
-    .await;
-    let id = submitted.lines().last().unwrap().trim().to_owned();
-    assert!(
-        id.starts_with("orders-"),
-        "submit prints the migration id: {submitted}"
-    );
+    let id = submit(&coordinator.url, &["--threads", "4"]).await;
     let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     let status = client
@@ -225,22 +191,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
     );
     assert!(status.state_entered_at.is_some());
 
-    let after_cutover = writer.stats.committed() + 200;
-    wait::until(
-        "writes after cut-over",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { (writer.stats.committed() >= after_cutover).then_some(()) },
-    )
-    .await
-    .unwrap();
-    let stats = std::sync::Arc::clone(&writer.stats);
-    let expected = writer.stop().await.unwrap();
-    assert_eq!(
-        stats.unexpected_errors.load(Ordering::Relaxed),
-        0,
-        "the application saw no errors"
-    );
+    let (expected, _stats) = finish_writer(writer, 200).await;
     for worker in &workers {
         let copied = worker.logs().matches("chunk copied").count();
         assert!(

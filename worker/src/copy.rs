@@ -218,12 +218,14 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
             let mut batch: Vec<Value> = Vec::new();
             let mut batch_rows = 0;
             let mut batch_bytes = 0;
-            for row in rows {
+            let total = rows.len();
+            for (index, row) in rows.into_iter().enumerate() {
                 let values = row.unwrap();
                 batch_bytes += row_bytes(&values);
                 batch.extend(values);
                 batch_rows += 1;
-                if batch_rows >= max_rows || batch_bytes >= MAX_BATCH_BYTES {
+                let last = index + 1 == total;
+                if batch_rows >= max_rows || batch_bytes >= MAX_BATCH_BYTES || last {
                     let (affected, took) = insert_batch(
                         &mut transaction,
                         &shadow,
@@ -239,20 +241,6 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
                     batch_rows = 0;
                     batch_bytes = 0;
                 }
-            }
-            if batch_rows > 0 {
-                let (affected, took) = insert_batch(
-                    &mut transaction,
-                    &shadow,
-                    &shadow_columns,
-                    width,
-                    &mut batch,
-                    spec,
-                    &mut conflicts,
-                )
-                .await?;
-                written += affected;
-                statement_time += took;
             }
             written
         }
