@@ -17,6 +17,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
 
+    /// Address of the JSON status API (`/api/v1/migrations/...`); off when unset.
+    #[arg(long, env = "SHOAL_HTTP")]
+    pub http: Option<SocketAddr>,
+
     /// Redis URL for the live state shared by coordinator replicas. Without it the coordinator
     /// keeps that state in memory, and only one coordinator may run.
     #[arg(long, env = "SHOAL_REDIS")]

@@ -7,6 +7,7 @@
 //! - [`server`]: the process: binds, serves gRPC (plus health and reflection), drains on
 //!   shutdown.
 //! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
+//! - [`http`]: the JSON status API for dashboards (same statuses as gRPC).
 //! - [`embedded`]: `shoal run`, one process with in-process workers and an in-memory store.
 //! - [`migration`]: one online schema change, phase by phase, as its owner runs it.
 //! - [`registry`]: the migrations this coordinator runs, their progress and outcome.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod embedded;
+pub mod http;
 pub mod migration;
 pub mod registry;
 pub mod server;

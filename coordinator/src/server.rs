@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::api::migration_service::MigrationApi;
 use crate::api::work_service::WorkApi;
 use crate::config::Config;
+use crate::registry::Registry;
 use crate::store::memory::MemoryWorkerRegistry;
 use crate::store::memory_tasks::MemoryTaskStore;
 use crate::store::redis::{RedisWorkerRegistry, connect};
@@ -111,9 +112,27 @@ impl Coordinator {
             .build_v1()
             .context("build the reflection service")?;
         let targets = Targets::new(std::collections::HashMap::new(), Duration::from_secs(5), 16);
+        let migrations = Registry::default();
+        if let Some(http) = self.config.http {
+            let listener = TcpListener::bind(http)
+                .await
+                .with_context(|| format!("listen on {http} (--http)"))?;
+            info!(address = %http, "status API listening");
+            let router = crate::http::router(migrations.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    warn!(%error, "status API stopped");
+                }
+            });
+        }
         let migration_api = MigrationApi::new(
             Arc::clone(&self.registry),
             Arc::clone(&self.tasks),
+            migrations,
             targets,
             self.config.lease_ttl,
             shutdown.clone(),

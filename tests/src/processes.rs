@@ -175,13 +175,18 @@ pub struct CoordinatorProcess {
     pub process: ShoalProcess,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// `127.0.0.1:<port>` of the JSON status API.
+    pub http_address: String,
 }
 
 impl CoordinatorProcess {
     /// Starts `shoal-coordinator` on a free port and waits until its gRPC API answers.
     pub async fn start(name: &str, options: &CoordinatorOptions) -> anyhow::Result<Self> {
         let port = free_port()?;
+        let http_address = format!("127.0.0.1:{}", free_port()?);
         let mut args = vec![
+            "--http".to_owned(),
+            http_address.clone(),
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
             "--namespace".to_owned(),
@@ -213,7 +218,11 @@ impl CoordinatorProcess {
             let exited = process.try_exit_status().ok().flatten();
             bail!("{error} (exit: {exited:?}); log:\n{}", process.logs());
         }
-        Ok(Self { process, url })
+        Ok(Self {
+            process,
+            url,
+            http_address,
+        })
     }
 
     /// A client of its MigrationService.
@@ -246,4 +255,23 @@ pub fn start_worker(
         "2s".to_owned(),
     ];
     ShoalProcess::spawn(id, "shoal-worker", &args, env)
+}
+
+/// A plain HTTP/1.1 GET on `address`; returns the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status code")?;
+    Ok((code, body.to_owned()))
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_proto::v1;
-use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use shoal_tests::processes::{
+    CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, start_worker,
+};
 use shoal_tests::scenario::{
     ALTER, assert_migrated_exactly, finish_writer, seeded, submit, watch_to_completion,
 };
@@ -190,6 +192,41 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         "the status history shows the lifecycle in order"
     );
     assert!(status.state_entered_at.is_some());
+
+    // The JSON status API says the same as gRPC.
+    let (code, body) = http_get(
+        &coordinator.http_address,
+        &format!("/api/v1/migrations/{id}/status"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["migrationId"], id.as_str());
+    assert_eq!(json["state"], "CLOSE");
+    assert_eq!(json["outcome"], "COMPLETED");
+    assert_eq!(
+        json["progress"]["rowsCopied"].as_u64(),
+        status
+            .progress
+            .as_ref()
+            .map(|progress| progress.rows_copied)
+    );
+    assert_eq!(
+        json["lastTransitions"].as_array().map(Vec::len),
+        Some(status.last_transitions.len())
+    );
+    let (code, body) = http_get(&coordinator.http_address, "/api/v1/migrations/statuses")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["total"], 1);
+    assert_eq!(json["countsByState"]["CLOSE"], 1);
+    let (code, _) = http_get(&coordinator.http_address, "/api/v1/migrations/nope/status")
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
 
     let (expected, _stats) = finish_writer(writer, 200).await;
     for worker in &workers {

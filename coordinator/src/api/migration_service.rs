@@ -51,6 +51,7 @@ impl MigrationApi {
     pub fn new(
         workers: Arc<dyn WorkerRegistry>,
         tasks: Arc<dyn TaskStore>,
+        registry: Registry,
         targets: Targets,
         lease_ttl: Duration,
         shutdown: CancellationToken,
@@ -58,7 +59,7 @@ impl MigrationApi {
         Self {
             workers,
             tasks,
-            registry: Registry::default(),
+            registry,
             targets,
             lease_ttl,
             shutdown,

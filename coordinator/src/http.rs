@@ -1,0 +1,155 @@
+//! The JSON status API for dashboards: `GET /api/v1/migrations/statuses` and
+//! `GET /api/v1/migrations/{id}/status`, camelCase fields. It renders the same status the gRPC
+//! API returns (`registry::status`), so the two cannot disagree.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+use shoal_common::ids::MigrationId;
+use shoal_proto::v1;
+
+use crate::registry::{Registry, status};
+
+/// One transition, as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransitionJson {
+    from: String,
+    to: String,
+    at: Option<String>,
+    message: String,
+}
+
+/// Progress, as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressJson {
+    summary: String,
+    rows_copied: u64,
+    rows_estimated: u64,
+    percent: f64,
+    chunks_done: u64,
+    chunks_in_flight: u64,
+    changes_buffered: u64,
+}
+
+/// One migration's status, as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusJson {
+    migration_id: String,
+    state: String,
+    outcome: String,
+    paused: bool,
+    healthy: bool,
+    message: String,
+    state_entered_at: Option<String>,
+    last_updated_at: Option<String>,
+    metadata: BTreeMap<String, String>,
+    last_transitions: Vec<TransitionJson>,
+    progress: Option<ProgressJson>,
+}
+
+/// Every migration, as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusesJson {
+    total: usize,
+    counts_by_state: BTreeMap<String, usize>,
+    migrations: Vec<StatusJson>,
+}
+
+fn state_name(state: i32) -> String {
+    v1::State::try_from(state)
+        .map(|state| state.as_str_name().trim_start_matches("STATE_").to_owned())
+        .unwrap_or_else(|_| "UNKNOWN".to_owned())
+}
+
+fn timestamp(stamp: Option<&prost_types::Timestamp>) -> Option<String> {
+    stamp.map(ToString::to_string)
+}
+
+/// The JSON form of a gRPC status.
+pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
+    StatusJson {
+        migration_id: status.migration_id.clone(),
+        state: state_name(status.state),
+        outcome: v1::Outcome::try_from(status.outcome)
+            .map(|outcome| {
+                outcome
+                    .as_str_name()
+                    .trim_start_matches("OUTCOME_")
+                    .to_owned()
+            })
+            .unwrap_or_else(|_| "UNKNOWN".to_owned()),
+        paused: status.paused,
+        healthy: status.healthy,
+        message: status.message.clone(),
+        state_entered_at: timestamp(status.state_entered_at.as_ref()),
+        last_updated_at: timestamp(status.last_updated_at.as_ref()),
+        metadata: status.metadata.clone().into_iter().collect(),
+        last_transitions: status
+            .last_transitions
+            .iter()
+            .map(|transition| TransitionJson {
+                from: state_name(transition.from),
+                to: state_name(transition.to),
+                at: timestamp(transition.at.as_ref()),
+                message: transition.message.clone(),
+            })
+            .collect(),
+        progress: status.progress.as_ref().map(|progress| ProgressJson {
+            summary: progress.summary.clone(),
+            rows_copied: progress.rows_copied,
+            rows_estimated: progress.rows_estimated,
+            percent: progress.percent,
+            chunks_done: progress.chunks_done,
+            chunks_in_flight: progress.chunks_leased,
+            changes_buffered: progress.applier_lag_events,
+        }),
+    }
+}
+
+async fn statuses(State(registry): State<Registry>) -> Json<StatusesJson> {
+    let migrations: Vec<StatusJson> = registry
+        .all()
+        .iter()
+        .map(|(id, entry)| to_json(&status(id, entry)))
+        .collect();
+    let mut counts_by_state = BTreeMap::new();
+    for migration in &migrations {
+        *counts_by_state.entry(migration.state.clone()).or_insert(0) += 1;
+    }
+    Json(StatusesJson {
+        total: migrations.len(),
+        counts_by_state,
+        migrations,
+    })
+}
+
+async fn one_status(State(registry): State<Registry>, Path(id): Path<String>) -> Response {
+    let found = MigrationId::parse(id.clone())
+        .ok()
+        .and_then(|parsed| registry.get(&parsed).map(|entry| (parsed, entry)));
+    match found {
+        Some((parsed, entry)) => Json(to_json(&status(&parsed, &entry))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("migration {id:?} not found") })),
+        )
+            .into_response(),
+    }
+}
+
+/// The status API's routes over `registry`.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/api/v1/migrations/statuses", get(statuses))
+        .route("/api/v1/migrations/{id}/status", get(one_status))
+        .with_state(registry)
+}
