@@ -123,6 +123,16 @@ impl std::fmt::Debug for MigrationOptions {
     }
 }
 
+/// What the operator wants of a running migration; changes take effect without a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intents {
+    /// No new chunk is handed out; chunks in flight finish; changes keep being applied; the
+    /// migration does not move past the copy while paused.
+    pub paused: bool,
+    /// Concurrent chunk tasks (the lease budget of the fleet).
+    pub threads: u32,
+}
+
 /// Live progress, published on a watch channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -150,6 +160,8 @@ pub struct Progress {
     pub cutover_blocked: Duration,
     /// Which path ran, once known.
     pub path: Option<ChangePath>,
+    /// Whether the copy is paused by the operator.
+    pub paused: bool,
     /// The last transitions and when the current state was entered.
     pub history: shoal_common::lifecycle::History,
 }
@@ -169,6 +181,7 @@ impl Default for Progress {
             unique_conflicts: 0,
             cutover_blocked: Duration::ZERO,
             path: None,
+            paused: false,
             history: shoal_common::lifecycle::History::default(),
         }
     }

@@ -13,7 +13,7 @@ use shoal_proto::v1;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::migration::{ChangePath, Progress, State};
+use crate::migration::{ChangePath, Intents, Progress, State};
 
 /// How a migration ended, or that it has not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Entry {
     pub outcome: watch::Receiver<Outcome>,
     /// Cancels the migration.
     pub cancel: CancellationToken,
+    /// Operator intents (pause, volume).
+    pub intents: Arc<watch::Sender<Intents>>,
     /// When it was submitted.
     pub submitted_at: SystemTime,
 }
@@ -140,7 +142,7 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         spec: Some(entry.spec.clone()),
         state: state as i32,
         outcome: proto_outcome as i32,
-        paused: false,
+        paused: progress.paused,
         healthy,
         message,
         state_entered_at: progress

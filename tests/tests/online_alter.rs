@@ -11,7 +11,7 @@ use shoal_tests::processes::{
     CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, start_worker,
 };
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, finish_writer, seeded, submit, watch_to_completion,
+    ALTER, assert_migrated_exactly, finish_writer, seeded, shoal_cli, submit, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -239,5 +239,104 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         worker.assert_no_error_logs();
     }
     coordinator.process.assert_no_error_logs();
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// (paused, chunks done, chunks leased, state) of a migration.
+async fn snapshot(
+    mut client: v1::migration_service_client::MigrationServiceClient<tonic::transport::Channel>,
+    id: String,
+) -> (bool, u64, u64, i32) {
+    let status = client
+        .get_migration(v1::GetMigrationRequest { migration_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let progress = status.progress.unwrap_or_default();
+    (
+        status.paused,
+        progress.chunks_done,
+        progress.chunks_leased,
+        status.state,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
+    let servers = servers::shared();
+    let (database, ledger) = seeded("pause_resume", 200_000).await;
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("pause_resume"),
+        worker_ttl: Duration::from_secs(3),
+        env: env.clone(),
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    let _worker = start_worker("worker", &coordinator.url, 4, &env).unwrap();
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        21,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    let id = submit(&coordinator.url, &["--threads", "1"]).await;
+    let client = coordinator.migration_client().await.unwrap();
+    wait::until(
+        "some chunks copied",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let fetch = snapshot(client.clone(), id.clone());
+            async move { (fetch.await.1 >= 5).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    shoal_cli(&coordinator.url, &["pause", &id]).await;
+    // Paused: in-flight chunks drain, then nothing new is handed out.
+    let (done_when_idle, _) = wait::until(
+        "the copy to go idle",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let fetch = snapshot(client.clone(), id.clone());
+            async move {
+                let (paused, done, leased, _) = fetch.await;
+                (paused && leased == 0).then_some(done)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (paused, done_later, _, state) = snapshot(client.clone(), id.clone()).await;
+    assert!(paused);
+    assert_eq!(
+        done_later, done_when_idle,
+        "no chunk is copied while paused"
+    );
+    assert_eq!(
+        state,
+        v1::State::CopyRows as i32,
+        "a paused migration stays in CopyRows"
+    );
+
+    shoal_cli(&coordinator.url, &["volume", &id, "--threads", "3"]).await;
+    shoal_cli(&coordinator.url, &["resume", &id]).await;
+    watch_to_completion(&coordinator, &id).await;
+    let (expected, _stats) = finish_writer(writer, 200).await;
+    assert!(
+        coordinator.process.logs().contains("volume changed"),
+        "{}",
+        coordinator.process.logs()
+    );
     assert_migrated_exactly(&database, &expected).await;
 }

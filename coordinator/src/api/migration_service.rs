@@ -2,8 +2,9 @@
 //!
 //! Submit runs the preflight synchronously (a refused migration is answered at once, with the
 //! problem and the fix, and nothing is changed), then the migration runs in the background on
-//! this coordinator, which owns it. Pause, resume, volume and the sentinel release arrive with
-//! the lifecycle issue and answer `UNIMPLEMENTED` until then.
+//! this coordinator, which owns it. Pause, resume and the volume (threads) take effect at run
+//! time; the dry-run plan, the chunk-time volume and the sentinel release answer
+//! `UNIMPLEMENTED` until their issues.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 use super::{std_duration, store_status, worker_info};
 use crate::embedded::new_migration_id;
 use crate::migration::owner::Migration;
-use crate::migration::{Error, MigrationOptions, Progress};
+use crate::migration::{Error, Intents, MigrationOptions, Progress};
 use crate::registry::{Entry, Outcome, Registry, status};
 use crate::store::tasks::TaskStore;
 use crate::store::worker_registry::WorkerRegistry;
@@ -156,6 +157,10 @@ impl MigrationService for MigrationApi {
         let (progress_sender, progress) = watch::channel(Progress::default());
         let (outcome_sender, outcome) = watch::channel(Outcome::Running);
         let cancel = self.shutdown.child_token();
+        let (intents, intents_receiver) = watch::channel(Intents {
+            paused: false,
+            threads: options.threads,
+        });
         let migration = Migration::prepare(
             options,
             Arc::clone(&self.tasks),
@@ -164,11 +169,13 @@ impl MigrationService for MigrationApi {
         )
         .await
         .map_err(|error| preflight_status(&error))?;
+        let migration = migration.with_intents(intents_receiver);
         let entry = Entry {
             spec,
             progress,
             outcome,
             cancel,
+            intents: Arc::new(intents),
             submitted_at: SystemTime::now(),
         };
         self.registry.insert(id.clone(), entry.clone());
@@ -269,16 +276,24 @@ impl MigrationService for MigrationApi {
 
     async fn pause_migration(
         &self,
-        _request: Request<v1::PauseMigrationRequest>,
+        request: Request<v1::PauseMigrationRequest>,
     ) -> Result<Response<v1::PauseMigrationResponse>, Status> {
-        Err(not_yet("pause"))
+        let (id, entry) = self.entry(&request.into_inner().migration_id)?;
+        entry.intents.send_modify(|intents| intents.paused = true);
+        Ok(Response::new(v1::PauseMigrationResponse {
+            status: Some(status(&id, &entry)),
+        }))
     }
 
     async fn resume_migration(
         &self,
-        _request: Request<v1::ResumeMigrationRequest>,
+        request: Request<v1::ResumeMigrationRequest>,
     ) -> Result<Response<v1::ResumeMigrationResponse>, Status> {
-        Err(not_yet("resume"))
+        let (id, entry) = self.entry(&request.into_inner().migration_id)?;
+        entry.intents.send_modify(|intents| intents.paused = false);
+        Ok(Response::new(v1::ResumeMigrationResponse {
+            status: Some(status(&id, &entry)),
+        }))
     }
 
     async fn cancel_migration(
@@ -294,9 +309,27 @@ impl MigrationService for MigrationApi {
 
     async fn set_volume(
         &self,
-        _request: Request<v1::SetVolumeRequest>,
+        request: Request<v1::SetVolumeRequest>,
     ) -> Result<Response<v1::SetVolumeResponse>, Status> {
-        Err(not_yet("changing the volume"))
+        let request = request.into_inner();
+        let (id, entry) = self.entry(&request.migration_id)?;
+        if request.target_chunk_time.is_some() {
+            return Err(Status::unimplemented(
+                "target_chunk_time arrives with adaptive chunk sizing; set threads only",
+            ));
+        }
+        if request.threads == 0 || request.threads > 256 {
+            return Err(Status::invalid_argument(
+                "threads must be between 1 and 256",
+            ));
+        }
+        entry
+            .intents
+            .send_modify(|intents| intents.threads = request.threads);
+        info!(migration_id = %id, threads = request.threads, "volume changed");
+        Ok(Response::new(v1::SetVolumeResponse {
+            status: Some(status(&id, &entry)),
+        }))
     }
 
     async fn release_cutover(

@@ -64,6 +64,27 @@ enum Command {
         /// The migration id.
         id: String,
     },
+    /// Pause a migration's copy: no new chunk is handed out; changes keep being applied.
+    #[command(after_help = "Example:\n  shoal pause orders-1a2b3c4d")]
+    Pause {
+        /// The migration id.
+        id: String,
+    },
+    /// Resume a paused migration.
+    #[command(after_help = "Example:\n  shoal resume orders-1a2b3c4d")]
+    Resume {
+        /// The migration id.
+        id: String,
+    },
+    /// Change how many chunks a migration copies at once, without restarting it.
+    #[command(after_help = "Example:\n  shoal volume orders-1a2b3c4d --threads 8")]
+    Volume {
+        /// The migration id.
+        id: String,
+        /// Concurrent chunk copies across the fleet.
+        #[arg(long)]
+        threads: u32,
+    },
     /// Cancel a migration before cut-over; the original table stays as it is.
     #[command(after_help = "Example:\n  shoal cancel orders-1a2b3c4d")]
     Cancel {
@@ -436,6 +457,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 Output::Table => println!("{}", status_line(&status)),
             }
+            Ok(())
+        }
+        Command::Pause { id } => {
+            client(&cli.coordinator)
+                .await?
+                .pause_migration(v1::PauseMigrationRequest {
+                    migration_id: id.clone(),
+                    reason: "shoal pause".to_owned(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            println!("paused {id}");
+            Ok(())
+        }
+        Command::Resume { id } => {
+            client(&cli.coordinator)
+                .await?
+                .resume_migration(v1::ResumeMigrationRequest {
+                    migration_id: id.clone(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            println!("resumed {id}");
+            Ok(())
+        }
+        Command::Volume { id, threads } => {
+            client(&cli.coordinator)
+                .await?
+                .set_volume(v1::SetVolumeRequest {
+                    migration_id: id.clone(),
+                    threads,
+                    target_chunk_time: None,
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            println!("{id}: {threads} threads");
             Ok(())
         }
         Command::Cancel { id } => {

@@ -171,12 +171,18 @@ impl Migration {
             .send_modify(|progress| progress.rows_estimated = estimate.unwrap_or(0));
         let fence = self.qualified(&names::fence(&self.table));
         let mut planner = IntChunkPlanner::new(bounds);
-        let window = (self.options.threads.max(1) as usize) * 2;
         let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
         // Chunks whose fence bump hit a lock wait: retried on the next round.
         let mut to_republish: Vec<(ChunkId, InFlight)> = Vec::new();
         loop {
             self.check_cancelled()?;
+            let intents = *self.intents.borrow();
+            self.publish_paused(intents.paused);
+            let window = if intents.paused {
+                0
+            } else {
+                (intents.threads.max(1) as usize) * 2
+            };
             while in_flight.len() < window && !planner.is_done() {
                 let Some((chunk, range)) = planner.next_chunk(self.options.chunk_rows) else {
                     break;
@@ -285,6 +291,28 @@ impl Migration {
         }
         debug_assert!(self.ledger.all_drained(), "INV-W1: every chunk drained");
         info!(migration_id = %self.options.id, "all chunks copied");
+        Ok(())
+    }
+
+    fn publish_paused(&self, paused: bool) {
+        if self.progress.borrow().paused != paused {
+            info!(migration_id = %self.options.id, paused, "copy paused or resumed by the operator");
+            self.progress
+                .send_modify(|progress| progress.paused = paused);
+        }
+    }
+
+    /// Holds a paused migration after the copy, applying changes meanwhile.
+    pub(super) async fn wait_while_paused(&mut self) -> Result<(), Error> {
+        let mut connection = self.pool.get_conn().await?;
+        while self.intents.borrow().paused {
+            self.publish_paused(true);
+            self.check_cancelled()?;
+            self.pump_stream().await?;
+            self.flush_ready(&mut connection).await?;
+            tokio::time::sleep(IDLE_TICK * 5).await;
+        }
+        self.publish_paused(false);
         Ok(())
     }
 

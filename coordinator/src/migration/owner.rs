@@ -28,7 +28,7 @@ use super::apply::Applier;
 use super::binlog::{self, BinlogPos};
 use super::catalog::{self, ServerInfo, TableInfo};
 use super::stream::Stream;
-use super::{ChangePath, Error, MigrationOptions, Progress, State};
+use super::{ChangePath, Error, Intents, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
 use shoal_common::lifecycle::{Event, transition};
 
@@ -44,6 +44,8 @@ pub struct Migration {
     pub(super) store: Arc<dyn TaskStore>,
     pub(super) progress: watch::Sender<Progress>,
     pub(super) cancel: CancellationToken,
+    /// Operator intents (pause, volume), read at every step of the copy.
+    pub(super) intents: watch::Receiver<Intents>,
     pub(super) schema: String,
     pub(super) table: String,
     pub(super) statement: AlterStatement,
@@ -175,7 +177,13 @@ impl Migration {
             )));
         }
         drop(connection);
+        // Without an operator channel the intents stay as submitted.
+        let (_, intents) = watch::channel(Intents {
+            paused: false,
+            threads: options.threads,
+        });
         Ok(Self {
+            intents,
             options,
             pool,
             store,
@@ -200,6 +208,12 @@ impl Migration {
             cutting_over: false,
             created_tables: false,
         })
+    }
+
+    /// Lets an operator pause, resume and change the volume through `intents`.
+    pub fn with_intents(mut self, intents: watch::Receiver<Intents>) -> Self {
+        self.intents = intents;
+        self
     }
 
     pub(super) fn qualified(&self, table: &str) -> String {
@@ -270,6 +284,7 @@ impl Migration {
         self.initial().await?;
         self.advance(Event::CopyStarted)?;
         self.copy_rows().await?;
+        self.wait_while_paused().await?;
         self.advance(Event::CopyDone)?;
         self.apply_changeset().await?;
         self.advance(Event::ChangesetApplied)?;
