@@ -41,8 +41,6 @@ pub struct Entry {
     pub cancel: CancellationToken,
     /// Operator intents (pause, volume).
     pub intents: Arc<watch::Sender<Intents>>,
-    /// When it was submitted.
-    pub submitted_at: SystemTime,
 }
 
 /// Migrations by id.

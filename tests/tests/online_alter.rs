@@ -340,3 +340,69 @@ async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
     );
     assert_migrated_exactly(&database, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_migrations_on_three_tables_are_counted_and_exact() {
+    let servers = servers::shared();
+    let database = servers.database("three_tables").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    let tables = ["alpha", "beta", "gamma"];
+    let mut expected = Vec::new();
+    for table in tables {
+        writer::seed(&mut connection, table, 20_000).await.unwrap();
+        expected.push(writer::read_table(&mut connection, table).await.unwrap());
+    }
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("three_tables"),
+        worker_ttl: Duration::from_secs(3),
+        env: env.clone(),
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    let _workers = [
+        start_worker("worker-1", &coordinator.url, 2, &env).unwrap(),
+        start_worker("worker-2", &coordinator.url, 2, &env).unwrap(),
+    ];
+    let mut ids = Vec::new();
+    for table in tables {
+        let alter = format!("ALTER TABLE {table} ADD COLUMN note INT NULL, ADD INDEX idx_c (c)");
+        let submitted = shoal_cli(
+            &coordinator.url,
+            &[
+                "submit",
+                "--target",
+                "local",
+                "--alter",
+                &alter,
+                "--no-instant",
+            ],
+        )
+        .await;
+        ids.push(submitted.lines().last().unwrap().trim().to_owned());
+    }
+    for id in &ids {
+        watch_to_completion(&coordinator, id).await;
+    }
+    let mut client = coordinator.migration_client().await.unwrap();
+    let listed = client
+        .list_migrations(v1::ListMigrationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total, 3);
+    assert_eq!(listed.counts_by_state.get("CLOSE"), Some(&3));
+    let (code, body) = http_get(&coordinator.http_address, "/api/v1/migrations/statuses")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["total"], 3);
+    assert_eq!(json["countsByState"]["CLOSE"], 3);
+    for (table, ledger) in tables.iter().zip(&expected) {
+        let actual = writer::read_table(&mut connection, table).await.unwrap();
+        assert!(writer::differences(ledger, &actual).is_empty(), "{table}");
+    }
+}

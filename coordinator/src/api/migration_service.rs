@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use shoal_common::ids::MigrationId;
 use shoal_common::task::CopyMode;
@@ -176,7 +176,6 @@ impl MigrationService for MigrationApi {
             outcome,
             cancel,
             intents: Arc::new(intents),
-            submitted_at: SystemTime::now(),
         };
         self.registry.insert(id.clone(), entry.clone());
         info!(migration_id = %id, "migration submitted");

@@ -31,8 +31,13 @@ impl Migration {
             table: self.table.clone(),
             columns: self.source.columns.clone().into(),
         };
-        // A server id no replica uses: high range, derived from the process and the server's id.
-        let replica_id = 0x7000_0000 | (std::process::id() & 0x00ff_ffff) ^ self.server.server_id;
+        // A server id per stream (two dumps with one id make the server drop the older): random
+        // in the high range [2^30, 2^31), never the server's own id.
+        let random = u32::try_from(uuid::Uuid::new_v4().as_u128() & 0x3fff_ffff).unwrap_or(1);
+        let mut replica_id = 0x4000_0000 | random;
+        if replica_id == self.server.server_id {
+            replica_id ^= 1;
+        }
         let reader = tokio::spawn(binlog::read_stream(
             opts,
             replica_id,
