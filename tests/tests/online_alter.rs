@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use mysql_async::prelude::Queryable;
 use shoal_proto::v1;
 use shoal_tests::processes::{
     CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, start_worker,
@@ -405,4 +406,86 @@ async fn three_migrations_on_three_tables_are_counted_and_exact() {
         let actual = writer::read_table(&mut connection, table).await.unwrap();
         assert!(writer::differences(ledger, &actual).is_empty(), "{table}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_the_copy_leaves_the_original_table_and_removes_shoals_tables() {
+    let servers = servers::shared();
+    let (database, ledger) = seeded("cancel_copy", 200_000).await;
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("cancel_copy"),
+        worker_ttl: Duration::from_secs(3),
+        env: env.clone(),
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    let _worker = start_worker("worker", &coordinator.url, 1, &env).unwrap();
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        33,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    let id = submit(&coordinator.url, &["--threads", "1"]).await;
+    let client = coordinator.migration_client().await.unwrap();
+    wait::until(
+        "some chunks copied",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let fetch = snapshot(client.clone(), id.clone());
+            async move { (fetch.await.1 >= 3).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    shoal_cli(&coordinator.url, &["cancel", &id]).await;
+    wait::until(
+        "the migration to end cancelled",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let status = client
+                    .get_migration(v1::GetMigrationRequest { migration_id: id })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (status.outcome == v1::Outcome::Cancelled as i32).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let (expected, _stats) = finish_writer(writer, 200).await;
+    let mut connection = database.connect().await.unwrap();
+    assert_eq!(
+        shoal_tests::scenario::columns(&mut connection, &database.name, "orders").await,
+        vec!["id", "k", "c", "u"],
+        "the original table keeps its schema"
+    );
+    let tables: Vec<String> = connection
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables, vec!["orders"], "shoal's tables are removed");
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    let differences = writer::differences(&expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "{:?}",
+        &differences[..differences.len().min(5)]
+    );
 }
