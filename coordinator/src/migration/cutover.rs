@@ -16,8 +16,9 @@
 //! # Design decisions
 //! The design brief (like gh-ost) renames `t TO _t_old, _t_new TO t` while C1 also holds
 //! `_t_new` and a sentry `_t_old`. On MariaDB 10.11 that loses writes: `_t_…` sorts before `t`, so
-//! the rename waited on `_t_new` (held by C1, or briefly by InnoDB purge and statistics, which
-//! take metadata locks since 10.6) and was not yet queued on `t` when C1 unlocked; queued
+//! the rename waited on `_t_new` (held by C1; with C1 holding only `t` it still happened once
+//! under load, presumably a background thread briefly holding `_t_new`, not verified) and was not
+//! yet queued on `t` when C1 unlocked; queued
 //! application writes then ran on the old table. The writer test caught it (one or two lost
 //! writes in a run, more often under load). Renaming the shadow to a name that sorts after `t`
 //! first makes `t` the rename's first lock, whatever else holds the other names. The sentry is
