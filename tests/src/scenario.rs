@@ -145,6 +145,17 @@ pub async fn columns(connection: &mut mysql_async::Conn, schema: &str, table: &s
         .unwrap()
 }
 
+/// The tables of `schema`, by name.
+pub async fn tables(connection: &mut mysql_async::Conn, schema: &str) -> Vec<String> {
+    connection
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (schema,),
+        )
+        .await
+        .unwrap()
+}
+
 /// `shoal submit` of [`ALTER`] on target `local` with `extra` flags; returns the migration id.
 pub async fn submit(coordinator_url: &str, extra: &[&str]) -> String {
     let mut args = vec![

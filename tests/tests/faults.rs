@@ -127,13 +127,7 @@ async fn repeated_mismatch_fails_before_cutover_and_leaves_the_table_untouched()
     let mut connection = database.connect().await.unwrap();
     let columns = scenario::columns(&mut connection, &database.name, "orders").await;
     assert_eq!(columns, vec!["id", "k", "c", "u"]);
-    let tables: Vec<String> = connection
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
+    let tables = scenario::tables(&mut connection, &database.name).await;
     assert_eq!(tables, vec!["orders"], "shoal's tables are removed");
     let actual = shoal_tests::writer::read_table(&mut connection, "orders")
         .await

@@ -74,8 +74,30 @@ async fn workers_register_expire_on_sigkill_and_leave_on_sigterm() {
             .all(|worker| worker.pid != 0 && !worker.hostname.is_empty())
     );
 
-    // Both stay listed across several heartbeat intervals (heartbeats keep them alive).
-    tokio::time::sleep(WORKER_TTL * 2).await;
+    // Both stay listed until each has heartbeated later than its TTL after registering: only
+    // heartbeats can have kept them alive that long.
+    wait::until("heartbeats past the TTL", WORKER_TTL * 4, POLL, || {
+        let mut client = client.clone();
+        async move {
+            let workers = client
+                .list_workers(v1::ListWorkersRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .workers;
+            let refreshed = |worker: &v1::WorkerInfo| {
+                let registered = worker.registered_at?;
+                let last = worker.last_heartbeat_at?;
+                let lived_ms = (last.seconds - registered.seconds) * 1_000
+                    + i64::from(last.nanos - registered.nanos) / 1_000_000;
+                Some(lived_ms > i64::try_from(WORKER_TTL.as_millis()).ok()?)
+            };
+            (workers.len() == 2 && workers.iter().all(|worker| refreshed(worker) == Some(true)))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(
         listed_workers(&coordinator).await,
         both,
@@ -221,7 +243,22 @@ async fn coordinator_serves_health_and_drains_on_sigterm() {
         })
         .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = wait::until(
+        "the long poll to be open",
+        Duration::from_secs(10),
+        POLL,
+        || async {
+            coordinator
+                .process
+                .logs()
+                .contains("long poll for a task")
+                .then_some(())
+        },
+    )
+    .await;
+    if let Err(error) = held {
+        panic!("{error}:\n{}", coordinator.process.logs());
+    }
     coordinator.process.signal(Signal::SIGTERM).unwrap();
     let status = coordinator
         .process

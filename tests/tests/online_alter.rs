@@ -6,7 +6,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
 use shoal_proto::v1;
 use shoal_tests::processes::{
     CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, start_worker,
@@ -264,26 +263,38 @@ async fn snapshot(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
+/// A fleet (Redis, one coordinator, one worker with `slots`) on a seeded `orders`, a writer running,
+/// and a migration submitted with one thread that has copied at least `chunks` chunks.
+async fn fleet_migration_under_writes(
+    label: &str,
+    slots: u32,
+    seed: u64,
+    chunks: u64,
+) -> (
+    TestDatabase,
+    CoordinatorProcess,
+    ShoalProcess,
+    Writer,
+    String,
+) {
     let servers = servers::shared();
-    let (database, ledger) = seeded("pause_resume", 200_000).await;
+    let (database, ledger) = seeded(label, 200_000).await;
     let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
     let options = CoordinatorOptions {
         redis_url: Some(servers.redis.url()),
-        namespace: servers.redis_namespace("pause_resume"),
+        namespace: servers.redis_namespace(label),
         worker_ttl: Duration::from_secs(3),
         env: env.clone(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await
         .unwrap();
-    let _worker = start_worker("worker", &coordinator.url, 4, &env).unwrap();
+    let worker = start_worker("worker", &coordinator.url, slots, &env).unwrap();
     let writer = Writer::start(
         &database.dsn,
         "orders",
         ledger,
-        21,
+        seed,
         Duration::from_micros(500),
     )
     .await
@@ -296,11 +307,19 @@ async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
         Duration::from_millis(20),
         || {
             let fetch = snapshot(client.clone(), id.clone());
-            async move { (fetch.await.1 >= 5).then_some(()) }
+            async move { (fetch.await.1 >= chunks).then_some(()) }
         },
     )
     .await
     .unwrap();
+    (database, coordinator, worker, writer, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
+    let (database, coordinator, _worker, writer, id) =
+        fleet_migration_under_writes("pause_resume", 4, 21, 5).await;
+    let client = coordinator.migration_client().await.unwrap();
     shoal_cli(&coordinator.url, &["pause", &id]).await;
     // Paused: in-flight chunks drain, then nothing new is handed out.
     let (done_when_idle, _) = wait::until(
@@ -410,41 +429,9 @@ async fn three_migrations_on_three_tables_are_counted_and_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_the_copy_leaves_the_original_table_and_removes_shoals_tables() {
-    let servers = servers::shared();
-    let (database, ledger) = seeded("cancel_copy", 200_000).await;
-    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
-    let options = CoordinatorOptions {
-        redis_url: Some(servers.redis.url()),
-        namespace: servers.redis_namespace("cancel_copy"),
-        worker_ttl: Duration::from_secs(3),
-        env: env.clone(),
-    };
-    let coordinator = CoordinatorProcess::start("coordinator", &options)
-        .await
-        .unwrap();
-    let _worker = start_worker("worker", &coordinator.url, 1, &env).unwrap();
-    let writer = Writer::start(
-        &database.dsn,
-        "orders",
-        ledger,
-        33,
-        Duration::from_micros(500),
-    )
-    .await
-    .unwrap();
-    let id = submit(&coordinator.url, &["--threads", "1"]).await;
+    let (database, coordinator, _worker, writer, id) =
+        fleet_migration_under_writes("cancel_copy", 1, 33, 3).await;
     let client = coordinator.migration_client().await.unwrap();
-    wait::until(
-        "some chunks copied",
-        Duration::from_secs(60),
-        Duration::from_millis(20),
-        || {
-            let fetch = snapshot(client.clone(), id.clone());
-            async move { (fetch.await.1 >= 3).then_some(()) }
-        },
-    )
-    .await
-    .unwrap();
     shoal_cli(&coordinator.url, &["cancel", &id]).await;
     wait::until(
         "the migration to end cancelled",
@@ -473,13 +460,7 @@ async fn cancel_during_the_copy_leaves_the_original_table_and_removes_shoals_tab
         vec!["id", "k", "c", "u"],
         "the original table keeps its schema"
     );
-    let tables: Vec<String> = connection
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
+    let tables = shoal_tests::scenario::tables(&mut connection, &database.name).await;
     assert_eq!(tables, vec!["orders"], "shoal's tables are removed");
     let actual = writer::read_table(&mut connection, "orders").await.unwrap();
     let differences = writer::differences(&expected, &actual);

@@ -245,6 +245,23 @@ struct GrpcSource {
     worker_id: WorkerId,
 }
 
+/// Whether a report was applied (`true`) or refused because the task moved on (`false`: stale
+/// epoch or unknown task, INV-L1); other failures are errors.
+fn reported<T>(result: Result<T, tonic::Status>, context: &str) -> Result<bool, SourceError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(status) => Err(source_error(context, &status)),
+    }
+}
+
 fn source_error(context: &str, status: &tonic::Status) -> SourceError {
     SourceError {
         message: format!("{context}: {:?} {}", status.code(), status.message()),
@@ -317,18 +334,7 @@ impl TaskSource for GrpcSource {
             checksum: None,
             unique_conflicts: outcome.unique_conflicts,
         };
-        match client.complete_task(request).await {
-            Ok(_) => Ok(true),
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(status) => Err(source_error("complete task", &status)),
-        }
+        reported(client.complete_task(request).await, "complete task")
     }
 
     async fn fail(
@@ -345,18 +351,7 @@ impl TaskSource for GrpcSource {
             error,
             retryable,
         };
-        match client.fail_task(request).await {
-            Ok(_) => Ok(()),
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) =>
-            {
-                Ok(())
-            }
-            Err(status) => Err(source_error("fail task", &status)),
-        }
+        reported(client.fail_task(request).await, "fail task").map(|_| ())
     }
 
     async fn release(&self, task: &LeasedTask) -> Result<(), SourceError> {
@@ -367,17 +362,6 @@ impl TaskSource for GrpcSource {
             lease_epoch: task.lease_epoch.0,
             reason: "worker shutting down".to_owned(),
         };
-        match client.release_task(request).await {
-            Ok(_) => Ok(()),
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) =>
-            {
-                Ok(())
-            }
-            Err(status) => Err(source_error("release task", &status)),
-        }
+        reported(client.release_task(request).await, "release task").map(|_| ())
     }
 }
