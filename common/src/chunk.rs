@@ -70,7 +70,7 @@ impl fmt::Display for ChunkRange {
 }
 
 /// Where the lazy planner stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Cursor {
     /// Nothing planned yet.
     Start,
@@ -80,8 +80,9 @@ enum Cursor {
     Done,
 }
 
-/// Cuts an integer key space into chunks on demand.
-#[derive(Debug, Clone)]
+/// Cuts an integer key space into chunks on demand. Serializable: a checkpoint records where
+/// planning stood, so a resumed migration plans the same chunks from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntChunkPlanner {
     /// `MIN(pk)` and `MAX(pk)` when planning started; `None` for an empty table.
     bounds: Option<(i64, i64)>,
@@ -259,9 +260,99 @@ impl ChunkLedger {
     }
 }
 
+/// What a checkpoint records of the plan: the planner's cursor and every chunk at or above the
+/// watermark with its drained flag (the drained set S of INV-W1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSnapshot {
+    /// The planner, as far as it got.
+    pub planner: IntChunkPlanner,
+    /// Every chunk below this id is drained.
+    pub watermark: ChunkId,
+    /// Every key below this one is in a drained chunk (`None`: no chunk passed the watermark).
+    pub drained_below: Option<i64>,
+    /// Whether the chunk reaching +∞ passed the watermark.
+    pub top_drained: bool,
+    /// Chunks at or above the watermark: id, range, drained.
+    pub chunks: Vec<(ChunkId, ChunkRange, bool)>,
+}
+
+impl PlanSnapshot {
+    /// Records the plan and the ledger.
+    pub fn capture(planner: &IntChunkPlanner, ledger: &ChunkLedger) -> Self {
+        Self {
+            planner: planner.clone(),
+            watermark: ledger.watermark,
+            drained_below: (ledger.drained_below != i128::MIN)
+                .then(|| i64::try_from(ledger.drained_below).ok())
+                .flatten(),
+            top_drained: ledger.top_drained,
+            chunks: ledger
+                .chunks
+                .iter()
+                .map(|(id, (range, drained))| (*id, *range, *drained))
+                .collect(),
+        }
+    }
+
+    /// The planner and ledger again, and the chunks that were planned but not drained: a
+    /// resumed migration copies those again (clearing their range first) under a new fence.
+    pub fn restore(&self) -> (IntChunkPlanner, ChunkLedger, Vec<(ChunkId, ChunkRange)>) {
+        let mut ledger = ChunkLedger {
+            watermark: self.watermark,
+            drained_below: self.drained_below.map_or(i128::MIN, i128::from),
+            top_drained: self.top_drained,
+            ..ChunkLedger::default()
+        };
+        let mut undrained = Vec::new();
+        for &(id, range, drained) in &self.chunks {
+            ledger.by_lower.insert(position(range.lower), id);
+            ledger.chunks.insert(id, (range, drained));
+            if !drained {
+                undrained.push((id, range));
+            }
+        }
+        (self.planner.clone(), ledger, undrained)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_plan_continues_where_the_snapshot_stood() {
+        let mut planner = IntChunkPlanner::new(Some((1, 100)));
+        let mut ledger = ChunkLedger::default();
+        let mut planned = Vec::new();
+        for _ in 0..5 {
+            let (id, range) = planner.next_chunk(10).unwrap();
+            ledger.plan(id, range);
+            planned.push((id, range));
+        }
+        // Chunks 0, 1 and 3 drained: the watermark passes 0 and 1, chunk 3 is drained above it.
+        for id in [0, 1, 3] {
+            ledger.mark_drained(ChunkId(id));
+        }
+        let snapshot = PlanSnapshot::capture(&planner, &ledger);
+        let text = serde_json::to_string(&snapshot).unwrap();
+        let back: PlanSnapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, snapshot);
+        let (mut restored_planner, restored, undrained) = back.restore();
+        assert_eq!(undrained, vec![planned[2], planned[4]]);
+        assert_eq!(restored.low_watermark(), ChunkId(2));
+        for key in -1_000..100 {
+            assert_eq!(
+                restored.is_drained(key),
+                ledger.is_drained(key),
+                "key {key} drained alike"
+            );
+        }
+        assert_eq!(
+            restored_planner.next_chunk(10),
+            planner.clone().next_chunk(10),
+            "planning continues with the next chunk"
+        );
+    }
 
     fn plan_all(bounds: Option<(i64, i64)>, rows: u64) -> Vec<ChunkRange> {
         let mut planner = IntChunkPlanner::new(bounds);

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`backoff`]: capped jittered retry delays.
 //! - [`changes`]: the change buffer (last image per key, deferred until its chunk drains).
+//! - [`checkpoint`]: what a checkpoint holds and whether a saved one may be resumed.
 //! - [`chunk`]: chunk ranges, the lazy planner and the ledger of drained chunks.
 //! - [`ids`]: newtypes for the ids that travel through the system (`MigrationId`, `WorkerId`, ...).
 //!   Proto strings and integers become these at the edge; no bare ids in the core.
@@ -21,6 +22,7 @@
 
 pub mod backoff;
 pub mod changes;
+pub mod checkpoint;
 pub mod chunk;
 pub mod ids;
 pub mod lease;

@@ -42,6 +42,14 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MAX_POLL_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub max_poll_wait: Duration,
 
+    /// How often the owner of a migration writes its checkpoint while copying.
+    #[arg(long, env = "SHOAL_CHECKPOINT_INTERVAL", default_value = "50s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// How often the owner logs a status line for each migration until its cut-over.
+    #[arg(long, env = "SHOAL_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub status_interval: Duration,
+
     /// Identity of this replica (default: host name and pid).
     #[arg(long, env = "SHOAL_COORDINATOR_ID")]
     pub id: Option<String>,

@@ -19,6 +19,7 @@ pub mod alter;
 pub mod apply;
 pub mod binlog;
 pub mod catalog;
+pub mod checkpoint;
 pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
@@ -66,6 +67,12 @@ pub enum Error {
     /// Cancelled by the operator or by shutdown.
     #[error("cancelled")]
     Cancelled,
+    /// Another owner took the migration over (INV-O1): stop at once, clean nothing up.
+    #[error("deposed: {0}")]
+    Deposed(String),
+    /// Checkpoints cannot be written; the migration stops rather than run on unsaved.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A lifecycle transition was refused (a bug: the owner drives phases in order).
     #[error("lifecycle: {0}")]
     Lifecycle(#[from] shoal_common::lifecycle::TransitionError),
@@ -107,6 +114,16 @@ pub struct MigrationOptions {
     pub lock_wait_timeout: Duration,
     /// Lease of one task.
     pub lease_ttl: Duration,
+    /// How often the owner writes a checkpoint while copying.
+    pub checkpoint_interval: Duration,
+    /// How often the owner logs a status line until the cut-over.
+    pub status_interval: Duration,
+    /// Fail (instead of starting afresh) when a checkpoint's binlog file was purged.
+    pub strict: bool,
+    /// Wait on the sentinel table before the cut-over.
+    pub defer_cutover: bool,
+    /// Who owns the migration (coordinator id, or `run@<host>:<pid>`), for the checkpoint.
+    pub owner: String,
 }
 
 impl std::fmt::Debug for MigrationOptions {
@@ -119,6 +136,7 @@ impl std::fmt::Debug for MigrationOptions {
             .field("threads", &self.threads)
             .field("chunk_rows", &self.chunk_rows)
             .field("copy_mode", &self.copy_mode)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +182,18 @@ pub struct Progress {
     pub paused: bool,
     /// The last transitions and when the current state was entered.
     pub history: shoal_common::lifecycle::History,
+    /// Checkpoints written, and write attempts that failed (and were retried).
+    pub checkpoints: u64,
+    /// Checkpoint writes that failed (transient ones are retried).
+    pub checkpoint_failures: u64,
+    /// Set when the migration resumed from a checkpoint: the state it resumed at.
+    pub resumed_at: Option<State>,
+    /// Chunks recopied after a resume (planned but not drained in the checkpoint).
+    pub chunks_recopied: u64,
+    /// The owner epoch this owner holds (INV-O1).
+    pub owner_epoch: u64,
+    /// Where the change stream is (what a checkpoint would record as P).
+    pub binlog_position: Option<(String, u64)>,
 }
 
 impl Default for Progress {
@@ -183,6 +213,12 @@ impl Default for Progress {
             path: None,
             paused: false,
             history: shoal_common::lifecycle::History::default(),
+            checkpoints: 0,
+            checkpoint_failures: 0,
+            resumed_at: None,
+            chunks_recopied: 0,
+            owner_epoch: 0,
+            binlog_position: None,
         }
     }
 }

@@ -134,7 +134,12 @@ impl Coordinator {
             Arc::clone(&self.tasks),
             migrations,
             targets,
-            self.config.lease_ttl,
+            crate::api::migration_service::OwnerSettings {
+                lease_ttl: self.config.lease_ttl,
+                checkpoint_interval: self.config.checkpoint_interval,
+                status_interval: self.config.status_interval,
+                owner: self.id.to_string(),
+            },
             shutdown.clone(),
         );
         let work_api = WorkApi::new(

@@ -5,6 +5,8 @@
 //!   chunk's fence row and aborts unless it equals the task's fence epoch. The owner bumps the
 //!   epoch with an `UPDATE` (which waits for this shared lock) before it re-leases, repairs or
 //!   drains the chunk, so a worker that stalled past its lease can never write after that.
+//! - The write transaction clears the chunk's range in the shadow table before copying, so a
+//!   recopied chunk never keeps a stale row (INV-W1: chunks outside the drained set start empty).
 //! - Every copy statement's warnings are read: anything but a duplicate key fails the chunk
 //!   (`INSERT IGNORE` would otherwise turn truncation and NULL-into-NOT-NULL into silent
 //!   corruption). A duplicate on `PRIMARY` is a row an earlier attempt already copied. A
@@ -197,6 +199,14 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
     options.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut transaction = connection.start_transaction(options).await?;
     check_fence(&mut transaction, spec).await?;
+    // INV-W1: a chunk is copied from an empty range. Rows an earlier attempt (or an owner that
+    // died before checkpointing this chunk as drained) left behind may be stale.
+    transaction
+        .exec_drop(
+            format!("DELETE FROM {shadow} WHERE {predicate}"),
+            params.clone(),
+        )
+        .await?;
     let rows_written = match buffered_rows {
         None => {
             let sql = format!(

@@ -41,8 +41,8 @@ pub struct MigrationApi {
     registry: Registry,
     /// Target names resolved from this process's environment.
     targets: Targets,
-    /// Lease of one task.
-    lease_ttl: Duration,
+    /// What this coordinator's owners use.
+    settings: OwnerSettings,
     /// Cancels every migration when the coordinator stops.
     shutdown: CancellationToken,
 }
@@ -54,7 +54,7 @@ impl MigrationApi {
         tasks: Arc<dyn TaskStore>,
         registry: Registry,
         targets: Targets,
-        lease_ttl: Duration,
+        settings: OwnerSettings,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -62,7 +62,7 @@ impl MigrationApi {
             tasks,
             registry,
             targets,
-            lease_ttl,
+            settings,
             shutdown,
         }
     }
@@ -122,9 +122,27 @@ impl MigrationApi {
             lock_wait_timeout: std_duration(options.lock_wait_timeout.as_ref())
                 .filter(|timeout| !timeout.is_zero())
                 .unwrap_or(Duration::from_secs(5)),
-            lease_ttl: self.lease_ttl,
+            lease_ttl: self.settings.lease_ttl,
+            checkpoint_interval: self.settings.checkpoint_interval,
+            status_interval: self.settings.status_interval,
+            strict: options.strict,
+            defer_cutover: options.defer_cutover,
+            owner: self.settings.owner.clone(),
         })
     }
+}
+
+/// What the owners on this coordinator use.
+#[derive(Debug, Clone)]
+pub struct OwnerSettings {
+    /// Lease of one task.
+    pub lease_ttl: Duration,
+    /// Checkpoint cadence while copying.
+    pub checkpoint_interval: Duration,
+    /// Status line cadence.
+    pub status_interval: Duration,
+    /// This coordinator's id, recorded in checkpoints.
+    pub owner: String,
 }
 
 fn preflight_status(error: &Error) -> Status {
@@ -153,14 +171,10 @@ impl MigrationService for MigrationApi {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         let options = self.options(&spec)?;
-        let id = options.id.clone();
+        let threads = options.threads;
         let (progress_sender, progress) = watch::channel(Progress::default());
         let (outcome_sender, outcome) = watch::channel(Outcome::Running);
         let cancel = self.shutdown.child_token();
-        let (intents, intents_receiver) = watch::channel(Intents {
-            paused: false,
-            threads: options.threads,
-        });
         let migration = Migration::prepare(
             options,
             Arc::clone(&self.tasks),
@@ -169,6 +183,13 @@ impl MigrationService for MigrationApi {
         )
         .await
         .map_err(|error| preflight_status(&error))?;
+        // Submitting the ALTER of a checkpointed migration resumes it, under its own id.
+        let id = migration.id().clone();
+        let (intents, intents_receiver) =
+            watch::channel(migration.resumed_intents().unwrap_or(Intents {
+                paused: false,
+                threads,
+            }));
         let migration = migration.with_intents(intents_receiver);
         let entry = Entry {
             spec,

@@ -157,6 +157,16 @@ struct RunArgs {
     /// Lease of one copy task.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     lease_ttl: std::time::Duration,
+    /// How often progress is checkpointed (run again with the same ALTER to resume from it).
+    #[arg(long, default_value = "50s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: std::time::Duration,
+    /// How often a status line is logged until the cut-over.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    status_interval: std::time::Duration,
+    /// When resuming is impossible (the checkpoint's binlog file was purged), fail instead of
+    /// starting afresh.
+    #[arg(long)]
+    strict: bool,
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     log_format: shoal_common::telemetry::LogFormat,
@@ -273,6 +283,15 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         no_instant: args.no_instant,
         lock_wait_timeout: args.lock_wait_timeout,
         lease_ttl: args.lease_ttl,
+        checkpoint_interval: args.checkpoint_interval,
+        status_interval: args.status_interval,
+        strict: args.strict,
+        defer_cutover: false,
+        owner: format!(
+            "run@{}:{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        ),
     };
     let id = options.id.clone();
     let (progress, watcher) = tokio::sync::watch::channel(Progress::default());

@@ -83,7 +83,14 @@ pub enum StreamMsg {
     Position(BinlogPos),
     /// A DDL statement naming the source table (shoal's own cut-over rename, or fatal).
     Ddl(String, BinlogPos),
+    /// A transaction boundary: the stream may be restarted here (INV-W1's P must be one; a
+    /// position inside a transaction would restart after its table map and lose its rows).
+    Boundary(BinlogPos),
 }
+
+/// GTID events (MariaDB 162, MySQL 33 and 34): each begins a transaction group, so the position
+/// just before one is a boundary.
+const GTID_TYPES: [u8; 3] = [162, 33, 34];
 
 /// Event types the decoder does not read but that carry no row changes: MariaDB's annotate,
 /// checkpoint, GTID and GTID-list events (160–163) and START_ENCRYPTION (164).
@@ -244,6 +251,17 @@ pub async fn read_stream(
         };
         let type_raw = event.header().event_type_raw();
         let log_pos = u64::from(event.header().log_pos());
+        if GTID_TYPES.contains(&type_raw) && log_pos != 0 {
+            let before = BinlogPos {
+                file: file.clone(),
+                pos: log_pos.saturating_sub(u64::from(event.header().event_size())),
+            };
+            if sender.send(StreamMsg::Boundary(before)).await.is_err() {
+                break;
+            }
+        }
+        // Whether this event ends a transaction (commit or rollback).
+        let mut ends_transaction = false;
         let data = event
             .read_data()
             .map_err(|error| Error::Binlog(format!("decode event type {type_raw}: {error}")))?;
@@ -330,14 +348,14 @@ pub async fn read_stream(
                     }
                 }
             }
+            Some(EventData::XidEvent(_)) => ends_transaction = true,
             Some(EventData::QueryEvent(query)) => {
                 let text = query.query();
                 let text = text.trim();
                 let is_comment = text.starts_with('#') || text.starts_with("/*");
-                let control = matches!(
-                    text.to_ascii_uppercase().as_str(),
-                    "BEGIN" | "COMMIT" | "ROLLBACK"
-                );
+                let upper = text.to_ascii_uppercase();
+                ends_transaction = matches!(upper.as_str(), "COMMIT" | "ROLLBACK");
+                let control = ends_transaction || upper == "BEGIN";
                 let default_schema = query.schema();
                 if !is_comment
                     && !control
@@ -378,7 +396,9 @@ pub async fn read_stream(
             file: file.clone(),
             pos: log_pos,
         };
-        let message = if rows.is_empty() {
+        let message = if ends_transaction {
+            StreamMsg::Boundary(position)
+        } else if rows.is_empty() {
             StreamMsg::Position(position)
         } else {
             StreamMsg::Rows(rows, position)

@@ -150,6 +150,18 @@ pub struct ServerInfo {
     pub mariadb: bool,
     /// `@@server_id`.
     pub server_id: u32,
+    /// `@@hostname`.
+    pub hostname: String,
+}
+
+impl ServerInfo {
+    /// What a checkpoint records of the server.
+    pub fn identity(&self) -> shoal_common::checkpoint::SourceIdentity {
+        shoal_common::checkpoint::SourceIdentity {
+            server_id: self.server_id,
+            hostname: self.hostname.clone(),
+        }
+    }
 }
 
 /// Checks the binlog settings shoal needs and returns server facts.
@@ -189,10 +201,12 @@ pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo,
             ));
         }
     }
+    let hostname: Option<String> = connection.query_first("SELECT @@hostname").await?;
     Ok(ServerInfo {
         version,
         mariadb,
         server_id,
+        hostname: hostname.unwrap_or_default(),
     })
 }
 

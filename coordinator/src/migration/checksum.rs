@@ -48,12 +48,15 @@ impl Migration {
         let source = self.qualified(&self.table);
         let shadow = self.qualified(&names::shadow(&self.table));
         let locked_at = Instant::now();
-        lock.query_drop(format!("LOCK TABLES {source} READ, {shadow} WRITE"))
-            .await?;
+        let checkpoint = self.checkpoint_table();
+        lock.query_drop(format!(
+            "LOCK TABLES {source} READ, {shadow} WRITE, {checkpoint} READ"
+        ))
+        .await?;
         let result = async {
             let target = binlog::current_position(&mut lock, self.server.mariadb).await?;
             self.catch_up(&target, Duration::from_secs(30)).await?;
-            self.flush_ready(&mut lock).await?;
+            self.flush_ready_locked(&mut lock).await?;
             for session in &mut sessions {
                 session
                     .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")

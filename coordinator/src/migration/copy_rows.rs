@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
 use shoal_common::ids::{FenceEpoch, TaskId};
@@ -95,39 +96,57 @@ impl Migration {
             .ok_or_else(|| Error::Copy(format!("fence row of chunk {chunk} is missing")))
     }
 
-    /// Applies every buffered change whose chunk is drained, on `connection`.
-    pub(super) async fn flush_ready(
-        &mut self,
-        connection: &mut impl Queryable,
-    ) -> Result<(), Error> {
-        let ready = {
-            let ledger = &self.ledger;
-            let repairing = &self.repairing;
-            self.buffer.take_ready(|key| {
-                ledger.is_drained(key) && !repairing.iter().any(|range| range.contains(key))
-            })
-        };
+    /// Applies every buffered change whose chunk is drained, on `connection`, in a transaction
+    /// fenced by the owner epoch.
+    pub(super) async fn flush_ready(&mut self, connection: &mut Conn) -> Result<(), Error> {
+        let ready = self.take_ready();
         self.apply_changes(connection, ready).await
     }
 
+    /// Like [`Self::flush_ready`], on a connection whose `LOCK TABLES` covers the shadow and
+    /// checkpoint tables (the table lock keeps the owner epoch stable; no transaction may be
+    /// opened under it).
+    pub(super) async fn flush_ready_locked(&mut self, connection: &mut Conn) -> Result<(), Error> {
+        let ready = self.take_ready();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.check_owner(connection, false).await?;
+        self.apply_unfenced(connection, ready).await
+    }
+
+    fn take_ready(&mut self) -> Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)> {
+        let ledger = &self.ledger;
+        let repairing = &self.repairing;
+        self.buffer.take_ready(|key| {
+            ledger.is_drained(key) && !repairing.iter().any(|range| range.contains(key))
+        })
+    }
+
+    /// Applies `changes` in a transaction that first checks the owner epoch (INV-O1).
     pub(super) async fn apply_changes(
         &mut self,
-        connection: &mut impl Queryable,
+        connection: &mut Conn,
         changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
     ) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
-        let applier = self
-            .applier
-            .as_ref()
-            .ok_or_else(|| Error::Apply("no applier before Initial".to_owned()))?;
-        // Changes are idempotent (last images), so a statement that lost a deadlock or a lock
-        // wait against a worker's copy is simply applied again.
+        shoal_worker::failpoint::hit("flush.before", self.options.id.as_str()).await;
         let mut attempt = 0;
-        let applied = loop {
-            match applier.apply(connection, &changes).await {
-                Ok(applied) => break applied,
+        loop {
+            let result = async {
+                let mut transaction = self.fenced_transaction(connection).await?;
+                let applied = self.apply_batch(&mut transaction, &changes).await?;
+                transaction.commit().await?;
+                Ok::<_, Error>(applied)
+            }
+            .await;
+            match result {
+                Ok(applied) => {
+                    self.count_applied(applied);
+                    return Ok(());
+                }
                 Err(Error::Mysql(mysql_async::Error::Server(error)))
                     if matches!(error.code, 1205 | 1213) && attempt < MAX_APPLY_ATTEMPTS =>
                 {
@@ -140,27 +159,73 @@ impl Migration {
                 }
                 Err(error) => return Err(error),
             }
-        };
+        }
+    }
+
+    fn count_applied(&self, applied: super::apply::Applied) {
         let buffered = self.buffer.len() as u64;
         self.progress.send_modify(|progress| {
             progress.changes_applied += (applied.upserts + applied.deletes) as u64;
             progress.changes_buffered = buffered;
         });
+    }
+
+    /// One attempt at applying `changes` on `connection` (the caller fences).
+    async fn apply_batch(
+        &self,
+        connection: &mut impl Queryable,
+        changes: &[(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)],
+    ) -> Result<super::apply::Applied, Error> {
+        let applier = self
+            .applier
+            .as_ref()
+            .ok_or_else(|| Error::Apply("no applier before Initial".to_owned()))?;
+        applier.apply(connection, changes).await
+    }
+
+    /// Applies `changes` with lock-conflict retries, without opening a transaction (the caller
+    /// holds a table lock and has checked the owner epoch under it).
+    async fn apply_unfenced(
+        &mut self,
+        connection: &mut impl Queryable,
+        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+    ) -> Result<(), Error> {
+        // Changes are idempotent (last images), so a statement that lost a deadlock or a lock
+        // wait against a worker's copy is simply applied again.
+        let mut attempt = 0;
+        let applied = loop {
+            match self.apply_batch(connection, &changes).await {
+                Ok(applied) => break applied,
+                Err(Error::Mysql(mysql_async::Error::Server(error)))
+                    if matches!(error.code, 1205 | 1213) && attempt < MAX_APPLY_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        self.count_applied(applied);
         Ok(())
     }
 
-    /// `CopyRows`.
+    /// `CopyRows`. A resumed owner starts from the checkpointed plan: chunks planned but not
+    /// drained are fenced again and recopied (each copy clears its range first), the rest of the
+    /// key space is planned from where the planner stood.
     pub(super) async fn copy_rows(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
-        let source = self.qualified(&self.table);
-        let key = self.quoted_key();
-        let bounds: Option<(Option<i64>, Option<i64>)> = connection
-            .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {source}"))
-            .await?;
-        let bounds = match bounds {
-            Some((Some(min), Some(max))) => Some((min, max)),
-            _ => None,
-        };
+        if self.planner.is_none() {
+            let source = self.qualified(&self.table);
+            let key = self.quoted_key();
+            let bounds: Option<(Option<i64>, Option<i64>)> = connection
+                .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {source}"))
+                .await?;
+            let bounds = match bounds {
+                Some((Some(min), Some(max))) => Some((min, max)),
+                _ => None,
+            };
+            self.planner = Some(IntChunkPlanner::new(bounds));
+        }
         let estimate: Option<u64> = connection
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -170,38 +235,67 @@ impl Migration {
         self.progress
             .send_modify(|progress| progress.rows_estimated = estimate.unwrap_or(0));
         let fence = self.qualified(&names::fence(&self.table));
-        let mut planner = IntChunkPlanner::new(bounds);
         let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
-        // Chunks whose fence bump hit a lock wait: retried on the next round.
-        let mut to_republish: Vec<(ChunkId, InFlight)> = Vec::new();
+        // Chunks whose fence bump hit a lock wait (and chunks a resumed owner recopies): fenced
+        // and published on the next round.
+        let mut to_republish: Vec<(ChunkId, InFlight)> = std::mem::take(&mut self.recopy)
+            .into_iter()
+            .map(|(chunk, range)| {
+                (
+                    chunk,
+                    InFlight {
+                        range,
+                        epoch: FenceEpoch(0),
+                        attempts: 0,
+                    },
+                )
+            })
+            .collect();
         loop {
             self.check_cancelled()?;
             let intents = *self.intents.borrow();
+            if intents.paused && !self.progress.borrow().paused {
+                self.duties.force();
+            }
             self.publish_paused(intents.paused);
             let window = if intents.paused {
                 0
             } else {
                 (intents.threads.max(1) as usize) * 2
             };
-            while in_flight.len() < window && !planner.is_done() {
-                let Some((chunk, range)) = planner.next_chunk(self.options.chunk_rows) else {
+            while in_flight.len() + to_republish.len() < window {
+                let Some((chunk, range)) = self
+                    .planner
+                    .as_mut()
+                    .and_then(|planner| planner.next_chunk(self.options.chunk_rows))
+                else {
                     break;
                 };
+                // A previous owner may have planned this chunk after its last checkpoint: its
+                // fence row then exists and is bumped, fencing that owner's workers (INV-F1).
                 connection
                     .exec_drop(
-                        format!("INSERT INTO {fence} (chunk, epoch) VALUES (?, 1)"),
+                        format!(
+                            "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
+                             ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
+                        ),
                         (chunk.0,),
                     )
                     .await?;
+                let epoch = if connection.affected_rows() == 1 {
+                    FenceEpoch(1)
+                } else {
+                    FenceEpoch(connection.last_insert_id().unwrap_or(1))
+                };
                 self.ledger.plan(chunk, range);
                 self.store
-                    .publish(self.task_spec(chunk, range, FenceEpoch(1))?)
+                    .publish(self.task_spec(chunk, range, epoch)?)
                     .await?;
                 in_flight.insert(
                     chunk,
                     InFlight {
                         range,
-                        epoch: FenceEpoch(1),
+                        epoch,
                         attempts: 0,
                     },
                 );
@@ -275,9 +369,11 @@ impl Migration {
 
             self.pump_stream().await?;
             self.flush_ready(&mut connection).await?;
-            if planner.is_done() && in_flight.is_empty() && to_republish.is_empty() {
+            let planned_all = self.planner.as_ref().is_none_or(IntChunkPlanner::is_done);
+            if planned_all && in_flight.is_empty() && to_republish.is_empty() {
                 break;
             }
+            self.duties().await?;
             // Sleep until the next message from the stream or the idle tick.
             let Some(stream) = self.stream.as_mut() else {
                 return Err(Error::Binlog("the change stream is not running".to_owned()));
@@ -306,10 +402,14 @@ impl Migration {
     pub(super) async fn wait_while_paused(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         while self.intents.borrow().paused {
+            if !self.progress.borrow().paused {
+                self.duties.force();
+            }
             self.publish_paused(true);
             self.check_cancelled()?;
             self.pump_stream().await?;
             self.flush_ready(&mut connection).await?;
+            self.duties().await?;
             tokio::time::sleep(IDLE_TICK * 5).await;
         }
         self.publish_paused(false);

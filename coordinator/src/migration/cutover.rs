@@ -37,6 +37,8 @@ use shoal_common::names;
 use tracing::{info, warn};
 
 use super::Error;
+use shoal_common::checkpoint::CutoverMarker;
+
 use super::binlog;
 use super::owner::Migration;
 
@@ -55,6 +57,8 @@ impl Migration {
             self.catch_up(&target, Duration::from_secs(60)).await?;
             self.flush_ready(&mut connection).await?;
             drop(connection);
+            // Before the first rename: a new owner then reads the catalogue before anything else.
+            self.mark_cutover(CutoverMarker::Started).await?;
             match self.swap().await {
                 Ok(blocked) => {
                     info!(migration_id = %self.options.id, ?blocked, attempt, "cut-over done");
@@ -80,10 +84,17 @@ impl Migration {
         holder
             .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
             .await?;
+        let checkpoint = self.checkpoint_table();
         holder
-            .query_drop(format!("LOCK TABLES {source} WRITE"))
+            .query_drop(format!("LOCK TABLES {source} WRITE, {checkpoint} READ"))
             .await?;
         let locked_at = Instant::now();
+        // Re-check ownership under the lock; the lock on the checkpoint table keeps a new owner
+        // from raising the epoch until the rename is queued (INV-O1).
+        if let Err(error) = self.check_owner(&mut holder, false).await {
+            holder.query_drop("UNLOCK TABLES").await?;
+            return Err(error);
+        }
         let renamer = match self.queue_rename(&mut holder, lock_wait).await {
             Ok(renamer) => renamer,
             Err(error) => {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Value};
 use shoal_common::changes::ChangeBuffer;
-use shoal_common::chunk::{ChunkLedger, ChunkRange};
+use shoal_common::checkpoint::{CutoverMarker, Saved, check_resume, next_owner_epoch};
+use shoal_common::chunk::{ChunkId, ChunkLedger, ChunkRange, IntChunkPlanner};
+use shoal_common::ids::MigrationId;
 use shoal_common::names;
 use shoal_common::sql::{quote_identifier, quote_qualified};
 use shoal_worker::session::pool_for;
@@ -27,6 +29,7 @@ use super::alter::{self, AlterStatement};
 use super::apply::Applier;
 use super::binlog::{self, BinlogPos};
 use super::catalog::{self, ServerInfo, TableInfo};
+use super::checkpoint::{self, Duties};
 use super::stream::Stream;
 use super::{ChangePath, Error, Intents, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
@@ -36,6 +39,17 @@ use shoal_common::lifecycle::{Event, transition};
 const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
 /// Integer types a chunked key may have.
 const INTEGER_TYPES: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
+
+/// Where a migration starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// From the beginning (INSTANT attempt, `Initial`).
+    Fresh,
+    /// From a checkpoint, at this state.
+    At(State),
+    /// A checkpointed cut-over had already renamed: only `Close` remains.
+    Swapped,
+}
 
 /// A migration being run by its owner.
 pub struct Migration {
@@ -63,6 +77,22 @@ pub struct Migration {
     pub(super) stream: Option<Stream>,
     /// Position the stream has delivered up to.
     pub(super) stream_position: Option<BinlogPos>,
+    /// The last transaction boundary the stream delivered: where it may restart (P).
+    pub(super) safe_position: Option<BinlogPos>,
+    /// The chunk planner, once the copy began.
+    pub(super) planner: Option<IntChunkPlanner>,
+    /// Chunks a resumed owner must copy again (planned but not drained in the checkpoint).
+    pub(super) recopy: Vec<(ChunkId, ChunkRange)>,
+    /// The owner epoch this owner holds (INV-O1).
+    pub(super) owner_epoch: u64,
+    /// The dedicated connection checkpoints are written on.
+    pub(super) checkpoint_connection: Option<Conn>,
+    /// Periodic checkpoint and status line.
+    pub(super) duties: Duties,
+    /// How far the cut-over got, as the checkpoint records it.
+    pub(super) cutover_marker: CutoverMarker,
+    /// The checkpoint found by preflight, resumed once the advisory lock is held.
+    pub(super) resume: Option<Saved>,
     /// Changes not yet applied (INV-C2: deferred until their chunk drains).
     pub(super) buffer: ChangeBuffer<Vec<Value>>,
     /// Planned chunks and which are drained (INV-W1).
@@ -157,13 +187,37 @@ impl Migration {
                 "table name `{table}` is too long for shoal's helper tables (64-character limit)"
             )));
         }
-        for helper in names::all(&table) {
-            if catalog::table_exists(&mut connection, &schema, &helper).await? {
-                return Err(Error::Preflight(format!(
-                    "table `{schema}`.`{helper}` already exists (left by an earlier run?); drop it \
-                     if no migration of {qualified} is running"
-                )));
+        let resume = match checkpoint::read(&mut connection, &schema, &table).await? {
+            Some(saved) => {
+                check_resume(&saved, &options.alter, &server.identity())
+                    .map_err(|refusal| Error::Preflight(format!("{qualified}: {refusal}")))?;
+                Some(saved)
             }
+            None => {
+                for helper in names::all(&table) {
+                    if catalog::table_exists(&mut connection, &schema, &helper).await? {
+                        return Err(Error::Preflight(format!(
+                            "table `{schema}`.`{helper}` already exists (left by an earlier run?); \
+                             drop it if no migration of {qualified} is running"
+                        )));
+                    }
+                }
+                None
+            }
+        };
+        let mut options = options;
+        let mut initial_intents = Intents {
+            paused: false,
+            threads: options.threads,
+        };
+        if let Some(saved) = &resume {
+            // A resumed migration keeps its id and the operator's intents.
+            options.id = MigrationId::parse(&saved.detail.migration_id)
+                .map_err(|error| Error::Preflight(format!("the checkpoint's id: {error}")))?;
+            initial_intents = Intents {
+                paused: saved.detail.intents.paused,
+                threads: saved.detail.intents.threads.max(1),
+            };
         }
         let triggers: Option<String> = connection
             .exec_first(
@@ -177,11 +231,8 @@ impl Migration {
             )));
         }
         drop(connection);
-        // Without an operator channel the intents stay as submitted.
-        let (_, intents) = watch::channel(Intents {
-            paused: false,
-            threads: options.threads,
-        });
+        // Without an operator channel the intents stay as submitted (or as checkpointed).
+        let (_, intents) = watch::channel(initial_intents);
         Ok(Self {
             intents,
             options,
@@ -202,12 +253,30 @@ impl Migration {
             lock_connection: None,
             stream: None,
             stream_position: None,
+            safe_position: None,
+            planner: None,
+            recopy: Vec::new(),
+            owner_epoch: 0,
+            checkpoint_connection: None,
+            duties: Duties::default(),
+            cutover_marker: CutoverMarker::NotStarted,
+            resume,
             buffer: ChangeBuffer::default(),
             ledger: ChunkLedger::default(),
             repairing: Vec::new(),
             cutting_over: false,
             created_tables: false,
         })
+    }
+
+    /// The id the migration runs under (a resumed one keeps its checkpointed id).
+    pub fn id(&self) -> &MigrationId {
+        &self.options.id
+    }
+
+    /// The operator intents a resumed migration starts with (`None`: a fresh start).
+    pub fn resumed_intents(&self) -> Option<Intents> {
+        self.resume.as_ref().map(|_| *self.intents.borrow())
     }
 
     /// Lets an operator pause, resume and change the volume through `intents`.
@@ -255,6 +324,12 @@ impl Migration {
     pub async fn run(mut self) -> Result<ChangePath, Error> {
         let result = self.run_phases().await;
         if let Err(error) = &result {
+            if matches!(error, Error::Deposed(_)) {
+                // The new owner runs the migration now: touch nothing.
+                warn!(migration_id = %self.options.id, %error, "deposed; stopping without cleanup");
+                self.stop_stream().await;
+                return result;
+            }
             match self.advance(Event::Fail) {
                 Ok(_) => {
                     warn!(migration_id = %self.options.id, %error, "migration failed; cleaning up");
@@ -273,19 +348,43 @@ impl Migration {
 
     async fn run_phases(&mut self) -> Result<ChangePath, Error> {
         self.lock().await?;
-        if !self.options.no_instant && self.try_instant().await? {
-            self.progress
-                .send_modify(|progress| progress.path = Some(ChangePath::Instant));
-            self.release_lock().await;
-            return Ok(ChangePath::Instant);
+        let resumed = match self.resume.take() {
+            Some(saved) => self.resume_from(saved).await?,
+            None => Resume::Fresh,
+        };
+        let copy_needed = match resumed {
+            Resume::Swapped => {
+                self.progress
+                    .send_modify(|progress| progress.path = Some(ChangePath::Copy));
+                self.advance(Event::ResumeAt(State::Close))?;
+                self.close().await?;
+                return Ok(ChangePath::Copy);
+            }
+            Resume::At(state) => {
+                self.progress
+                    .send_modify(|progress| progress.path = Some(ChangePath::Copy));
+                self.advance(Event::ResumeAt(state))?;
+                state == State::CopyRows
+            }
+            Resume::Fresh => {
+                if !self.options.no_instant && self.try_instant().await? {
+                    self.progress
+                        .send_modify(|progress| progress.path = Some(ChangePath::Instant));
+                    self.release_lock().await;
+                    return Ok(ChangePath::Instant);
+                }
+                self.progress
+                    .send_modify(|progress| progress.path = Some(ChangePath::Copy));
+                self.initial().await?;
+                self.advance(Event::CopyStarted)?;
+                true
+            }
+        };
+        if copy_needed {
+            self.copy_rows().await?;
+            self.wait_while_paused().await?;
+            self.advance(Event::CopyDone)?;
         }
-        self.progress
-            .send_modify(|progress| progress.path = Some(ChangePath::Copy));
-        self.initial().await?;
-        self.advance(Event::CopyStarted)?;
-        self.copy_rows().await?;
-        self.wait_while_paused().await?;
-        self.advance(Event::CopyDone)?;
         self.apply_changeset().await?;
         self.advance(Event::ChangesetApplied)?;
         // No secondary index is deferred yet (a performance issue's option): nothing to restore.
@@ -360,8 +459,8 @@ impl Migration {
         }
     }
 
-    /// `Initial`: shadow table from `CREATE TABLE … LIKE` plus the user's ALTER text, the
-    /// checkpoint and fence tables, the binlog position, the first checkpoint, the change stream.
+    /// `Initial`: shadow table from `CREATE TABLE … LIKE` plus the user's ALTER text, the fence
+    /// table, the binlog position, the checkpoint table with the first checkpoint, the stream.
     async fn initial(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let source = self.qualified(&self.table);
@@ -385,20 +484,30 @@ impl Migration {
         }
         connection
             .query_drop(format!(
-                "CREATE TABLE {} (id INT NOT NULL PRIMARY KEY, copier_watermark BIGINT UNSIGNED NOT NULL, \
-                 checksum_watermark BIGINT UNSIGNED NOT NULL, binlog_name VARCHAR(255) NOT NULL, \
-                 binlog_pos BIGINT UNSIGNED NOT NULL, statement TEXT NOT NULL, \
-                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
-                self.qualified(&names::checkpoint(&self.table))
-            ))
-            .await?;
-        connection
-            .query_drop(format!(
                 "CREATE TABLE {} (chunk BIGINT UNSIGNED NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
                 self.qualified(&names::fence(&self.table))
             ))
             .await?;
-        let shadow_info = catalog::read_table(&mut connection, &self.schema, &shadow_name)
+        self.prepare_columns(&mut connection).await?;
+        let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        self.owner_epoch = next_owner_epoch(self.store.owner_epoch(&self.options.id).await?, None);
+        let epoch = self.owner_epoch;
+        self.progress
+            .send_modify(|progress| progress.owner_epoch = epoch);
+        self.create_checkpoint(&start).await?;
+        self.start_stream(start).await?;
+        info!(
+            migration_id = %self.options.id,
+            columns = self.source_columns.len(),
+            "shadow table {shadow} created; change stream started"
+        );
+        Ok(())
+    }
+
+    /// Maps the source's columns onto the shadow table's and builds the applier.
+    async fn prepare_columns(&mut self, connection: &mut Conn) -> Result<(), Error> {
+        let shadow_name = names::shadow(&self.table);
+        let shadow_info = catalog::read_table(connection, &self.schema, &shadow_name)
             .await?
             .ok_or_else(|| Error::Preflight("the shadow table vanished".to_owned()))?;
         if shadow_info.primary_key != self.source.primary_key {
@@ -408,6 +517,8 @@ impl Migration {
             ));
         }
         let mut source_indices = Vec::new();
+        self.source_columns.clear();
+        self.shadow_columns.clear();
         for column in shadow_info
             .columns
             .iter()
@@ -433,44 +544,157 @@ impl Migration {
             &source_types,
             &self.key_column,
         ));
-        let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
-        connection
-            .exec_drop(
-                format!(
-                    "INSERT INTO {} (id, copier_watermark, checksum_watermark, binlog_name, binlog_pos, statement) \
-                     VALUES (1, 0, 0, ?, ?, ?)",
-                    self.qualified(&names::checkpoint(&self.table))
-                ),
-                (&start.file, start.pos, &self.options.alter),
-            )
-            .await?;
-        self.start_stream(start).await?;
+        Ok(())
+    }
+
+    /// Resumes from a checkpoint: reads the catalogue if a cut-over had begun, checks that P is
+    /// still in the binlog, takes ownership (fencing the previous owner), restores the plan and
+    /// restarts the stream at P.
+    async fn resume_from(&mut self, saved: Saved) -> Result<Resume, Error> {
+        let mut connection = self.pool.get_conn().await?;
+        let live_epoch = self.store.owner_epoch(&self.options.id).await?;
+        if saved.detail.cutover != CutoverMarker::NotStarted {
+            let mut present = Vec::new();
+            for name in [
+                names::shadow(&self.table),
+                names::swap(&self.table),
+                names::old(&self.table),
+                names::swapped_out(&self.table),
+            ] {
+                present.push(catalog::table_exists(&mut connection, &self.schema, &name).await?);
+            }
+            let [shadow, swap, old, swapped_out] = present[..] else {
+                return Err(Error::Cutover("catalogue read".to_owned()));
+            };
+            if (shadow || swap) && !old && !swapped_out {
+                info!(migration_id = %self.options.id, "the cut-over had begun but not renamed: resuming");
+                if swap {
+                    connection
+                        .query_drop(format!(
+                            "RENAME TABLE {} TO {}",
+                            self.qualified(&names::swap(&self.table)),
+                            self.qualified(&names::shadow(&self.table))
+                        ))
+                        .await?;
+                }
+            } else if !shadow && !swap && (old || swapped_out) {
+                info!(migration_id = %self.options.id, "the cut-over had renamed: closing");
+                self.claim(&saved, live_epoch).await?;
+                if swapped_out {
+                    connection
+                        .query_drop(format!(
+                            "RENAME TABLE {} TO {}",
+                            self.qualified(&names::swapped_out(&self.table)),
+                            self.qualified(&names::old(&self.table))
+                        ))
+                        .await?;
+                }
+                self.created_tables = false;
+                return Ok(Resume::Swapped);
+            } else {
+                return Err(Error::Preflight(format!(
+                    "the checkpoint says a cut-over of {} began, and the catalogue is ambiguous \
+                     (_new: {shadow}, swap: {swap}, _old: {old}, shoal_old: {swapped_out}); stop and \
+                     inspect the schema by hand",
+                    self.qualified(&self.table)
+                )));
+            }
+        }
+        if !catalog::table_exists(&mut connection, &self.schema, &names::shadow(&self.table))
+            .await?
+        {
+            return Err(Error::Preflight(format!(
+                "a checkpoint exists for {} but the shadow table {} is missing; drop shoal's \
+                 tables for it to start over",
+                self.qualified(&self.table),
+                self.qualified(&names::shadow(&self.table))
+            )));
+        }
+        let logs: Vec<mysql_async::Row> = connection.query("SHOW BINARY LOGS").await?;
+        let available = logs
+            .iter()
+            .any(|row| row.get::<String, _>(0).as_deref() == Some(saved.binlog_file.as_str()));
+        self.claim(&saved, live_epoch).await?;
+        if !available {
+            if self.options.strict {
+                return Err(Error::Preflight(format!(
+                    "the checkpoint's binlog file {} was purged, so the migration cannot resume; \
+                     --strict forbids a fresh start (run without --strict to start over)",
+                    saved.binlog_file
+                )));
+            }
+            warn!(
+                migration_id = %self.options.id,
+                file = %saved.binlog_file,
+                "the checkpoint's binlog file was purged; starting afresh"
+            );
+            self.created_tables = true;
+            self.drop_helper_tables().await?;
+            self.created_tables = false;
+            return Ok(Resume::Fresh);
+        }
+        self.created_tables = true;
+        self.prepare_columns(&mut connection).await?;
+        if let Some(plan) = &saved.detail.plan {
+            let (planner, ledger, undrained) = plan.restore();
+            self.planner = Some(planner);
+            self.ledger = ledger;
+            self.recopy = undrained;
+        }
+        let state = if saved.detail.state <= State::CopyRows {
+            State::CopyRows
+        } else {
+            State::ApplyChangeset
+        };
+        let recopy = self.recopy.len() as u64;
+        self.progress.send_modify(|progress| {
+            progress.rows_copied = saved.detail.rows_copied;
+            progress.resumed_at = Some(state);
+            progress.chunks_recopied = recopy;
+        });
+        let start = BinlogPos {
+            file: saved.binlog_file.clone(),
+            pos: saved.binlog_pos,
+        };
         info!(
             migration_id = %self.options.id,
-            columns = self.source_columns.len(),
-            "shadow table {shadow} created; change stream started"
+            position = %start,
+            %state,
+            chunks_to_recopy = recopy,
+            owner_epoch = self.owner_epoch,
+            "resuming from the checkpoint"
         );
-        Ok(())
+        self.start_stream(start).await?;
+        Ok(Resume::At(state))
     }
 
     /// `ErrCleanup`: stop everything and drop shoal's tables; the source table is untouched.
     async fn cleanup(&mut self) -> Result<(), Error> {
         self.stop_stream().await;
         self.store.clear(&self.options.id).await?;
-        if self.created_tables {
-            let mut connection = self.pool.get_conn().await?;
-            for helper in [
-                names::shadow(&self.table),
-                names::checkpoint(&self.table),
-                names::fence(&self.table),
-                names::swap(&self.table),
-            ] {
-                connection
-                    .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&helper)))
-                    .await?;
-            }
-        }
+        self.drop_helper_tables().await?;
         self.release_lock().await;
+        Ok(())
+    }
+
+    /// Drops shoal's tables (never the source or `_<t>_old`), if this owner created or adopted
+    /// them.
+    async fn drop_helper_tables(&mut self) -> Result<(), Error> {
+        if !self.created_tables {
+            return Ok(());
+        }
+        self.checkpoint_connection = None;
+        let mut connection = self.pool.get_conn().await?;
+        for helper in [
+            names::shadow(&self.table),
+            names::checkpoint(&self.table),
+            names::fence(&self.table),
+            names::swap(&self.table),
+        ] {
+            connection
+                .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&helper)))
+                .await?;
+        }
         Ok(())
     }
 

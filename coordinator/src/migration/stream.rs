@@ -46,7 +46,8 @@ impl Migration {
             sender,
             stop.clone(),
         ));
-        self.stream_position = Some(start);
+        self.stream_position = Some(start.clone());
+        self.safe_position = Some(start);
         self.stream = Some(Stream {
             receiver,
             reader,
@@ -59,6 +60,16 @@ impl Migration {
     pub(super) fn on_stream_message(&mut self, message: StreamMsg) -> Result<(), Error> {
         match message {
             StreamMsg::Position(position) => self.stream_position = Some(position),
+            StreamMsg::Boundary(position) => {
+                if self
+                    .stream_position
+                    .as_ref()
+                    .is_none_or(|current| *current < position)
+                {
+                    self.stream_position = Some(position.clone());
+                }
+                self.safe_position = Some(position);
+            }
             StreamMsg::Ddl(text, position) => {
                 if !self.cutting_over {
                     return Err(Error::Binlog(format!(

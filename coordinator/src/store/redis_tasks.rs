@@ -6,6 +6,7 @@
 //!   `worker`, `expires_at_ms`.
 //! - `ns:m:<migration>:tasks`: set of the migration's live task ids (for reaping and clearing).
 //! - `ns:m:<migration>:outbox`: list of completions and returned tasks for the owner.
+//! - `ns:m:<migration>:owner_epoch`: counter of owner epochs handed out (INV-O1).
 //!
 //! # Design decisions
 //! Every lease rule runs inside one Lua script, so a report is judged and applied atomically
@@ -354,5 +355,14 @@ impl TaskStore for RedisTaskStore {
 
     async fn wait_for_work(&self, timeout: Duration) {
         tokio::time::sleep(timeout.min(Duration::from_millis(50))).await;
+    }
+
+    async fn owner_epoch(&self, migration: &MigrationId) -> Result<u64, Error> {
+        let mut connection = self.connection.clone();
+        let epoch: u64 = redis::cmd("INCR")
+            .arg(format!("{}:m:{migration}:owner_epoch", self.namespace))
+            .query_async(&mut connection)
+            .await?;
+        Ok(epoch)
     }
 }

@@ -78,4 +78,11 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Waits until a task may be ready, or `timeout`. Spurious wake-ups are allowed.
     async fn wait_for_work(&self, timeout: Duration);
+
+    /// Owner: the next owner epoch the live store hands out for `migration` (INV-O1; the owner
+    /// takes the larger of this and the epoch stored in MySQL plus one). A store without a
+    /// shared counter answers 0.
+    async fn owner_epoch(&self, _migration: &MigrationId) -> Result<u64, Error> {
+        Ok(0)
+    }
 }
