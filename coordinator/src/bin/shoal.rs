@@ -318,6 +318,12 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
             last.cutover_blocked
         ),
     }
+    if let Some(state) = last.resumed_at {
+        println!(
+            "resumed from its checkpoint at {state}: {} chunk(s) recopied, {} chunk(s) copied by this run",
+            last.chunks_recopied, last.chunks_done
+        );
+    }
     Ok(())
 }
 

@@ -614,15 +614,15 @@ impl Migration {
         let available = logs
             .iter()
             .any(|row| row.get::<String, _>(0).as_deref() == Some(saved.binlog_file.as_str()));
+        if !available && self.options.strict {
+            return Err(Error::Preflight(format!(
+                "the checkpoint's binlog file {} was purged, so the migration cannot resume; \
+                 --strict forbids a fresh start (run without --strict to start over)",
+                saved.binlog_file
+            )));
+        }
         self.claim(&saved, live_epoch).await?;
         if !available {
-            if self.options.strict {
-                return Err(Error::Preflight(format!(
-                    "the checkpoint's binlog file {} was purged, so the migration cannot resume; \
-                     --strict forbids a fresh start (run without --strict to start over)",
-                    saved.binlog_file
-                )));
-            }
             warn!(
                 migration_id = %self.options.id,
                 file = %saved.binlog_file,

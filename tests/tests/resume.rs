@@ -1,0 +1,382 @@
+//! Checkpoints and resume with `shoal run`: a crash early in the copy, a crash after periodic
+//! checkpoints (only undrained chunks are copied again), a purged binlog, and checkpoint write
+//! failures. Each runs under the writer and ends with an exact comparison.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::Signal;
+use shoal_common::checkpoint::Detail;
+use shoal_tests::mariadb::MariaDb;
+use shoal_tests::processes::ShoalProcess;
+use shoal_tests::scenario::{
+    ALTER, assert_migrated_exactly, columns, finish_writer, seeded, tables,
+};
+use shoal_tests::servers::{TestDatabase, unique_name};
+use shoal_tests::wait;
+use shoal_tests::writer::{self, Ledger, Writer};
+
+/// `shoal run` of `alter` on `database` with `extra` flags and `failpoints`.
+fn shoal_run(
+    database: &TestDatabase,
+    alter: &str,
+    extra: &[&str],
+    failpoints: &str,
+) -> ShoalProcess {
+    let mut args: Vec<String> = ["run", "--alter", alter, "--no-instant", "--threads", "2"]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let env = [
+        ("SHOAL_DSN", database.dsn.clone()),
+        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
+    ];
+    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
+}
+
+/// Buffered copy with each chunk's read followed by a pause, so that a crash lands mid-copy.
+const SLOW_COPY: &str = "copy.after_read=sleep(100)";
+
+async fn start_writer(database: &TestDatabase, ledger: Ledger, seed: u64) -> Writer {
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        seed,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the writer to commit",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= 100).then_some(()) },
+    )
+    .await
+    .unwrap();
+    writer
+}
+
+async fn shadow_rows(database: &TestDatabase) -> u64 {
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_first::<u64, _>("SELECT COUNT(*) FROM _orders_new")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// The checkpoint's JSON detail, if the table and row exist.
+async fn checkpoint(database: &TestDatabase) -> Option<Detail> {
+    let mut connection = database.connect().await.unwrap();
+    let text: Option<String> = match connection
+        .query_first("SELECT detail FROM _orders_chkpnt WHERE id = 1")
+        .await
+    {
+        Ok(text) => text,
+        Err(mysql_async::Error::Server(error)) if error.code == 1146 => None,
+        Err(error) => panic!("read the checkpoint: {error}"),
+    };
+    text.map(|text| serde_json::from_str(&text).unwrap())
+}
+
+/// Waits for the run to exit 0 and returns its log.
+async fn expect_success(process: &mut ShoalProcess) -> String {
+    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal run failed ({status}):\n{}",
+        process.logs()
+    );
+    process.logs()
+}
+
+async fn kill(process: &mut ShoalProcess) {
+    process.signal(Signal::SIGKILL).unwrap();
+    process.wait_exit(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_early_in_the_copy_resumes_from_the_checkpoint_written_by_initial() {
+    let (database, ledger) = seeded("resume_early", 60_000).await;
+    let writer = start_writer(&database, ledger, 31).await;
+    let flags = ["--copy-mode", "buffered"];
+    let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    wait::until(
+        "the copy to write rows",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async { (shadow_rows(&database).await >= 4_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+    kill(&mut first).await;
+    let saved = checkpoint(&database).await.expect("a checkpoint exists");
+    assert!(
+        saved.plan.is_none(),
+        "only the checkpoint of Initial was written (default interval 50 s)"
+    );
+
+    // Another ALTER for the same table is refused, and nothing changes.
+    let mut other = shoal_run(
+        &database,
+        "ALTER TABLE orders ADD COLUMN other INT",
+        &flags,
+        "",
+    );
+    let status = other.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success(), "{}", other.logs());
+    assert!(
+        other.logs().contains("a checkpoint of a different ALTER"),
+        "{}",
+        other.logs()
+    );
+    let mut connection = database.connect().await.unwrap();
+    assert_eq!(
+        columns(&mut connection, &database.name, "orders").await,
+        vec!["id", "k", "c", "u"]
+    );
+    let names = tables(&mut connection, &database.name).await;
+    assert!(names.contains(&"_orders_chkpnt".to_owned()), "{names:?}");
+
+    let mut second = shoal_run(&database, ALTER, &flags, "");
+    let logs = expect_success(&mut second).await;
+    assert!(logs.contains("resuming from the checkpoint"), "{logs}");
+    assert!(
+        logs.contains("resumed from its checkpoint at CopyRows"),
+        "{logs}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_periodic_checkpoints_copies_only_the_undrained_chunks() {
+    let (database, ledger) = seeded("resume_periodic", 60_000).await;
+    let writer = start_writer(&database, ledger, 32).await;
+    let flags = ["--copy-mode", "buffered", "--checkpoint-interval", "1s"];
+    let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    let saved = wait::until(
+        "a periodic checkpoint past chunk 10",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&database).await.filter(|detail| {
+                detail
+                    .plan
+                    .as_ref()
+                    .is_some_and(|plan| plan.watermark.0 >= 10)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    kill(&mut first).await;
+    // The last checkpoint may be newer than the one seen: read it again after the kill.
+    let saved = checkpoint(&database).await.unwrap_or(saved.0);
+    let plan = saved.plan.expect("the plan is checkpointed");
+    let drained = plan.watermark.0 + plan.chunks.iter().filter(|chunk| chunk.2).count() as u64;
+    let undrained = plan.chunks.iter().filter(|chunk| !chunk.2).count() as u64;
+    let mut rest = plan.planner.clone();
+    let mut unplanned = 0;
+    while rest.next_chunk(saved.spec.chunk_rows).is_some() {
+        unplanned += 1;
+    }
+
+    let mut second = shoal_run(&database, ALTER, &flags, "");
+    let logs = expect_success(&mut second).await;
+    let expected_line = format!(
+        "resumed from its checkpoint at CopyRows: {undrained} chunk(s) recopied, {} chunk(s) copied by this run",
+        undrained + unplanned
+    );
+    assert!(
+        logs.contains(&expected_line),
+        "the {drained} drained chunks are not copied again; wanted {expected_line:?} in:\n{logs}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_fails_with_strict_and_starts_afresh_without() {
+    // A private server: purging binary logs must not disturb other tests' streams.
+    let dir = tempfile::tempdir().unwrap();
+    let server = MariaDb::start(dir.path()).unwrap();
+    let name = unique_name("purged");
+    server
+        .info
+        .root_sql(&format!("CREATE DATABASE `{name}`"))
+        .unwrap();
+    let database = TestDatabase {
+        dsn: server.info.dsn(&name),
+        name,
+    };
+    let mut connection = database.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", 20_000)
+        .await
+        .unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    let writer = start_writer(&database, ledger, 33).await;
+    let flags = ["--copy-mode", "buffered"];
+    let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    wait::until(
+        "the copy to write rows",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async { (shadow_rows(&database).await >= 2_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+    kill(&mut first).await;
+    let saved_file: String = connection
+        .query_first("SELECT binlog_name FROM _orders_chkpnt WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    connection.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let current: mysql_async::Row = connection
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let current: String = current.get(0).unwrap();
+    // The killed run's dump thread keeps its file in use until the server notices the closed
+    // socket; PURGE skips a file in use, so repeat it until the file is gone.
+    wait::until(
+        "the checkpoint's binlog file to be purged",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let mut connection = database.connect().await.ok()?;
+            connection
+                .query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+                .await
+                .ok()?;
+            let logs: Vec<mysql_async::Row> = connection.query("SHOW BINARY LOGS").await.ok()?;
+            let files: Vec<String> = logs.iter().filter_map(|row| row.get(0)).collect();
+            (!files.contains(&saved_file)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut strict = shoal_run(
+        &database,
+        ALTER,
+        &["--copy-mode", "buffered", "--strict"],
+        "",
+    );
+    let status = strict.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success(), "{}", strict.logs());
+    assert!(
+        strict
+            .logs()
+            .contains(&format!("binlog file {saved_file} was purged")),
+        "{}",
+        strict.logs()
+    );
+    assert_eq!(
+        columns(&mut connection, &database.name, "orders").await,
+        vec!["id", "k", "c", "u"],
+        "the table is untouched"
+    );
+
+    let mut fresh = shoal_run(&database, ALTER, &flags, "");
+    let logs = expect_success(&mut fresh).await;
+    assert!(logs.contains("starting afresh"), "{logs}");
+    assert!(!logs.contains("resumed from its checkpoint"), "{logs}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_checkpoint_table_stops_the_migration_and_leaves_the_table_intact() {
+    let (database, ledger) = seeded("chkpnt_dropped", 60_000).await;
+    let writer = start_writer(&database, ledger, 34).await;
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
+        SLOW_COPY,
+    );
+    wait::until(
+        "a periodic checkpoint",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&database)
+                .await
+                .filter(|detail| detail.plan.is_some())
+        },
+    )
+    .await
+    .unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop("DROP TABLE _orders_chkpnt")
+        .await
+        .unwrap();
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    assert!(!status.success(), "{}", run.logs());
+    assert!(
+        run.logs().contains("_orders_chkpnt` is gone"),
+        "the error names the checkpoint table:\n{}",
+        run.logs()
+    );
+    let expected = writer.stop().await.unwrap();
+    assert_eq!(
+        columns(&mut connection, &database.name, "orders").await,
+        vec!["id", "k", "c", "u"]
+    );
+    let left: Vec<String> = tables(&mut connection, &database.name)
+        .await
+        .into_iter()
+        .filter(|name| name.starts_with("_orders"))
+        .collect();
+    assert!(left.is_empty(), "shoal's tables are removed: {left:?}");
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    let differences = writer::differences(&expected, &actual);
+    assert!(differences.is_empty(), "{differences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes() {
+    let (database, ledger) = seeded("chkpnt_killed", 60_000).await;
+    let writer = start_writer(&database, ledger, 35).await;
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
+        SLOW_COPY,
+    );
+    let saved = wait::until(
+        "a periodic checkpoint",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&database)
+                .await
+                .filter(|detail| detail.plan.is_some())
+        },
+    )
+    .await
+    .unwrap();
+    // The owner's connections: the advisory lock's, then the checkpoint writer's.
+    let checkpoint_connection = *saved.0.owner_connections.last().unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .exec_drop("KILL ?", (checkpoint_connection,))
+        .await
+        .unwrap();
+    let logs = expect_success(&mut run).await;
+    assert!(logs.contains("checkpoint write failed; retrying"), "{logs}");
+    assert!(logs.contains("checkpoint written again"), "{logs}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
