@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MAX_POLL_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub max_poll_wait: Duration,
 
+    /// Owner lease of a migration: a standby coordinator takes an orphaned migration over once
+    /// its owner has not renewed the lease for this long.
+    #[arg(long, env = "SHOAL_OWNER_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub owner_ttl: Duration,
+
     /// How often the owner of a migration writes its checkpoint while copying.
     #[arg(long, env = "SHOAL_CHECKPOINT_INTERVAL", default_value = "50s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use shoal_common::ids::MigrationId;
 use shoal_proto::v1;
 
-use crate::registry::{Registry, status};
+use crate::owners::Owners;
 
 /// One transition, as JSON.
 #[derive(Debug, Serialize)]
@@ -115,12 +115,11 @@ pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
     }
 }
 
-async fn statuses(State(registry): State<Registry>) -> Json<StatusesJson> {
-    let migrations: Vec<StatusJson> = registry
-        .all()
-        .iter()
-        .map(|(id, entry)| to_json(&status(id, entry)))
-        .collect();
+async fn statuses(State(owners): State<Owners>) -> Response {
+    let migrations: Vec<StatusJson> = match owners.statuses().await {
+        Ok(statuses) => statuses.iter().map(to_json).collect(),
+        Err(status) => return unavailable(&status),
+    };
     let mut counts_by_state = BTreeMap::new();
     for migration in &migrations {
         *counts_by_state.entry(migration.state.clone()).or_insert(0) += 1;
@@ -130,14 +129,27 @@ async fn statuses(State(registry): State<Registry>) -> Json<StatusesJson> {
         counts_by_state,
         migrations,
     })
+    .into_response()
 }
 
-async fn one_status(State(registry): State<Registry>, Path(id): Path<String>) -> Response {
-    let found = MigrationId::parse(id.clone())
-        .ok()
-        .and_then(|parsed| registry.get(&parsed).map(|entry| (parsed, entry)));
+fn unavailable(status: &tonic::Status) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "error": status.message() })),
+    )
+        .into_response()
+}
+
+async fn one_status(State(owners): State<Owners>, Path(id): Path<String>) -> Response {
+    let found = match MigrationId::parse(id.clone()) {
+        Ok(parsed) => match owners.status_of(&parsed).await {
+            Ok(found) => found,
+            Err(status) => return unavailable(&status),
+        },
+        Err(_) => None,
+    };
     match found {
-        Some((parsed, entry)) => Json(to_json(&status(&parsed, &entry))).into_response(),
+        Some(status) => Json(to_json(&status)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "error": format!("migration {id:?} not found") })),
@@ -146,10 +158,10 @@ async fn one_status(State(registry): State<Registry>, Path(id): Path<String>) ->
     }
 }
 
-/// The status API's routes over `registry`.
-pub fn router(registry: Registry) -> Router {
+/// The status API's routes over the migrations' statuses.
+pub fn router(owners: Owners) -> Router {
     Router::new()
         .route("/api/v1/migrations/statuses", get(statuses))
         .route("/api/v1/migrations/{id}/status", get(one_status))
-        .with_state(registry)
+        .with_state(owners)
 }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod embedded;
 pub mod http;
 pub mod migration;
+pub mod owners;
 pub mod registry;
 pub mod server;
 pub mod store;

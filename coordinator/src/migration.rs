@@ -124,6 +124,10 @@ pub struct MigrationOptions {
     pub defer_cutover: bool,
     /// Who owns the migration (coordinator id, or `run@<host>:<pid>`), for the checkpoint.
     pub owner: String,
+    /// A coordinator taking the migration over (it holds the owner lease): the previous
+    /// owner's connections recorded in the checkpoint are killed, and the advisory lock is
+    /// waited for.
+    pub take_over: bool,
 }
 
 impl std::fmt::Debug for MigrationOptions {

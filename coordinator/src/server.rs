@@ -22,10 +22,14 @@ use tracing::{info, warn};
 use crate::api::migration_service::MigrationApi;
 use crate::api::work_service::WorkApi;
 use crate::config::Config;
+use crate::owners::{OwnerSettings, Owners};
 use crate::registry::Registry;
 use crate::store::memory::MemoryWorkerRegistry;
+use crate::store::memory_migrations::MemoryMigrationStore;
 use crate::store::memory_tasks::MemoryTaskStore;
+use crate::store::migrations::MigrationStore;
 use crate::store::redis::{RedisWorkerRegistry, connect};
+use crate::store::redis_migrations::RedisMigrationStore;
 use crate::store::redis_tasks::RedisTaskStore;
 use crate::store::tasks::TaskStore;
 use crate::store::worker_registry::WorkerRegistry;
@@ -42,6 +46,8 @@ pub struct Coordinator {
     registry: Arc<dyn WorkerRegistry>,
     /// Tasks and leases.
     tasks: Arc<dyn TaskStore>,
+    /// Active migrations, owner leases, intents, statuses.
+    migrations: Arc<dyn MigrationStore>,
     /// Registration TTL and heartbeat cadence.
     timing: RegistrationTiming,
 }
@@ -57,7 +63,12 @@ impl Coordinator {
                 std::process::id(),
             ),
         };
-        let (registry, tasks): (Arc<dyn WorkerRegistry>, Arc<dyn TaskStore>) = match &config.redis {
+        type Stores = (
+            Arc<dyn WorkerRegistry>,
+            Arc<dyn TaskStore>,
+            Arc<dyn MigrationStore>,
+        );
+        let (registry, tasks, migrations): Stores = match &config.redis {
             Some(url) => {
                 let connection = connect(url)
                     .await
@@ -67,7 +78,14 @@ impl Coordinator {
                         connection.clone(),
                         config.namespace.clone(),
                     )),
-                    Arc::new(RedisTaskStore::new(connection, config.namespace.clone())),
+                    Arc::new(RedisTaskStore::new(
+                        connection.clone(),
+                        config.namespace.clone(),
+                    )),
+                    Arc::new(RedisMigrationStore::new(
+                        connection,
+                        config.namespace.clone(),
+                    )),
                 )
             }
             None => {
@@ -75,6 +93,7 @@ impl Coordinator {
                 (
                     Arc::new(MemoryWorkerRegistry::default()),
                     Arc::new(MemoryTaskStore::default()),
+                    Arc::new(MemoryMigrationStore::default()),
                 )
             }
         };
@@ -87,6 +106,7 @@ impl Coordinator {
             listener,
             registry,
             tasks,
+            migrations,
             timing,
         })
     }
@@ -112,13 +132,27 @@ impl Coordinator {
             .build_v1()
             .context("build the reflection service")?;
         let targets = Targets::new(std::collections::HashMap::new(), Duration::from_secs(5), 16);
-        let migrations = Registry::default();
+        let owners = Owners::new(
+            OwnerSettings {
+                owner: self.id.to_string(),
+                lease_ttl: self.config.lease_ttl,
+                owner_ttl: self.config.owner_ttl,
+                checkpoint_interval: self.config.checkpoint_interval,
+                status_interval: self.config.status_interval,
+            },
+            Arc::clone(&self.migrations),
+            Arc::clone(&self.tasks),
+            Registry::default(),
+            targets,
+            shutdown.clone(),
+        );
+        tokio::spawn(owners.clone().run());
         if let Some(http) = self.config.http {
             let listener = TcpListener::bind(http)
                 .await
                 .with_context(|| format!("listen on {http} (--http)"))?;
             info!(address = %http, "status API listening");
-            let router = crate::http::router(migrations.clone());
+            let router = crate::http::router(owners.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 let served = axum::serve(listener, router)
@@ -129,19 +163,7 @@ impl Coordinator {
                 }
             });
         }
-        let migration_api = MigrationApi::new(
-            Arc::clone(&self.registry),
-            Arc::clone(&self.tasks),
-            migrations,
-            targets,
-            crate::api::migration_service::OwnerSettings {
-                lease_ttl: self.config.lease_ttl,
-                checkpoint_interval: self.config.checkpoint_interval,
-                status_interval: self.config.status_interval,
-                owner: self.id.to_string(),
-            },
-            shutdown.clone(),
-        );
+        let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners);
         let work_api = WorkApi::new(
             self.id.clone(),
             Arc::clone(&self.registry),

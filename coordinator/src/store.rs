@@ -14,8 +14,11 @@
 //! memory store's tokio clock), so every coordinator replica gives the same answer.
 
 pub mod memory;
+pub mod memory_migrations;
 pub mod memory_tasks;
+pub mod migrations;
 pub mod redis;
+pub mod redis_migrations;
 pub mod redis_tasks;
 pub mod tasks;
 pub mod worker_registry;

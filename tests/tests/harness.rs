@@ -99,3 +99,14 @@ async fn redis_task_store_conforms() {
     );
     conformance::task_store(&store, |wait| tokio::time::sleep(wait)).await;
 }
+
+#[tokio::test]
+async fn redis_migration_store_conforms() {
+    let servers = servers::shared();
+    let connection = connect(&servers.redis.url()).await.unwrap();
+    let store = shoal_coordinator::store::redis_migrations::RedisMigrationStore::new(
+        connection,
+        servers.redis_namespace("migration_conformance"),
+    );
+    conformance::migration_store(&store, |wait| tokio::time::sleep(wait)).await;
+}

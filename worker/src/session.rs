@@ -181,6 +181,24 @@ impl Targets {
         })
     }
 
+    /// Every target name configured on this process: the explicit ones and those named by
+    /// `SHOAL_TARGET_<NAME>[_FILE]` variables (lower-cased).
+    pub fn configured(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.explicit.keys().cloned().collect();
+        for (key, _) in std::env::vars() {
+            if let Some(rest) = key.strip_prefix("SHOAL_TARGET_") {
+                let name = rest
+                    .strip_suffix("_FILE")
+                    .unwrap_or(rest)
+                    .to_ascii_lowercase();
+                if !name.is_empty() && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
     /// The pool of `name`, opened on first use.
     pub fn pool(&self, name: &str) -> Result<Pool, Error> {
         let mut pools = self

@@ -361,8 +361,8 @@ impl Migration {
         Ok(())
     }
 
-    /// Takes the migration over from the checkpoint's writer: raises the owner epoch in MySQL
-    /// (waiting for any flush of the old owner in flight) and kills the old owner's connections.
+    /// Takes the migration over from the checkpoint's writer: raises the owner epoch in MySQL,
+    /// which waits for any flush of the old owner in flight (INV-O1).
     pub(super) async fn claim(&mut self, saved: &Saved, live_epoch: u64) -> Result<(), Error> {
         let epoch = shoal_common::checkpoint::next_owner_epoch(live_epoch, Some(saved.owner_epoch));
         let mut connection = self.pool.get_conn().await?;
@@ -383,20 +383,7 @@ impl Migration {
         self.owner_epoch = epoch;
         self.progress
             .send_modify(|progress| progress.owner_epoch = epoch);
-        let own = u64::from(connection.id());
-        for id in &saved.detail.owner_connections {
-            if *id == own {
-                continue;
-            }
-            match connection.exec_drop("KILL ?", (*id,)).await {
-                Ok(()) => info!(connection = id, "killed a connection of the previous owner"),
-                // 1094: unknown thread (the previous owner's connections are gone).
-                Err(mysql_async::Error::Server(server)) if server.code == 1094 => {}
-                Err(error) => {
-                    warn!(connection = id, %error, "kill of a previous owner's connection")
-                }
-            }
-        }
+        info!(migration_id = %self.options.id, owner_epoch = epoch, "owner epoch raised");
         Ok(())
     }
 

@@ -54,14 +54,18 @@ impl Migration {
         }
     }
 
+    fn task_id(&self, chunk: ChunkId, epoch: FenceEpoch) -> Result<TaskId, Error> {
+        TaskId::parse(format!("{}-c{}-e{}", self.options.id, chunk.0, epoch.0))
+            .map_err(|error| Error::Copy(error.to_string()))
+    }
+
     fn task_spec(
         &self,
         chunk: ChunkId,
         range: ChunkRange,
         epoch: FenceEpoch,
     ) -> Result<TaskSpec, Error> {
-        let task_id = TaskId::parse(format!("{}-c{}-e{}", self.options.id, chunk.0, epoch.0))
-            .map_err(|error| Error::Copy(error.to_string()))?;
+        let task_id = self.task_id(chunk, epoch)?;
         Ok(TaskSpec {
             task_id,
             migration_id: self.options.id.clone(),
@@ -303,8 +307,14 @@ impl Migration {
 
             let collected = self.store.collect(&self.options.id).await?;
             for completion in collected.completions {
-                let Some(entry) = in_flight.remove(&completion.chunk) else {
-                    warn!(chunk = %completion.chunk, "completion for a chunk not in flight; ignored");
+                // Only the task of the chunk's current fence epoch counts: a report of an
+                // earlier epoch (a previous owner's task) is ignored.
+                let current = in_flight.get(&completion.chunk).is_some_and(|entry| {
+                    self.task_id(completion.chunk, entry.epoch)
+                        .is_ok_and(|task_id| task_id == completion.task_id)
+                });
+                let Some(entry) = in_flight.remove(&completion.chunk).filter(|_| current) else {
+                    warn!(chunk = %completion.chunk, task = %completion.task_id, "completion of a task not in flight; ignored");
                     continue;
                 };
                 let deferred = self.buffer.take_range(entry.range.lower, entry.range.upper);
@@ -322,7 +332,10 @@ impl Migration {
             }
             for returned in collected.returned {
                 let chunk = returned.spec.chunk;
-                let Some(mut entry) = in_flight.remove(&chunk) else {
+                let current = in_flight
+                    .get(&chunk)
+                    .is_some_and(|entry| entry.epoch == returned.spec.fence_epoch);
+                let Some(mut entry) = in_flight.remove(&chunk).filter(|_| current) else {
                     continue;
                 };
                 entry.attempts += 1;

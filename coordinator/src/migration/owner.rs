@@ -58,6 +58,9 @@ pub struct Migration {
     pub(super) store: Arc<dyn TaskStore>,
     pub(super) progress: watch::Sender<Progress>,
     pub(super) cancel: CancellationToken,
+    /// Cancelled when this owner lost the migration (lease lost, live store lost, shutdown):
+    /// it stops at once and cleans nothing up.
+    pub(super) deposed: CancellationToken,
     /// Operator intents (pause, volume), read at every step of the copy.
     pub(super) intents: watch::Receiver<Intents>,
     pub(super) schema: String,
@@ -240,6 +243,7 @@ impl Migration {
             store,
             progress,
             cancel,
+            deposed: CancellationToken::new(),
             schema,
             table,
             statement,
@@ -279,6 +283,12 @@ impl Migration {
         self.resume.as_ref().map(|_| *self.intents.borrow())
     }
 
+    /// Stops the migration without cleanup when `deposed` is cancelled.
+    pub fn with_deposed(mut self, deposed: CancellationToken) -> Self {
+        self.deposed = deposed;
+        self
+    }
+
     /// Lets an operator pause, resume and change the volume through `intents`.
     pub fn with_intents(mut self, intents: watch::Receiver<Intents>) -> Self {
         self.intents = intents;
@@ -313,6 +323,11 @@ impl Migration {
     }
 
     pub(super) fn check_cancelled(&self) -> Result<(), Error> {
+        if self.deposed.is_cancelled() {
+            return Err(Error::Deposed(
+                "this coordinator no longer owns the migration".to_owned(),
+            ));
+        }
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -410,12 +425,34 @@ impl Migration {
     }
 
     /// Mutual exclusion across `shoal run` and every fleet: `GET_LOCK('shoal/<schema>.<t>')` on
-    /// a dedicated connection, held until the end.
+    /// a dedicated connection, held until the end. A coordinator taking over first kills the
+    /// previous owner's connections recorded in the checkpoint (a stalled owner still holds the
+    /// lock), then waits for the lock.
     async fn lock(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let name = format!("shoal/{}.{}", self.schema, self.table);
+        let mut wait = 0;
+        if self.options.take_over
+            && let Some(saved) = &self.resume
+        {
+            let own = u64::from(connection.id());
+            for id in &saved.detail.owner_connections {
+                if *id == own {
+                    continue;
+                }
+                match connection.exec_drop("KILL ?", (*id,)).await {
+                    Ok(()) => info!(connection = id, "killed a connection of the previous owner"),
+                    // 1094: unknown thread (the previous owner's connections are gone).
+                    Err(mysql_async::Error::Server(server)) if server.code == 1094 => {}
+                    Err(error) => {
+                        warn!(connection = id, %error, "kill of a previous owner's connection")
+                    }
+                }
+            }
+            wait = self.options.lock_wait_timeout.as_secs().max(1);
+        }
         let got: Option<i64> = connection
-            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .exec_first("SELECT GET_LOCK(?, ?)", (&name, wait))
             .await?;
         if got != Some(1) {
             return Err(Error::Preflight(format!(
@@ -622,6 +659,9 @@ impl Migration {
             )));
         }
         self.claim(&saved, live_epoch).await?;
+        // The previous owner's tasks: their reports become unknown (their chunks are fenced
+        // again before they are copied).
+        self.store.clear(&self.options.id).await?;
         if !available {
             warn!(
                 migration_id = %self.options.id,

@@ -328,3 +328,105 @@ where
     assert!(empty.completions.is_empty() && empty.returned.is_empty());
     store.clear(&m1).await.expect("clear");
 }
+
+/// The migration-store contract: the owner lease is exclusive, renewed and released only by its
+/// holder, and expires; records, intents, statuses and the incarnation round-trip.
+pub async fn migration_store<F, Fut>(
+    store: &dyn super::migrations::MigrationStore,
+    mut let_time_pass: F,
+) where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use super::migrations::{MigrationRecord, OperatorIntents};
+    use shoal_common::ids::MigrationId;
+
+    let id = MigrationId::parse("orders-1").expect("valid id");
+    let ttl = Duration::from_millis(600);
+    let record = MigrationRecord {
+        id: id.to_string(),
+        target: "local".to_owned(),
+        schema: "db".to_owned(),
+        alter: "ALTER TABLE orders ADD COLUMN x INT".to_owned(),
+        threads: 4,
+        chunk_rows: 1000,
+        copy_mode: shoal_common::task::CopyMode::Server,
+        keep_old_table: false,
+        no_instant: true,
+        strict: false,
+        defer_cutover: false,
+        lock_wait_timeout_ms: 5000,
+    };
+    store.register(&record).await.expect("register");
+    store.register(&record).await.expect("register twice");
+    assert_eq!(store.active().await.expect("active"), vec![record.clone()]);
+
+    assert!(store.try_own(&id, "c1", ttl).await.expect("own"));
+    assert!(
+        !store.try_own(&id, "c2", ttl).await.expect("own"),
+        "exclusive"
+    );
+    assert!(
+        !store.renew(&id, "c2", ttl).await.expect("renew"),
+        "only the holder renews"
+    );
+    store.disown(&id, "c2").await.expect("disown");
+    assert!(
+        !store.try_own(&id, "c2", ttl).await.expect("own"),
+        "only the holder releases"
+    );
+    assert!(store.renew(&id, "c1", ttl).await.expect("renew"));
+    let_time_pass(ttl + Duration::from_millis(200)).await;
+    assert!(
+        !store.renew(&id, "c1", ttl).await.expect("renew"),
+        "expired"
+    );
+    assert!(
+        store.try_own(&id, "c2", ttl).await.expect("own"),
+        "taken over after expiry"
+    );
+    store.disown(&id, "c2").await.expect("disown");
+    assert!(
+        store.try_own(&id, "c1", ttl).await.expect("own"),
+        "free at once after release"
+    );
+    store.disown(&id, "c1").await.expect("disown");
+
+    assert_eq!(store.intents(&id).await.expect("intents"), None);
+    let intents = OperatorIntents {
+        paused: true,
+        threads: 2,
+        released: false,
+        cancelled: false,
+    };
+    store.set_intents(&id, &intents).await.expect("set intents");
+    assert_eq!(store.intents(&id).await.expect("intents"), Some(intents));
+
+    store
+        .put_status(&id, vec![1, 2, 3])
+        .await
+        .expect("put status");
+    assert_eq!(
+        store.status(&id).await.expect("status"),
+        Some(vec![1, 2, 3])
+    );
+    assert_eq!(
+        store.statuses().await.expect("statuses"),
+        vec![vec![1, 2, 3]]
+    );
+
+    let incarnation = store.incarnation().await.expect("incarnation");
+    assert_eq!(
+        store.incarnation().await.expect("incarnation"),
+        incarnation,
+        "stable"
+    );
+
+    store.finish(&id).await.expect("finish");
+    assert!(store.active().await.expect("active").is_empty());
+    assert_eq!(
+        store.status(&id).await.expect("status"),
+        Some(vec![1, 2, 3]),
+        "status stays"
+    );
+}

@@ -1,0 +1,102 @@
+//! The migration store: which migrations are active, who owns each (the owner lease), the
+//! operators' intents, the last published status, and the live store's incarnation.
+//!
+//! # Invariants
+//! - INV-O1 (live side): at most one coordinator holds a migration's owner lease at a time; it
+//!   is taken with `SET NX` semantics, renewed and released only by its holder, and expires
+//!   after its TTL. Ownership also needs the MySQL advisory lock and a current owner epoch in
+//!   the checkpoint table; the lease alone never authorises a durable write.
+//! - Everything here can be lost (Redis `FLUSHALL`): the incarnation changes, and the
+//!   coordinators rebuild the records from the MySQL checkpoints.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shoal_common::ids::MigrationId;
+use shoal_common::task::CopyMode;
+
+use super::Error;
+
+/// A migration's spec as the live store keeps it: no DSN, no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// Its id.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// Schema of the table.
+    pub schema: String,
+    /// The ALTER statement.
+    pub alter: String,
+    /// Concurrent copy tasks.
+    pub threads: u32,
+    /// Rows per chunk.
+    pub chunk_rows: u64,
+    /// How rows are copied.
+    pub copy_mode: CopyMode,
+    /// Keep `_<t>_old`.
+    pub keep_old_table: bool,
+    /// Skip the INSTANT attempt.
+    pub no_instant: bool,
+    /// Fail rather than start afresh when resuming is impossible.
+    pub strict: bool,
+    /// Wait on the sentinel before the cut-over.
+    pub defer_cutover: bool,
+    /// Bound on lock waits, in milliseconds.
+    pub lock_wait_timeout_ms: u64,
+}
+
+/// What operators asked of a migration, through any coordinator; its owner applies it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorIntents {
+    /// Copy paused.
+    pub paused: bool,
+    /// Thread budget (0: unchanged).
+    pub threads: u32,
+    /// Deferred cut-over released.
+    pub released: bool,
+    /// Cancel requested.
+    pub cancelled: bool,
+}
+
+/// Active migrations, owner leases, intents and statuses.
+#[async_trait]
+pub trait MigrationStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a migration as active (idempotent).
+    async fn register(&self, record: &MigrationRecord) -> Result<(), Error>;
+
+    /// The active migrations' records.
+    async fn active(&self) -> Result<Vec<MigrationRecord>, Error>;
+
+    /// Ends a migration: no longer active (its last status stays readable).
+    async fn finish(&self, id: &MigrationId) -> Result<(), Error>;
+
+    /// Takes the owner lease for `ttl` if nobody holds it. True if taken.
+    async fn try_own(&self, id: &MigrationId, owner: &str, ttl: Duration) -> Result<bool, Error>;
+
+    /// Extends the lease if `owner` still holds it. False when lost.
+    async fn renew(&self, id: &MigrationId, owner: &str, ttl: Duration) -> Result<bool, Error>;
+
+    /// Gives the lease back if `owner` holds it (a standby takes over at once).
+    async fn disown(&self, id: &MigrationId, owner: &str) -> Result<(), Error>;
+
+    /// The operators' intents, if any were recorded.
+    async fn intents(&self, id: &MigrationId) -> Result<Option<OperatorIntents>, Error>;
+
+    /// Records the operators' intents.
+    async fn set_intents(&self, id: &MigrationId, intents: &OperatorIntents) -> Result<(), Error>;
+
+    /// Publishes a migration's status (an encoded `shoal.v1.MigrationStatus`).
+    async fn put_status(&self, id: &MigrationId, status: Vec<u8>) -> Result<(), Error>;
+
+    /// One migration's last published status.
+    async fn status(&self, id: &MigrationId) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Every published status.
+    async fn statuses(&self) -> Result<Vec<Vec<u8>>, Error>;
+
+    /// The live store's incarnation: created if absent. A different answer than before means
+    /// the store lost everything.
+    async fn incarnation(&self) -> Result<String, Error>;
+}
