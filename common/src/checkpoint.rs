@@ -85,6 +85,10 @@ pub struct Detail {
     pub cutover: CutoverMarker,
     /// Who wrote it (a coordinator id, or `run@<host>:<pid>`).
     pub owner: String,
+    /// The fleet (live-store namespace) that runs it; `None` for `shoal run`. A fleet rebuilding
+    /// from MySQL adopts only its own migrations, never a `shoal run` or another fleet's.
+    #[serde(default)]
+    pub fleet: Option<String>,
     /// The owner's MySQL connection ids: a taking-over owner kills them.
     pub owner_connections: Vec<u64>,
     /// Rows copied so far (for status after a resume).
@@ -211,6 +215,7 @@ mod tests {
                 plan: None,
                 cutover: CutoverMarker::NotStarted,
                 owner: "run@h:1".to_owned(),
+                fleet: None,
                 owner_connections: vec![7],
                 rows_copied: 0,
             },

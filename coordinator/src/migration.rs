@@ -124,6 +124,8 @@ pub struct MigrationOptions {
     pub defer_cutover: bool,
     /// Who owns the migration (coordinator id, or `run@<host>:<pid>`), for the checkpoint.
     pub owner: String,
+    /// The fleet (live-store namespace) running it; `None` for `shoal run`.
+    pub fleet: Option<String>,
     /// A coordinator taking the migration over (it holds the owner lease): the previous
     /// owner's connections recorded in the checkpoint are killed, and the advisory lock is
     /// waited for.

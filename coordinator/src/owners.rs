@@ -44,6 +44,9 @@ use crate::store::tasks::TaskStore;
 pub struct OwnerSettings {
     /// This coordinator's id: the owner lease's value, recorded in checkpoints.
     pub owner: String,
+    /// The fleet's name (its live-store namespace), recorded in checkpoints: a rebuild from
+    /// MySQL adopts only checkpoints of its own fleet.
+    pub fleet: String,
     /// Lease of one task.
     pub lease_ttl: Duration,
     /// Owner lease; a standby takes an orphaned migration over after it expires.
@@ -220,6 +223,7 @@ impl Owners {
             strict: record.strict,
             defer_cutover: record.defer_cutover,
             owner: settings.owner.clone(),
+            fleet: Some(settings.fleet.clone()),
             take_over,
         })
     }
@@ -301,6 +305,7 @@ impl Owners {
             },
         );
         info!(migration_id = %id, "owning the migration");
+        self.publish(&id, &entry).await;
         let migration = migration
             .with_intents(intents_receiver)
             .with_deposed(deposed.clone());
@@ -317,10 +322,13 @@ impl Owners {
                 }
             };
             let _ = outcome_sender.send(outcome);
-            owners.owned().remove(&id);
             let store = &owners.inner.store;
             let owner = &owners.inner.settings.owner;
             if deposed_now {
+                // The next owner answers for it now (from the status it publishes). Forgotten
+                // before it leaves `owned`, so that a takeover here starts from a clean slate.
+                owners.inner.registry.remove(&id);
+                owners.owned().remove(&id);
                 // Hand the migration over at once if this coordinator is shutting down; a
                 // lease already lost is not ours to give back.
                 if owners.inner.shutdown.is_cancelled() {
@@ -328,6 +336,7 @@ impl Owners {
                 }
                 return;
             }
+            owners.owned().remove(&id);
             owners.publish(&id, &entry).await;
             if let Err(error) = store.finish(&id).await {
                 warn!(migration_id = %id, %error, "record the migration's end");
@@ -578,6 +587,10 @@ impl Owners {
                 continue;
             };
             let detail = &saved.detail;
+            if detail.fleet.as_deref() != Some(self.inner.settings.fleet.as_str()) {
+                // A `shoal run`, or another fleet's migration: not ours to adopt.
+                continue;
+            }
             let record = MigrationRecord {
                 id: detail.migration_id.clone(),
                 target: detail.spec.target.clone(),

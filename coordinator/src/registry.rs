@@ -1,8 +1,8 @@
 //! The migrations this coordinator owns, their live progress and their outcome.
 //!
 //! # What is stored where
-//! Today status lives in this process only: a coordinator answers for the migrations it runs.
-//! Status history in Redis, ownership leases and fail-over come with the lifecycle issue.
+//! The owner keeps live progress here; [`crate::owners`] publishes it to the live store so that
+//! every coordinator can answer for every migration.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,11 @@ impl Registry {
     /// Adds a migration.
     pub fn insert(&self, id: MigrationId, entry: Entry) {
         self.lock().insert(id, entry);
+    }
+
+    /// Forgets a migration (its owner moved on to another coordinator).
+    pub fn remove(&self, id: &MigrationId) {
+        self.lock().remove(id);
     }
 
     /// A migration by id.
@@ -135,6 +140,19 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         "cutover_blocked_ms".to_owned(),
         progress.cutover_blocked.as_millis().to_string(),
     );
+    metadata.insert("owner_epoch".to_owned(), progress.owner_epoch.to_string());
+    metadata.insert("checkpoints".to_owned(), progress.checkpoints.to_string());
+    metadata.insert(
+        "checkpoint_failures".to_owned(),
+        progress.checkpoint_failures.to_string(),
+    );
+    if let Some(state) = progress.resumed_at {
+        metadata.insert("resumed_at".to_owned(), state.to_string());
+        metadata.insert(
+            "chunks_recopied".to_owned(),
+            progress.chunks_recopied.to_string(),
+        );
+    }
     v1::MigrationStatus {
         migration_id: id.to_string(),
         spec: Some(entry.spec.clone()),
@@ -177,8 +195,15 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
             workers: 0,
             chunks_done: progress.chunks_done,
             chunks_leased: progress.chunks_in_flight,
-            binlog_file: String::new(),
-            binlog_position: 0,
+            binlog_file: progress
+                .binlog_position
+                .as_ref()
+                .map(|(file, _)| file.clone())
+                .unwrap_or_default(),
+            binlog_position: progress
+                .binlog_position
+                .as_ref()
+                .map_or(0, |(_, position)| *position),
         }),
         change_path: match progress.path {
             Some(ChangePath::Instant) => v1::ChangePath::Instant as i32,

@@ -135,6 +135,7 @@ impl Coordinator {
         let owners = Owners::new(
             OwnerSettings {
                 owner: self.id.to_string(),
+                fleet: self.config.namespace.clone(),
                 lease_ttl: self.config.lease_ttl,
                 owner_ttl: self.config.owner_ttl,
                 checkpoint_interval: self.config.checkpoint_interval,

@@ -166,6 +166,8 @@ pub struct CoordinatorOptions {
     pub worker_ttl: Duration,
     /// Extra environment (e.g. `SHOAL_TARGET_<NAME>` DSNs).
     pub env: Vec<(&'static str, String)>,
+    /// Extra flags (e.g. `--owner-ttl 3s`).
+    pub args: Vec<String>,
 }
 
 /// A coordinator process and its gRPC address.
@@ -199,6 +201,7 @@ impl CoordinatorProcess {
         if let Some(url) = &options.redis_url {
             args.extend(["--redis".to_owned(), url.clone()]);
         }
+        args.extend(options.args.iter().cloned());
         let mut process = ShoalProcess::spawn(name, "shoal-coordinator", &args, &options.env)?;
         let url = format!("http://127.0.0.1:{port}");
         let what = format!("{name} to serve gRPC at {url}");

@@ -151,6 +151,7 @@ async fn fleet(
         namespace: servers.redis_namespace(label),
         worker_ttl: Duration::from_secs(3),
         env: coordinator_env,
+        args: Vec::new(),
     };
     (
         CoordinatorProcess::start("coordinator", &options)

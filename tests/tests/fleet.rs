@@ -38,6 +38,7 @@ async fn start_coordinator(label: &str) -> CoordinatorProcess {
         namespace: servers.redis_namespace(label),
         worker_ttl: WORKER_TTL,
         env: Vec::new(),
+        args: Vec::new(),
     };
     CoordinatorProcess::start("coordinator", &options)
         .await
@@ -159,6 +160,7 @@ async fn a_worker_registers_again_when_redis_loses_its_registration() {
         namespace: namespace.clone(),
         worker_ttl: WORKER_TTL,
         env: Vec::new(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await

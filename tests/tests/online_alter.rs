@@ -109,6 +109,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         namespace: servers.redis_namespace("fleet_exact"),
         worker_ttl: Duration::from_secs(3),
         env: env.clone(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await
@@ -285,6 +286,7 @@ async fn fleet_migration_under_writes(
         namespace: servers.redis_namespace(label),
         worker_ttl: Duration::from_secs(3),
         env: env.clone(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await
@@ -378,6 +380,7 @@ async fn three_migrations_on_three_tables_are_counted_and_exact() {
         namespace: servers.redis_namespace("three_tables"),
         worker_ttl: Duration::from_secs(3),
         env: env.clone(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options)
         .await

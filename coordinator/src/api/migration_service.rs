@@ -133,7 +133,13 @@ impl MigrationService for MigrationApi {
                     Some(entry) => status(&id, entry),
                     None => match owners.status_of(&id).await {
                         Ok(Some(current)) => current,
-                        Ok(None) => return,
+                        // Between a loss of the live store and the rebuild from MySQL.
+                        Ok(None) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                                () = sender.closed() => return,
+                            }
+                        }
                         Err(error) => {
                             let _ = sender.send(Err(error)).await;
                             return;

@@ -292,6 +292,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
             gethostname::gethostname().to_string_lossy(),
             std::process::id()
         ),
+        fleet: None,
         take_over: false,
     };
     let id = options.id.clone();

@@ -205,6 +205,7 @@ impl Migration {
                 .map(|planner| PlanSnapshot::capture(planner, &self.ledger)),
             cutover: self.cutover_marker,
             owner: self.options.owner.clone(),
+            fleet: self.options.fleet.clone(),
             owner_connections,
             rows_copied: progress.rows_copied,
         };
@@ -245,7 +246,8 @@ impl Migration {
                 .query_first(format!("SELECT owner_epoch FROM {table} WHERE id = 1"))
                 .await?;
             return Err(Error::Deposed(format!(
-                "the checkpoint's owner epoch is {found:?}, this owner holds {epoch}"
+                "checkpoint write refused: the checkpoint's owner epoch is {found:?}, this owner \
+                 holds {epoch}"
             )));
         }
         self.progress.send_modify(|progress| {
@@ -354,7 +356,7 @@ impl Migration {
         };
         if found != Some(self.owner_epoch) {
             return Err(Error::Deposed(format!(
-                "the checkpoint's owner epoch is {found:?}, this owner holds {}",
+                "flush refused: the checkpoint's owner epoch is {found:?}, this owner holds {}",
                 self.owner_epoch
             )));
         }
@@ -365,17 +367,47 @@ impl Migration {
     /// which waits for any flush of the old owner in flight (INV-O1).
     pub(super) async fn claim(&mut self, saved: &Saved, live_epoch: u64) -> Result<(), Error> {
         let epoch = shoal_common::checkpoint::next_owner_epoch(live_epoch, Some(saved.owner_epoch));
-        let mut connection = self.pool.get_conn().await?;
-        connection
-            .exec_drop(
-                format!(
-                    "UPDATE {} SET owner_epoch = ? WHERE id = 1 AND owner_epoch < ?",
-                    self.checkpoint_table()
-                ),
-                (epoch, epoch),
-            )
-            .await?;
-        if connection.affected_rows() == 0 {
+        let mut updater = self.pool.get_conn().await?;
+        let updater_id = updater.id();
+        let sql = format!(
+            "UPDATE {} SET owner_epoch = ? WHERE id = 1 AND owner_epoch < ?",
+            self.checkpoint_table()
+        );
+        let raise = tokio::spawn(async move {
+            updater.exec_drop(sql, (epoch, epoch)).await?;
+            Ok::<u64, mysql_async::Error>(updater.affected_rows())
+        });
+        // A previous owner stalled inside a fenced flush holds the checkpoint row's shared
+        // lock, and the raise waits for it: kill whatever blocks the raise (only shoal's own
+        // transactions lock that row). MariaDB (and MySQL 5.7) list lock waits in
+        // information_schema; MySQL 8 moved them to performance_schema.data_lock_waits.
+        let mut watcher = self.pool.get_conn().await?;
+        while !raise.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let blockers: Vec<u64> = watcher
+                .exec(
+                    "SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w \
+                     JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
+                     JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+                     WHERE r.trx_mysql_thread_id = ?",
+                    (updater_id,),
+                )
+                .await?;
+            for blocker in blockers {
+                match watcher.exec_drop("KILL ?", (blocker,)).await {
+                    Ok(()) => info!(
+                        connection = blocker,
+                        "killed a transaction of the previous owner blocking the takeover"
+                    ),
+                    Err(mysql_async::Error::Server(server)) if server.code == 1094 => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let affected = raise
+            .await
+            .map_err(|join| Error::Checkpoint(format!("raising the owner epoch: {join}")))??;
+        if affected == 0 {
             return Err(Error::Deposed(format!(
                 "another owner holds an epoch at or above {epoch}"
             )));

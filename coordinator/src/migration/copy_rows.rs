@@ -361,7 +361,13 @@ impl Migration {
                 }
                 to_republish.push((chunk, entry));
             }
-            for (chunk, mut entry) in std::mem::take(&mut to_republish) {
+            // Paused: nothing is handed out, not even a chunk that came back.
+            let republish = if intents.paused {
+                Vec::new()
+            } else {
+                std::mem::take(&mut to_republish)
+            };
+            for (chunk, mut entry) in republish {
                 match self.bump_fence(chunk).await {
                     Ok(epoch) => {
                         entry.epoch = epoch;

@@ -426,8 +426,8 @@ impl Migration {
 
     /// Mutual exclusion across `shoal run` and every fleet: `GET_LOCK('shoal/<schema>.<t>')` on
     /// a dedicated connection, held until the end. A coordinator taking over first kills the
-    /// previous owner's connections recorded in the checkpoint (a stalled owner still holds the
-    /// lock), then waits for the lock.
+    /// lock's holder if the checkpoint names it as the previous owner's connection (a stalled
+    /// owner still holds the lock), then waits for the lock.
     async fn lock(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let name = format!("shoal/{}.{}", self.schema, self.table);
@@ -435,18 +435,22 @@ impl Migration {
         if self.options.take_over
             && let Some(saved) = &self.resume
         {
-            let own = u64::from(connection.id());
-            for id in &saved.detail.owner_connections {
-                if *id == own {
-                    continue;
-                }
-                match connection.exec_drop("KILL ?", (*id,)).await {
-                    Ok(()) => info!(connection = id, "killed a connection of the previous owner"),
-                    // 1094: unknown thread (the previous owner's connections are gone).
+            // A stalled previous owner still holds the lock: kill its connection (only if the
+            // checkpoint names it as the previous owner's).
+            let holder: Option<Option<u64>> = connection
+                .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
+                .await?;
+            if let Some(holder) = holder.flatten()
+                && saved.detail.owner_connections.contains(&holder)
+            {
+                match connection.exec_drop("KILL ?", (holder,)).await {
+                    Ok(()) => info!(
+                        connection = holder,
+                        "killed the previous owner's lock connection"
+                    ),
+                    // 1094: unknown thread (it just went away).
                     Err(mysql_async::Error::Server(server)) if server.code == 1094 => {}
-                    Err(error) => {
-                        warn!(connection = id, %error, "kill of a previous owner's connection")
-                    }
+                    Err(error) => return Err(error.into()),
                 }
             }
             wait = self.options.lock_wait_timeout.as_secs().max(1);

@@ -123,6 +123,7 @@ async fn fleet_run(
         namespace: shoal_tests::servers::unique_name("bench"),
         worker_ttl: Duration::from_secs(5),
         env: env.clone(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options).await?;
     let mut processes = Vec::new();

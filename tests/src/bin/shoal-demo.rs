@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         namespace: "demo".to_owned(),
         worker_ttl: Duration::from_secs(5),
         env: env.clone(),
+        args: Vec::new(),
     };
     let coordinator = CoordinatorProcess::start("coordinator", &options).await?;
     let workers = [

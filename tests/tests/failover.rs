@@ -1,0 +1,460 @@
+//! Coordinator fail-over: an owner killed mid-copy, a deposed owner that wakes up, and Redis
+//! losing everything. Two coordinators share a private Redis; the workers talk to the standby.
+//! Every scenario runs under the writer and ends with an exact comparison.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::Signal;
+use shoal_common::checkpoint::Detail;
+use shoal_proto::v1;
+use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use shoal_tests::redis_server::RedisServer;
+use shoal_tests::scenario::{
+    assert_migrated_exactly, finish_writer, seeded, shoal_cli, submit, watch_to_completion,
+};
+use shoal_tests::servers::{self, TestDatabase};
+use shoal_tests::wait;
+use shoal_tests::writer::{Ledger, Writer};
+
+/// Owner lease of the test coordinators; they renew it every third.
+const OWNER_TTL: Duration = Duration::from_secs(3);
+
+struct Fleet {
+    database: TestDatabase,
+    owner: CoordinatorProcess,
+    standby: CoordinatorProcess,
+    _workers: Vec<ShoalProcess>,
+}
+
+/// Two coordinators on `redis_url` (the owner with `owner_failpoints`), two workers on the
+/// standby with `worker_failpoints`, and the writer running.
+async fn fleet(
+    label: &str,
+    rows: u64,
+    redis_url: &str,
+    owner_failpoints: &str,
+    worker_failpoints: &str,
+) -> (Fleet, Writer) {
+    let (database, ledger): (TestDatabase, Ledger) = seeded(label, rows).await;
+    let namespace = servers::shared().redis_namespace(label);
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let options = |failpoints: &str| {
+        let mut env = env.clone();
+        env.push(("SHOAL_FAILPOINTS", failpoints.to_owned()));
+        CoordinatorOptions {
+            redis_url: Some(redis_url.to_owned()),
+            namespace: namespace.clone(),
+            worker_ttl: Duration::from_secs(3),
+            env,
+            args: [
+                "--owner-ttl",
+                "3s",
+                "--checkpoint-interval",
+                "1s",
+                "--lease-ttl",
+                "3s",
+            ]
+            .iter()
+            .map(|arg| (*arg).to_owned())
+            .collect(),
+        }
+    };
+    let owner = CoordinatorProcess::start("coordinator-a", &options(owner_failpoints))
+        .await
+        .unwrap();
+    let standby = CoordinatorProcess::start("coordinator-b", &options(""))
+        .await
+        .unwrap();
+    let mut worker_env = env.clone();
+    worker_env.push(("SHOAL_FAILPOINTS", worker_failpoints.to_owned()));
+    let workers = vec![
+        start_worker("worker-1", &standby.url, 2, &worker_env).unwrap(),
+        start_worker("worker-2", &standby.url, 2, &worker_env).unwrap(),
+    ];
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        41,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the writer to commit",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= 100).then_some(()) },
+    )
+    .await
+    .unwrap();
+    (
+        Fleet {
+            database,
+            owner,
+            standby,
+            _workers: workers,
+        },
+        writer,
+    )
+}
+
+async fn checkpoint(database: &TestDatabase) -> Option<Detail> {
+    let mut connection = database.connect().await.unwrap();
+    let text: Option<String> = match connection
+        .query_first("SELECT detail FROM _orders_chkpnt WHERE id = 1")
+        .await
+    {
+        Ok(text) => text,
+        Err(mysql_async::Error::Server(error)) if error.code == 1146 => None,
+        Err(error) => panic!("read the checkpoint: {error}"),
+    };
+    text.map(|text| serde_json::from_str(&text).unwrap())
+}
+
+async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
+    let what = format!("{} to log {needle:?}", process.name);
+    if let Err(error) = wait::until(&what, timeout, Duration::from_millis(20), || async {
+        process.logs().contains(needle).then_some(())
+    })
+    .await
+    {
+        panic!("{error}; log:\n{}", process.logs());
+    }
+}
+
+async fn try_status(coordinator: &CoordinatorProcess, id: &str) -> Option<v1::MigrationStatus> {
+    let mut client = coordinator.migration_client().await.ok()?;
+    client
+        .get_migration(v1::GetMigrationRequest {
+            migration_id: id.to_owned(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .status
+}
+
+async fn status(coordinator: &CoordinatorProcess, id: &str) -> v1::MigrationStatus {
+    try_status(coordinator, id).await.unwrap()
+}
+
+/// Waits until the standby answers for `id` again (after Redis lost everything), then follows
+/// it to the end.
+async fn watch_on(coordinator: &CoordinatorProcess, id: &str) {
+    wait::until(
+        "the migration's status to be published again",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { try_status(coordinator, id).await },
+    )
+    .await
+    .unwrap();
+    watch_to_completion(coordinator, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() {
+    let redis = servers::shared().redis.url();
+    let (mut fleet, writer) = fleet(
+        "failover_kill",
+        60_000,
+        &redis,
+        "",
+        "copy.after_read=sleep(50)",
+    )
+    .await;
+    let id = submit(
+        &fleet.owner.url,
+        &["--copy-mode", "buffered", "--threads", "4"],
+    )
+    .await;
+    wait::until(
+        "a periodic checkpoint past chunk 10",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&fleet.database).await.filter(|detail| {
+                detail
+                    .plan
+                    .as_ref()
+                    .is_some_and(|plan| plan.watermark.0 >= 10)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    fleet
+        .owner
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let saved = checkpoint(&fleet.database).await.unwrap();
+    let plan = saved.plan.clone().unwrap();
+    let undrained = plan.chunks.iter().filter(|chunk| !chunk.2).count() as u64;
+    let mut rest = plan.planner.clone();
+    let mut unplanned = 0;
+    while rest.next_chunk(saved.spec.chunk_rows).is_some() {
+        unplanned += 1;
+    }
+
+    wait_for_log(
+        &fleet.standby.process,
+        "resuming from the checkpoint",
+        Duration::from_secs(30),
+    )
+    .await;
+    let took_over = killed_at.elapsed();
+    // The lease expires at most one TTL after the last renewal; the standby looks every third
+    // of it. One second more for the resume's own steps on a loaded machine.
+    let bound = OWNER_TTL + OWNER_TTL / 3 + Duration::from_secs(1);
+    assert!(
+        took_over <= bound,
+        "the standby resumed {took_over:?} after the kill (bound {bound:?})"
+    );
+    eprintln!("takeover after {took_over:?}");
+
+    watch_to_completion(&fleet.standby, &id).await;
+    let done = status(&fleet.standby, &id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    assert_eq!(done.metadata["resumed_at"], "CopyRows");
+    assert_eq!(done.metadata["chunks_recopied"], undrained.to_string());
+    assert_eq!(
+        done.progress.as_ref().unwrap().chunks_done,
+        undrained + unplanned,
+        "only the chunks not drained at the checkpoint were copied again"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}
+
+/// The owner stops at `failpoint`, is SIGSTOPped past its lease, the standby takes over, and the
+/// owner is woken: its next durable write must be refused with `refusal`.
+async fn deposed_owner_is_fenced(label: &str, failpoint: &str, refusal: &str) {
+    let redis = servers::shared().redis.url();
+    let (fleet, writer) = fleet(
+        label,
+        30_000,
+        &redis,
+        failpoint,
+        "copy.after_read=sleep(20)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    wait_for_log(
+        &fleet.owner.process,
+        "failpoint hit",
+        Duration::from_secs(120),
+    )
+    .await;
+    fleet.owner.process.signal(Signal::SIGSTOP).unwrap();
+    wait_for_log(
+        &fleet.standby.process,
+        "owner epoch raised",
+        Duration::from_secs(30),
+    )
+    .await;
+    fleet.owner.process.signal(Signal::SIGCONT).unwrap();
+    wait_for_log(
+        &fleet.owner.process,
+        "deposed; stopping without cleanup",
+        Duration::from_secs(30),
+    )
+    .await;
+    let logs = fleet.owner.process.logs();
+    assert!(
+        logs.contains(refusal),
+        "the stale write was refused by the MySQL fence ({refusal:?}):\n{logs}"
+    );
+    watch_to_completion(&fleet.standby, &id).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_owner_cannot_flush_changes() {
+    deposed_owner_is_fenced(
+        "deposed_flush",
+        "flush.before=1*sleep(5000)",
+        "flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_owner_cannot_write_a_checkpoint() {
+    deposed_owner_is_fenced(
+        "deposed_checkpoint",
+        "checkpoint.before_write=1*sleep(5000)",
+        "checkpoint write refused: the checkpoint's owner epoch is Some(2), this owner holds 1",
+    )
+    .await;
+}
+
+async fn shadow_rows(database: &TestDatabase) -> u64 {
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_first::<u64, _>("SELECT COUNT(*) FROM _orders_new")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+async fn flushall(redis: &RedisServer) {
+    let client = redis::Client::open(redis.info.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_while_paused_stays_paused_and_mid_copy_completes() {
+    // A private Redis: FLUSHALL must not touch other tests' keys.
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let (fleet, writer) = fleet(
+        "flushall",
+        60_000,
+        &redis.info.url(),
+        "",
+        "copy.after_read=sleep(50)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    wait::until(
+        "the copy to write rows",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async { (shadow_rows(&fleet.database).await >= 3_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+    shoal_cli(&fleet.standby.url, &["pause", &id]).await;
+    wait::until(
+        "the pause to reach the checkpoint",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&fleet.database)
+                .await
+                .filter(|detail| detail.intents.paused)
+        },
+    )
+    .await
+    .unwrap();
+
+    flushall(&redis).await;
+    wait::until(
+        "the migration to be rebuilt from its checkpoint",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let logs = format!(
+                "{}{}",
+                fleet.owner.process.logs(),
+                fleet.standby.process.logs()
+            );
+            logs.contains("re-registered from its checkpoint")
+                .then_some(())
+                .filter(|()| logs.matches("resuming from the checkpoint").count() >= 1)
+        },
+    )
+    .await
+    .unwrap();
+    let resumed = wait::until(
+        "the resumed migration to report paused",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let current = try_status(&fleet.standby, &id).await?;
+            (current.paused && current.metadata.contains_key("resumed_at")).then_some(current)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.0.outcome, v1::Outcome::Running as i32);
+    // Paused: no chunk is handed out, not even those the resumed owner must copy again. The
+    // published status lags its owner by at most one round (1 s).
+    let chunks_done = |status: &v1::MigrationStatus| status.progress.as_ref().unwrap().chunks_done;
+    let first = chunks_done(&status(&fleet.standby, &id).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = status(&fleet.standby, &id).await;
+    assert!(second.paused, "{second:?}");
+    assert_eq!(chunks_done(&second), first, "no chunk copied while paused");
+    let before = shadow_rows(&fleet.database).await;
+
+    shoal_cli(&fleet.standby.url, &["resume", &id]).await;
+    // Mid-copy, unpaused: Redis loses everything again.
+    wait::until(
+        "the copy to move on",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async { (shadow_rows(&fleet.database).await >= before + 3_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+    flushall(&redis).await;
+    watch_on(&fleet.standby, &id).await;
+    let done = status(&fleet.standby, &id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_with_the_owner_killed_completes_on_the_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let (mut fleet, writer) = fleet(
+        "flushall_kill",
+        60_000,
+        &redis.info.url(),
+        "",
+        "copy.after_read=sleep(50)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    wait::until(
+        "a periodic checkpoint with a plan",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async {
+            checkpoint(&fleet.database)
+                .await
+                .filter(|detail| detail.plan.is_some())
+        },
+    )
+    .await
+    .unwrap();
+    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
+    flushall(&redis).await;
+    fleet
+        .owner
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+    watch_on(&fleet.standby, &id).await;
+    let done = status(&fleet.standby, &id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    assert!(
+        fleet
+            .standby
+            .process
+            .logs()
+            .contains("re-registered from its checkpoint"),
+        "{}",
+        fleet.standby.process.logs()
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}
