@@ -145,8 +145,17 @@ pub async fn run(
         };
         slots.spawn(run_slot(source, targets.clone(), config, workers.clone()));
     }
-    let result = match Migration::prepare(options, Arc::clone(&store), progress, shutdown).await {
-        Ok(migration) => migration.run().await,
+    // A signal stops the migration without cleanup: its checkpoint stays, and running the
+    // same command again resumes it.
+    let result = match Migration::prepare(
+        options,
+        Arc::clone(&store),
+        progress,
+        CancellationToken::new(),
+    )
+    .await
+    {
+        Ok(migration) => migration.with_deposed(shutdown).run().await,
         Err(error) => Err(error),
     };
     workers.cancel();

@@ -24,6 +24,7 @@ pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
 pub mod owner;
+pub mod sentinel;
 mod stream;
 
 use std::time::Duration;
@@ -155,6 +156,8 @@ pub struct Intents {
     pub paused: bool,
     /// Concurrent chunk tasks (the lease budget of the fleet).
     pub threads: u32,
+    /// The deferred cut-over may proceed.
+    pub released: bool,
 }
 
 /// Live progress, published on a watch channel.

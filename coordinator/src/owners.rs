@@ -280,9 +280,11 @@ impl Owners {
         let mut intents = migration.resumed_intents().unwrap_or(Intents {
             paused: false,
             threads: record.threads,
+            released: false,
         });
         if let Some(recorded) = recorded {
             intents.paused = recorded.paused;
+            intents.released |= recorded.released;
             if recorded.threads > 0 {
                 intents.threads = recorded.threads;
             }
@@ -533,6 +535,7 @@ impl Owners {
                         watch::channel(Intents {
                             paused: false,
                             threads: record.threads,
+                            released: false,
                         })
                         .0,
                     ),
@@ -629,9 +632,13 @@ fn apply_intents(entry: &Entry, intents: &OperatorIntents) {
         } else {
             current.threads
         };
-        let changed = current.paused != intents.paused || current.threads != threads;
+        let released = current.released || intents.released;
+        let changed = current.paused != intents.paused
+            || current.threads != threads
+            || current.released != released;
         current.paused = intents.paused;
         current.threads = threads;
+        current.released = released;
         changed
     });
     if intents.cancelled && !entry.cancel.is_cancelled() {

@@ -380,3 +380,63 @@ async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes()
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_lagging_behind_the_copy_still_migrates_exactly_without_repairs() {
+    // The first 300 row events of the table reach the owner 20 ms late each, so chunks complete
+    // while the stream is seconds behind their copy; a chunk drains only once the stream has
+    // caught up with its completion, and the checksum then finds nothing to repair.
+    let (database, ledger) = seeded("lagging_stream", 60_000).await;
+    let writer = start_writer(&database, ledger, 36).await;
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &["--copy-mode", "buffered"],
+        "binlog.rows=300*sleep(20)",
+    );
+    let logs = expect_success(&mut run).await;
+    // Nothing for the checksum to repair: the drained chunks were right from the start.
+    assert!(logs.contains(" 0 range(s) repaired"), "{logs}");
+    let (expected, stats) = finish_writer(writer, 200).await;
+    assert!(
+        stats
+            .unique_swaps
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_checkpoints_and_the_same_command_resumes() {
+    let (database, ledger) = seeded("resume_sigterm", 60_000).await;
+    let writer = start_writer(&database, ledger, 37).await;
+    let flags = ["--copy-mode", "buffered"];
+    let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    wait::until(
+        "the copy to write rows",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async { (shadow_rows(&database).await >= 6_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+    first.signal(Signal::SIGTERM).unwrap();
+    let status = first.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success(), "{}", first.logs());
+    let logs = first.logs();
+    assert!(logs.contains("checkpoint written on stop"), "{logs}");
+    assert!(logs.contains("run the same command again"), "{logs}");
+    let saved = checkpoint(&database).await.expect("the checkpoint stays");
+    let plan = saved.plan.expect("the stop checkpoint holds the plan");
+    assert!(plan.watermark.0 > 0, "drained chunks are recorded");
+
+    let mut second = shoal_run(&database, ALTER, &flags, "");
+    let logs = expect_success(&mut second).await;
+    assert!(
+        logs.contains("resumed from its checkpoint at CopyRows"),
+        "{logs}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}

@@ -5,7 +5,7 @@
 //! this coordinator, which owns it (see [`crate::owners`]). Any coordinator answers for any
 //! migration: its own from memory, the others' from the status their owners publish. Pause,
 //! resume, volume and cancel are recorded in the live store and applied by the owner, wherever
-//! it runs. The dry-run plan, the chunk-time volume and the sentinel release answer
+//! it runs; so is the release of a deferred cut-over. The dry-run plan and the chunk-time volume answer
 //! `UNIMPLEMENTED` until their issues.
 
 use std::pin::Pin;
@@ -251,9 +251,17 @@ impl MigrationService for MigrationApi {
 
     async fn release_cutover(
         &self,
-        _request: Request<v1::ReleaseCutoverRequest>,
+        request: Request<v1::ReleaseCutoverRequest>,
     ) -> Result<Response<v1::ReleaseCutoverResponse>, Status> {
-        Err(not_yet("the sentinel release"))
+        let id = Self::parse(&request.into_inner().migration_id)?;
+        self.status(&id).await?;
+        self.owners
+            .change_intents(&id, |intents| intents.released = true)
+            .await?;
+        info!(migration_id = %id, "deferred cut-over released");
+        Ok(Response::new(v1::ReleaseCutoverResponse {
+            status: Some(self.status(&id).await?),
+        }))
     }
 
     async fn list_workers(

@@ -70,6 +70,12 @@ enum Command {
         /// The migration id.
         id: String,
     },
+    /// Release a migration waiting before its cut-over (submitted with --defer-cutover).
+    #[command(after_help = "Example:\n  shoal release orders-1a2b3c4d")]
+    Release {
+        /// The migration id.
+        id: String,
+    },
     /// Resume a paused migration.
     #[command(after_help = "Example:\n  shoal resume orders-1a2b3c4d")]
     Resume {
@@ -121,6 +127,14 @@ struct SubmitArgs {
     /// Do not try ALGORITHM=INSTANT first; always copy.
     #[arg(long)]
     no_instant: bool,
+    /// Wait before the cut-over until `shoal release ID`, or until the `_shoal_sentinel` table
+    /// is dropped (which releases every waiting migration).
+    #[arg(long)]
+    defer_cutover: bool,
+    /// When resuming is impossible (the checkpoint's binlog file was purged), fail instead of
+    /// starting afresh.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +181,10 @@ struct RunArgs {
     /// starting afresh.
     #[arg(long)]
     strict: bool,
+    /// Wait before the cut-over until the `_shoal_sentinel` table is dropped, or this
+    /// migration's row in it is deleted.
+    #[arg(long)]
+    defer_cutover: bool,
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     log_format: shoal_common::telemetry::LogFormat,
@@ -286,7 +304,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         checkpoint_interval: args.checkpoint_interval,
         status_interval: args.status_interval,
         strict: args.strict,
-        defer_cutover: false,
+        defer_cutover: args.defer_cutover,
         owner: format!(
             "run@{}:{}",
             gethostname::gethostname().to_string_lossy(),
@@ -303,6 +321,12 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
     reporter.abort();
     let last = watcher_final.borrow().clone();
+    if let Err(shoal_coordinator::migration::Error::Deposed(_)) = &result {
+        anyhow::bail!(
+            "migration {id} stopped; its progress is checkpointed in the database: run the same \
+             command again to resume it"
+        );
+    }
     let path = result.with_context(|| format!("migration {id} failed"))?;
     match path {
         ChangePath::Instant => println!(
@@ -398,6 +422,8 @@ async fn submit(
                 threads: args.threads,
                 keep_old_table: args.keep_old_table,
                 no_instant: args.no_instant,
+                defer_cutover: args.defer_cutover,
+                strict: args.strict,
                 copy_mode: match args.copy_mode {
                     shoal_common::task::CopyMode::Buffered => v1::CopyMode::Buffered as i32,
                     shoal_common::task::CopyMode::Server => v1::CopyMode::Server as i32,
@@ -496,6 +522,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
             println!("paused {id}");
+            Ok(())
+        }
+        Command::Release { id } => {
+            client(&cli.coordinator)
+                .await?
+                .release_cutover(v1::ReleaseCutoverRequest {
+                    migration_id: id.clone(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            println!("released {id}");
             Ok(())
         }
         Command::Resume { id } => {

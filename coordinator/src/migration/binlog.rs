@@ -324,6 +324,7 @@ pub async fn read_stream(
                             table.schema, table.table
                         )));
                     }
+                    shoal_worker::failpoint::hit("binlog.rows", &table.table).await;
                     for decoded in rows_event.rows(map) {
                         let (before, after) = decoded
                             .map_err(|error| Error::Binlog(format!("decode rows: {error}")))?;

@@ -196,7 +196,7 @@ impl Migration {
             intents: IntentsRecord {
                 paused: intents.paused,
                 threads: intents.threads,
-                released: false,
+                released: intents.released,
             },
             source: self.server.identity(),
             plan: self
@@ -213,7 +213,7 @@ impl Migration {
     }
 
     /// Flushes every change whose chunk is drained, then records (P, S) with the owner epoch.
-    async fn write_checkpoint(&mut self) -> Result<(), Error> {
+    pub(super) async fn write_checkpoint(&mut self) -> Result<(), Error> {
         let mut flusher = self.pool.get_conn().await?;
         self.flush_ready(&mut flusher).await?;
         drop(flusher);

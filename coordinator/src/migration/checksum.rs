@@ -57,6 +57,12 @@ impl Migration {
             let target = binlog::current_position(&mut lock, self.server.mariadb).await?;
             self.catch_up(&target, Duration::from_secs(30)).await?;
             self.flush_ready_locked(&mut lock).await?;
+            tracing::debug!(
+                %target,
+                reached = ?self.stream_position,
+                buffered = self.buffer.len(),
+                "barrier: caught up and flushed"
+            );
             for session in &mut sessions {
                 session
                     .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -165,12 +171,21 @@ impl Migration {
         let chunk = ChunkId(REPAIR_CHUNK_BASE + sequence);
         let fence = self.qualified(&names::fence(&self.table));
         let mut connection = self.pool.get_conn().await?;
+        // A previous owner may have repaired under this id: bump its epoch then (INV-F1).
         connection
             .exec_drop(
-                format!("INSERT INTO {fence} (chunk, epoch) VALUES (?, 1)"),
+                format!(
+                    "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
+                     ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
+                ),
                 (chunk.0,),
             )
             .await?;
+        let epoch = if connection.affected_rows() == 1 {
+            FenceEpoch(1)
+        } else {
+            FenceEpoch(connection.last_insert_id().unwrap_or(1))
+        };
         let mut context = self.copy_context();
         context.copy_mode = CopyMode::Server;
         let spec = TaskSpec {
@@ -183,7 +198,7 @@ impl Migration {
             kind: TaskKind::Copy,
             chunk,
             range,
-            fence_epoch: FenceEpoch(1),
+            fence_epoch: epoch,
             context,
             trace_context: Vec::new(),
         };
@@ -197,7 +212,9 @@ impl Migration {
             .map_err(|error| Error::Checksum(format!("repair of {range}: {error}")))?;
         self.progress
             .send_modify(|progress| progress.unique_conflicts += outcome.unique_conflicts);
-        self.pump_stream().await?;
+        // As for a copied chunk: the deferred images must be at least as new as the copy.
+        let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        self.catch_up(&target, Duration::from_secs(60)).await?;
         self.repairing.retain(|repairing| repairing != &range);
         let deferred = self.buffer.take_range(range.lower, range.upper);
         self.apply_changes(&mut connection, deferred).await?;
@@ -218,6 +235,15 @@ impl Migration {
                 return Ok(());
             }
             if pass == MAX_PASSES {
+                // What the owner knew when it gave up, so that the cause can be read from the log.
+                warn!(
+                    migration_id = %self.options.id,
+                    all_drained = self.ledger.all_drained(),
+                    buffered = self.buffer.len(),
+                    stream_position = ?self.stream_position,
+                    safe_position = ?self.safe_position,
+                    "checksum gave up"
+                );
                 let ranges: Vec<String> = mismatched.iter().map(ToString::to_string).collect();
                 let conflicts = self.progress.borrow().unique_conflicts;
                 let hint = if conflicts > 0 {

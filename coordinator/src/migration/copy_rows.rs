@@ -240,6 +240,8 @@ impl Migration {
             .send_modify(|progress| progress.rows_estimated = estimate.unwrap_or(0));
         let fence = self.qualified(&names::fence(&self.table));
         let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
+        // Copied chunks waiting for the stream to reach the position read at their completion.
+        let mut awaiting: Vec<(binlog::BinlogPos, ChunkId, ChunkRange)> = Vec::new();
         // Chunks whose fence bump hit a lock wait (and chunks a resumed owner recopies): fenced
         // and published on the next round.
         let mut to_republish: Vec<(ChunkId, InFlight)> = std::mem::take(&mut self.recopy)
@@ -306,6 +308,8 @@ impl Migration {
             }
 
             let collected = self.store.collect(&self.options.id).await?;
+            // One position read serves every completion of this round.
+            let mut completed_at: Option<binlog::BinlogPos> = None;
             for completion in collected.completions {
                 // Only the task of the chunk's current fence epoch counts: a report of an
                 // earlier epoch (a previous owner's task) is ignored.
@@ -313,29 +317,43 @@ impl Migration {
                     self.task_id(completion.chunk, entry.epoch)
                         .is_ok_and(|task_id| task_id == completion.task_id)
                 });
-                let Some(entry) = in_flight.remove(&completion.chunk).filter(|_| current) else {
+                let Some(entry) = current
+                    .then(|| in_flight.remove(&completion.chunk))
+                    .flatten()
+                else {
                     warn!(chunk = %completion.chunk, task = %completion.task_id, "completion of a task not in flight; ignored");
                     continue;
                 };
-                let deferred = self.buffer.take_range(entry.range.lower, entry.range.upper);
-                self.apply_changes(&mut connection, deferred).await?;
-                self.ledger.mark_drained(completion.chunk);
+                // The copy read the source at some point before now: the chunk drains only
+                // once the stream has delivered everything up to now, so that its deferred
+                // images are at least as new as what the copy read. (Applied earlier, an older
+                // image would overwrite the copy and, through REPLACE on a unique key, could
+                // delete another row that has no later event to restore it.)
+                let target = match &completed_at {
+                    Some(target) => target.clone(),
+                    None => {
+                        let target =
+                            binlog::current_position(&mut connection, self.server.mariadb).await?;
+                        completed_at = Some(target.clone());
+                        target
+                    }
+                };
                 let rows = completion.outcome.rows;
                 let conflicts = completion.outcome.unique_conflicts;
                 let in_flight_now = in_flight.len() as u64;
                 self.progress.send_modify(|progress| {
                     progress.rows_copied += rows;
                     progress.unique_conflicts += conflicts;
-                    progress.chunks_done += 1;
                     progress.chunks_in_flight = in_flight_now;
                 });
+                awaiting.push((target, completion.chunk, entry.range));
             }
             for returned in collected.returned {
                 let chunk = returned.spec.chunk;
                 let current = in_flight
                     .get(&chunk)
                     .is_some_and(|entry| entry.epoch == returned.spec.fence_epoch);
-                let Some(mut entry) = in_flight.remove(&chunk).filter(|_| current) else {
+                let Some(mut entry) = current.then(|| in_flight.remove(&chunk)).flatten() else {
                     continue;
                 };
                 entry.attempts += 1;
@@ -387,9 +405,11 @@ impl Migration {
             }
 
             self.pump_stream().await?;
+            self.drain_caught_up(&mut connection, &mut awaiting).await?;
             self.flush_ready(&mut connection).await?;
             let planned_all = self.planner.as_ref().is_none_or(IntChunkPlanner::is_done);
-            if planned_all && in_flight.is_empty() && to_republish.is_empty() {
+            if planned_all && in_flight.is_empty() && to_republish.is_empty() && awaiting.is_empty()
+            {
                 break;
             }
             self.duties().await?;
@@ -406,6 +426,28 @@ impl Migration {
         }
         debug_assert!(self.ledger.all_drained(), "INV-W1: every chunk drained");
         info!(migration_id = %self.options.id, "all chunks copied");
+        Ok(())
+    }
+
+    /// Drains every copied chunk the stream has caught up with: applies its deferred changes,
+    /// then marks it drained (INV-W1).
+    async fn drain_caught_up(
+        &mut self,
+        connection: &mut Conn,
+        awaiting: &mut Vec<(binlog::BinlogPos, ChunkId, ChunkRange)>,
+    ) -> Result<(), Error> {
+        let position = self.stream_position.clone();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(awaiting)
+            .into_iter()
+            .partition(|(target, _, _)| position.as_ref().is_some_and(|at| at >= target));
+        *awaiting = waiting;
+        for (_, chunk, range) in ready {
+            let deferred = self.buffer.take_range(range.lower, range.upper);
+            self.apply_changes(connection, deferred).await?;
+            self.ledger.mark_drained(chunk);
+            self.progress
+                .send_modify(|progress| progress.chunks_done += 1);
+        }
         Ok(())
     }
 

@@ -212,6 +212,7 @@ impl Migration {
         let mut initial_intents = Intents {
             paused: false,
             threads: options.threads,
+            released: false,
         };
         if let Some(saved) = &resume {
             // A resumed migration keeps its id and the operator's intents.
@@ -220,6 +221,7 @@ impl Migration {
             initial_intents = Intents {
                 paused: saved.detail.intents.paused,
                 threads: saved.detail.intents.threads.max(1),
+                released: saved.detail.intents.released,
             };
         }
         let triggers: Option<String> = connection
@@ -325,7 +327,8 @@ impl Migration {
     pub(super) fn check_cancelled(&self) -> Result<(), Error> {
         if self.deposed.is_cancelled() {
             return Err(Error::Deposed(
-                "this coordinator no longer owns the migration".to_owned(),
+                "stopped (shutdown, or the owner lease was lost); progress stays in the checkpoint"
+                    .to_owned(),
             ));
         }
         if self.cancel.is_cancelled() {
@@ -340,7 +343,23 @@ impl Migration {
         let result = self.run_phases().await;
         if let Err(error) = &result {
             if matches!(error, Error::Deposed(_)) {
-                // The new owner runs the migration now: touch nothing.
+                // Asked to stop (shutdown, or a lease that lapsed): save progress for the next
+                // owner. The write is fenced, so it is refused if another owner took over.
+                if self.deposed.is_cancelled()
+                    && self.created_tables
+                    && self.repairing.is_empty()
+                    && self.progress.borrow().state < State::CutOver
+                {
+                    match self.write_checkpoint().await {
+                        Ok(()) => {
+                            info!(migration_id = %self.options.id, "checkpoint written on stop")
+                        }
+                        Err(error) => {
+                            warn!(migration_id = %self.options.id, %error, "no checkpoint on stop")
+                        }
+                    }
+                }
+                // The next owner runs the migration: touch nothing else.
                 warn!(migration_id = %self.options.id, %error, "deposed; stopping without cleanup");
                 self.stop_stream().await;
                 return result;
@@ -409,6 +428,13 @@ impl Migration {
         shoal_worker::failpoint::hit("checksum.before", self.options.id.as_str()).await;
         self.checksum().await?;
         self.advance(Event::ChecksumPassed)?;
+        if self.options.defer_cutover && !self.intents.borrow().released {
+            self.advance(Event::AwaitSentinel)?;
+            if self.wait_on_sentinel().await? {
+                info!(migration_id = %self.options.id, "long wait on the sentinel: checksum again");
+                self.checksum().await?;
+            }
+        }
         self.advance(Event::BeginCutOver)?;
         self.cutover().await?;
         self.advance(Event::CutOverDone)?;
@@ -536,6 +562,7 @@ impl Migration {
         self.progress
             .send_modify(|progress| progress.owner_epoch = epoch);
         self.create_checkpoint(&start).await?;
+        self.enter_sentinel().await?;
         self.start_stream(start).await?;
         info!(
             migration_id = %self.options.id,
@@ -708,6 +735,7 @@ impl Migration {
             owner_epoch = self.owner_epoch,
             "resuming from the checkpoint"
         );
+        self.enter_sentinel().await?;
         self.start_stream(start).await?;
         Ok(Resume::At(state))
     }
@@ -717,6 +745,7 @@ impl Migration {
         self.stop_stream().await;
         self.store.clear(&self.options.id).await?;
         self.drop_helper_tables().await?;
+        self.leave_sentinel().await;
         self.release_lock().await;
         Ok(())
     }
