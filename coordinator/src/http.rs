@@ -36,6 +36,10 @@ struct ProgressJson {
     chunks_done: u64,
     chunks_in_flight: u64,
     changes_buffered: u64,
+    rows_per_second: f64,
+    eta_seconds: Option<i64>,
+    binlog_file: String,
+    binlog_position: u64,
 }
 
 /// One migration's status, as JSON.
@@ -111,6 +115,10 @@ pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
             chunks_done: progress.chunks_done,
             chunks_in_flight: progress.chunks_leased,
             changes_buffered: progress.applier_lag_events,
+            rows_per_second: progress.rows_per_second,
+            eta_seconds: progress.eta.as_ref().map(|eta| eta.seconds),
+            binlog_file: progress.binlog_file.clone(),
+            binlog_position: progress.binlog_position,
         }),
     }
 }

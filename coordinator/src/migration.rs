@@ -160,6 +160,17 @@ pub struct Intents {
     pub released: bool,
 }
 
+/// When this owner copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyWindow {
+    /// Unix ms when the copy began.
+    pub started_ms: u64,
+    /// Unix ms when every chunk was drained.
+    pub ended_ms: Option<u64>,
+    /// Rows copied before (by a previous owner).
+    pub rows_before: u64,
+}
+
 /// Live progress, published on a watch channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -203,6 +214,9 @@ pub struct Progress {
     pub owner_epoch: u64,
     /// Where the change stream is (what a checkpoint would record as P).
     pub binlog_position: Option<(String, u64)>,
+    /// This owner's copy: when it began and ended (Unix ms) and the rows copied when it began;
+    /// the copy rate and the ETA come from it.
+    pub copy_window: Option<CopyWindow>,
 }
 
 impl Default for Progress {
@@ -228,6 +242,7 @@ impl Default for Progress {
             chunks_recopied: 0,
             owner_epoch: 0,
             binlog_position: None,
+            copy_window: None,
         }
     }
 }

@@ -118,6 +118,27 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         (Outcome::Completed(_), _) => v1::State::Close,
         (_, state) => proto_state(state),
     };
+    // Rows per second of this owner's copy, and the time left while it copies.
+    let (rows_per_second, eta) = match progress.copy_window {
+        Some(window) => {
+            let elapsed_ms = window
+                .ended_ms
+                .unwrap_or_else(crate::api::unix_millis_now)
+                .saturating_sub(window.started_ms);
+            let copied = progress.rows_copied.saturating_sub(window.rows_before);
+            let rate = if elapsed_ms > 0 {
+                copied as f64 * 1000.0 / elapsed_ms as f64
+            } else {
+                0.0
+            };
+            let left = progress.rows_estimated.saturating_sub(progress.rows_copied);
+            let eta = (window.ended_ms.is_none() && rate > 0.0).then(|| {
+                crate::api::proto_duration(std::time::Duration::from_secs_f64(left as f64 / rate))
+            });
+            (rate, eta)
+        }
+        None => (0.0, None),
+    };
     let percent = if progress.rows_estimated > 0 {
         (100.0 * progress.rows_copied as f64 / progress.rows_estimated as f64).min(100.0)
     } else {
@@ -188,8 +209,8 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
             rows_copied: progress.rows_copied,
             rows_estimated: progress.rows_estimated,
             percent,
-            rows_per_second: 0.0,
-            eta: None,
+            rows_per_second,
+            eta,
             applier_lag_events: progress.changes_buffered,
             applier_lag: None,
             workers: 0,

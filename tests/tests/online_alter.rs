@@ -217,6 +217,11 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         json["lastTransitions"].as_array().map(Vec::len),
         Some(status.last_transitions.len())
     );
+    // The copy rate is frozen when the copy ends, so both answers carry the same figure.
+    let rate = status.progress.as_ref().unwrap().rows_per_second;
+    assert!(rate > 0.0, "{status:?}");
+    assert_eq!(json["progress"]["rowsPerSecond"].as_f64(), Some(rate));
+    assert_eq!(json["progress"]["etaSeconds"], serde_json::Value::Null);
     let (code, body) = http_get(&coordinator.http_address, "/api/v1/migrations/statuses")
         .await
         .unwrap();

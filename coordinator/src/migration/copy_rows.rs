@@ -236,8 +236,15 @@ impl Migration {
                 (&self.schema, &self.table),
             )
             .await?;
-        self.progress
-            .send_modify(|progress| progress.rows_estimated = estimate.unwrap_or(0));
+        let now_ms = crate::api::unix_millis_now();
+        self.progress.send_modify(|progress| {
+            progress.rows_estimated = estimate.unwrap_or(0);
+            progress.copy_window = Some(super::CopyWindow {
+                started_ms: now_ms,
+                ended_ms: None,
+                rows_before: progress.rows_copied,
+            });
+        });
         let fence = self.qualified(&names::fence(&self.table));
         let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
         // Copied chunks waiting for the stream to reach the position read at their completion.
@@ -425,6 +432,12 @@ impl Migration {
             }
         }
         debug_assert!(self.ledger.all_drained(), "INV-W1: every chunk drained");
+        let now_ms = crate::api::unix_millis_now();
+        self.progress.send_modify(|progress| {
+            if let Some(window) = &mut progress.copy_window {
+                window.ended_ms = Some(now_ms);
+            }
+        });
         info!(migration_id = %self.options.id, "all chunks copied");
         Ok(())
     }

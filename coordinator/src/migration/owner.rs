@@ -306,10 +306,7 @@ impl Migration {
         let current = self.progress.borrow().state;
         let next = transition(current, event)?;
         info!(migration_id = %self.options.id, from = %current, state = %next, "entering state");
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let at_ms = crate::api::unix_millis_now();
         self.progress.send_modify(|progress| {
             progress.state = next;
             progress
