@@ -458,3 +458,51 @@ async fn redis_flushall_with_the_owner_killed_completes_on_the_standby() {
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&fleet.database, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
+    let redis = servers::shared().redis.url();
+    let (mut fleet, writer) = fleet(
+        "failover_cutover",
+        20_000,
+        &redis,
+        "cutover.after_rename=1*sleep(20000)",
+        "",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &[]).await;
+    wait_for_log(
+        &fleet.owner.process,
+        "failpoint hit",
+        Duration::from_secs(120),
+    )
+    .await;
+    // The swap ran: `orders` is the new table; the old one still carries its interim name.
+    let mut connection = fleet.database.connect().await.unwrap();
+    let interim: Option<u8> = connection
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders_shoal_old'",
+            (&fleet.database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(interim, Some(1));
+    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
+    fleet
+        .owner
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_for_log(
+        &fleet.standby.process,
+        "the cut-over had renamed: closing",
+        Duration::from_secs(30),
+    )
+    .await;
+    watch_to_completion(&fleet.standby, &id).await;
+    let done = status(&fleet.standby, &id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}

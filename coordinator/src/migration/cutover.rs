@@ -112,6 +112,7 @@ impl Migration {
             self.restore_shadow_name().await?;
             return Err(error);
         }
+        shoal_worker::failpoint::hit("cutover.after_rename", self.options.id.as_str()).await;
         let mut connection = self.pool.get_conn().await?;
         connection
             .query_drop(format!(
