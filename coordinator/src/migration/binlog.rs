@@ -107,18 +107,35 @@ pub struct StreamTable {
     pub columns: Arc<[Column]>,
 }
 
-/// Keeps `name.NNNNNN` of a rotate event's file name, dropping trailing bytes (mysql_async #189:
-/// the first rotate's name carries 4 bytes of checksum).
+/// Keeps `base.NNNNNN` of a rotate event's file name, dropping trailing bytes (mysql_async #189:
+/// the first rotate's name carries the 4 bytes of its checksum, which may contain a `.`). The
+/// sequence number is the last run of at least six digits after a dot (servers zero-pad it to
+/// six), else the first run of digits after a dot; whatever follows it is garbage.
+///
+/// Getting this wrong is not cosmetic: positions compare by file name first, so a name with
+/// trailing bytes sorts after every real position in its file, and "caught up" would be
+/// believed at once while events are still on their way.
 fn clean_file_name(raw: &str) -> String {
-    let Some(dot) = raw.rfind('.') else {
-        return raw.to_owned();
-    };
-    let digits: String = raw[dot + 1..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .take(6)
+    let candidates: Vec<(usize, String)> = raw
+        .match_indices('.')
+        .map(|(dot, _)| {
+            let digits: String = raw[dot + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            (dot, digits)
+        })
+        .filter(|(_, digits)| !digits.is_empty())
         .collect();
-    format!("{}.{digits}", &raw[..dot])
+    let chosen = candidates
+        .iter()
+        .rev()
+        .find(|(_, digits)| digits.len() >= 6)
+        .or_else(|| candidates.first());
+    match chosen {
+        Some((dot, digits)) => format!("{}.{digits}", &raw[..*dot]),
+        None => raw.to_owned(),
+    }
 }
 
 /// Renders a decoded binlog value through the column's definition, so that the change path
@@ -422,6 +439,24 @@ mod tests {
         assert_eq!(
             clean_file_name("mariadb-bin.000001\u{1}\u{2}ab"),
             "mariadb-bin.000001"
+        );
+        // Checksum bytes that contain a dot (seen in the tests: "…000001\u{fffd}D.").
+        assert_eq!(
+            clean_file_name("mariadb-bin.000001\u{fffd}D."),
+            "mariadb-bin.000001"
+        );
+        assert_eq!(
+            clean_file_name("mariadb-bin.000001.7x"),
+            "mariadb-bin.000001"
+        );
+        // A dotted base name keeps its dots; more than six digits are kept.
+        assert_eq!(
+            clean_file_name("db.host-bin.1234567"),
+            "db.host-bin.1234567"
+        );
+        assert_eq!(
+            clean_file_name("mysql.5-bin.000003\u{2}."),
+            "mysql.5-bin.000003"
         );
     }
 
