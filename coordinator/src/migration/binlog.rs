@@ -107,35 +107,43 @@ pub struct StreamTable {
     pub columns: Arc<[Column]>,
 }
 
-/// Keeps `base.NNNNNN` of a rotate event's file name, dropping trailing bytes (mysql_async #189:
-/// the first rotate's name carries the 4 bytes of its checksum, which may contain a `.`). The
-/// sequence number is the last run of at least six digits after a dot (servers zero-pad it to
-/// six), else the first run of digits after a dot; whatever follows it is garbage.
+/// The file a rotate event names, given the file being read.
+///
+/// The first (fake) rotate of a dump names the file being read with the 4 bytes of its checksum
+/// appended (mysql_async #189), and those bytes can be anything, digits and dots included: a name
+/// that starts with the current file's is the current file. A real rotate names the next file;
+/// its sequence number keeps as many digits as the current one's (servers zero-pad it), and
+/// anything after them is dropped (real rotates carry no checksum bytes in their name; a name
+/// that only grows digits is a sequence past 999999).
 ///
 /// Getting this wrong is not cosmetic: positions compare by file name first, so a name with
-/// trailing bytes sorts after every real position in its file, and "caught up" would be
-/// believed at once while events are still on their way.
-fn clean_file_name(raw: &str) -> String {
-    let candidates: Vec<(usize, String)> = raw
-        .match_indices('.')
-        .map(|(dot, _)| {
-            let digits: String = raw[dot + 1..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            (dot, digits)
-        })
-        .filter(|(_, digits)| !digits.is_empty())
-        .collect();
-    let chosen = candidates
-        .iter()
-        .rev()
-        .find(|(_, digits)| digits.len() >= 6)
-        .or_else(|| candidates.first());
-    match chosen {
-        Some((dot, digits)) => format!("{}.{digits}", &raw[..*dot]),
-        None => raw.to_owned(),
+/// trailing bytes sorts after every real position in its file, and "caught up" would be believed
+/// at once while events are still on their way.
+fn next_file_name(current: &str, raw: &str) -> String {
+    if raw.starts_with(current) {
+        return current.to_owned();
     }
+    let width = current
+        .rsplit_once('.')
+        .map_or(6, |(_, sequence)| sequence.len().max(1));
+    // The last dot followed by a full-width sequence number.
+    let Some(dot) = raw.rmatch_indices('.').map(|(dot, _)| dot).find(|dot| {
+        raw[dot + 1..]
+            .chars()
+            .take(width)
+            .filter(char::is_ascii_digit)
+            .count()
+            == width
+    }) else {
+        return raw.to_owned();
+    };
+    let sequence: String = raw[dot + 1..].chars().take(width).collect();
+    // A sequence past 999999 grows a digit: keep a seventh digit only when nothing follows it.
+    let rest: String = raw[dot + 1 + width..].chars().collect();
+    if rest.chars().all(|c| c.is_ascii_digit()) {
+        return raw.to_owned();
+    }
+    format!("{}.{sequence}", &raw[..dot])
 }
 
 /// Renders a decoded binlog value through the column's definition, so that the change path
@@ -292,12 +300,16 @@ pub async fn read_stream(
                 )));
             }
             Some(EventData::RotateEvent(rotate)) => {
-                if log_pos != 0 || !rotate.is_fake() {
-                    file = clean_file_name(&rotate.name());
-                } else if rotate.name().starts_with(&*start.file) {
-                    file.clone_from(&start.file);
-                } else {
-                    file = clean_file_name(&rotate.name());
+                file = next_file_name(&file, &rotate.name());
+                // Positions compare by file name: a name shoal cannot trust must stop the stream,
+                // never make it look ahead of the server.
+                if !file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    return Err(Error::Binlog(format!(
+                        "the binlog rotated to a file name shoal cannot read: {file:?}"
+                    )));
                 }
                 continue;
             }
@@ -435,29 +447,31 @@ mod tests {
 
     #[test]
     fn file_names_lose_trailing_garbage() {
-        assert_eq!(clean_file_name("mariadb-bin.000001"), "mariadb-bin.000001");
+        let current = "mariadb-bin.000001";
+        // The fake rotate names the current file plus checksum bytes: digits and dots included.
+        for garbage in ["\u{1}\u{2}ab", "\u{fffd}D.", "8", "7\u{3}.9", ""] {
+            assert_eq!(
+                next_file_name(current, &format!("{current}{garbage}")),
+                current,
+                "{garbage:?}"
+            );
+        }
+        // A real rotate names the next file.
         assert_eq!(
-            clean_file_name("mariadb-bin.000001\u{1}\u{2}ab"),
-            "mariadb-bin.000001"
-        );
-        // Checksum bytes that contain a dot (seen in the tests: "…000001\u{fffd}D.").
-        assert_eq!(
-            clean_file_name("mariadb-bin.000001\u{fffd}D."),
-            "mariadb-bin.000001"
-        );
-        assert_eq!(
-            clean_file_name("mariadb-bin.000001.7x"),
-            "mariadb-bin.000001"
-        );
-        // A dotted base name keeps its dots; more than six digits are kept.
-        assert_eq!(
-            clean_file_name("db.host-bin.1234567"),
-            "db.host-bin.1234567"
+            next_file_name(current, "mariadb-bin.000002"),
+            "mariadb-bin.000002"
         );
         assert_eq!(
-            clean_file_name("mysql.5-bin.000003\u{2}."),
-            "mysql.5-bin.000003"
+            next_file_name(current, "mariadb-bin.000002\u{fffd}.x"),
+            "mariadb-bin.000002"
         );
+        // A dotted base keeps its dots.
+        assert_eq!(
+            next_file_name("db.host-bin.000009", "db.host-bin.000010"),
+            "db.host-bin.000010"
+        );
+        // Past 999999 the sequence grows a digit.
+        assert_eq!(next_file_name("bin.999999", "bin.1000000"), "bin.1000000");
     }
 
     #[test]
