@@ -175,3 +175,110 @@ pub async fn submit(coordinator_url: &str, extra: &[&str]) -> String {
     );
     id
 }
+
+/// Starts the writer on `orders` with `seed` (500 µs between transactions) and waits until it
+/// has committed 100 transactions.
+pub async fn start_writer(
+    database: &TestDatabase,
+    ledger: writer::Ledger,
+    seed: u64,
+) -> writer::Writer {
+    let writer = writer::Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        seed,
+        Duration::from_micros(500),
+    )
+    .await
+    .unwrap();
+    crate::wait::until(
+        "the writer to commit",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { (writer.stats.committed() >= 100).then_some(()) },
+    )
+    .await
+    .unwrap();
+    writer
+}
+
+/// Waits until `process` has logged `needle`; panics with its log otherwise.
+pub async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
+    let what = format!("{} to log {needle:?}", process.name);
+    let found = crate::wait::until(&what, timeout, Duration::from_millis(20), || async {
+        process.logs().contains(needle).then_some(())
+    })
+    .await;
+    if let Err(error) = found {
+        panic!("{error}; log:\n{}", process.logs());
+    }
+}
+
+/// Rows in the shadow table `_orders_new` (0 while it does not exist).
+pub async fn shadow_rows(database: &TestDatabase) -> u64 {
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_first::<u64, _>("SELECT COUNT(*) FROM _orders_new")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Waits until the shadow table holds at least `rows` rows (the copy is under way).
+pub async fn wait_for_shadow_rows(database: &TestDatabase, rows: u64) {
+    crate::wait::until(
+        "the copy to write rows",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async { (shadow_rows(database).await >= rows).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
+/// The JSON detail of `orders`' checkpoint, if its table and row exist.
+pub async fn checkpoint(database: &TestDatabase) -> Option<shoal_common::checkpoint::Detail> {
+    let mut connection = database.connect().await.unwrap();
+    let text: Option<String> = match connection
+        .query_first("SELECT detail FROM _orders_chkpnt WHERE id = 1")
+        .await
+    {
+        Ok(text) => text,
+        Err(mysql_async::Error::Server(error)) if error.code == 1146 => None,
+        Err(error) => panic!("read the checkpoint: {error}"),
+    };
+    text.map(|text| serde_json::from_str(&text).unwrap())
+}
+
+/// `shoal run` of `alter` on `database` (`--no-instant --threads 2`) with `extra` flags and
+/// `failpoints`.
+pub fn shoal_run(
+    database: &TestDatabase,
+    alter: &str,
+    extra: &[&str],
+    failpoints: &str,
+) -> ShoalProcess {
+    let mut args: Vec<String> = ["run", "--alter", alter, "--no-instant", "--threads", "2"]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let env = [
+        ("SHOAL_DSN", database.dsn.clone()),
+        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
+    ];
+    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
+}
+
+/// Waits for a `shoal run` to exit 0 and returns its log.
+pub async fn expect_success(process: &mut ShoalProcess) -> String {
+    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
+    assert!(
+        status.success(),
+        "shoal run failed ({status}):\n{}",
+        process.logs()
+    );
+    process.logs()
+}

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
-use shoal_common::checkpoint::Detail;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::scenario::{
-    assert_migrated_exactly, finish_writer, seeded, shoal_cli, submit, watch_to_completion,
+    assert_migrated_exactly, checkpoint, finish_writer, seeded, shadow_rows, shoal_cli,
+    start_writer, submit, wait_for_log, wait_for_shadow_rows, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -74,23 +74,7 @@ async fn fleet(
         start_worker("worker-1", &standby.url, 2, &worker_env).unwrap(),
         start_worker("worker-2", &standby.url, 2, &worker_env).unwrap(),
     ];
-    let writer = Writer::start(
-        &database.dsn,
-        "orders",
-        ledger,
-        41,
-        Duration::from_micros(500),
-    )
-    .await
-    .unwrap();
-    wait::until(
-        "the writer to commit",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { (writer.stats.committed() >= 100).then_some(()) },
-    )
-    .await
-    .unwrap();
+    let writer = start_writer(&database, ledger, 41).await;
     (
         Fleet {
             database,
@@ -100,30 +84,6 @@ async fn fleet(
         },
         writer,
     )
-}
-
-async fn checkpoint(database: &TestDatabase) -> Option<Detail> {
-    let mut connection = database.connect().await.unwrap();
-    let text: Option<String> = match connection
-        .query_first("SELECT detail FROM _orders_chkpnt WHERE id = 1")
-        .await
-    {
-        Ok(text) => text,
-        Err(mysql_async::Error::Server(error)) if error.code == 1146 => None,
-        Err(error) => panic!("read the checkpoint: {error}"),
-    };
-    text.map(|text| serde_json::from_str(&text).unwrap())
-}
-
-async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
-    let what = format!("{} to log {needle:?}", process.name);
-    if let Err(error) = wait::until(&what, timeout, Duration::from_millis(20), || async {
-        process.logs().contains(needle).then_some(())
-    })
-    .await
-    {
-        panic!("{error}; log:\n{}", process.logs());
-    }
 }
 
 async fn try_status(coordinator: &CoordinatorProcess, id: &str) -> Option<v1::MigrationStatus> {
@@ -297,16 +257,6 @@ async fn a_deposed_owner_cannot_write_a_checkpoint() {
     .await;
 }
 
-async fn shadow_rows(database: &TestDatabase) -> u64 {
-    let mut connection = database.connect().await.unwrap();
-    connection
-        .query_first::<u64, _>("SELECT COUNT(*) FROM _orders_new")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-}
-
 async fn flushall(redis: &RedisServer) {
     let client = redis::Client::open(redis.info.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -330,14 +280,7 @@ async fn redis_flushall_while_paused_stays_paused_and_mid_copy_completes() {
     )
     .await;
     let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
-    wait::until(
-        "the copy to write rows",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async { (shadow_rows(&fleet.database).await >= 3_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_for_shadow_rows(&fleet.database, 3_000).await;
     shoal_cli(&fleet.standby.url, &["pause", &id]).await;
     wait::until(
         "the pause to reach the checkpoint",

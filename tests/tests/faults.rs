@@ -11,33 +11,14 @@ use nix::sys::signal::Signal;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::scenario::{
-    self, ALTER, assert_migrated_exactly, seeded, shoal_cli, watch_to_completion,
+    self, ALTER, assert_migrated_exactly, seeded, shoal_cli, wait_for_log, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 
-/// Starts `shoal run` on `database` with `failpoints` set.
+/// `shoal run` of [`ALTER`] with `failpoints` (server copy).
 fn shoal_run(database: &TestDatabase, failpoints: &str) -> ShoalProcess {
-    let args: Vec<String> = ["run", "--alter", ALTER, "--no-instant", "--threads", "2"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-    let env = [
-        ("SHOAL_DSN", database.dsn.clone()),
-        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
-    ];
-    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
-}
-
-async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
-    let what = format!("{} to log {needle:?}", process.name);
-    let found = wait::until(&what, timeout, Duration::from_millis(20), || async {
-        process.logs().contains(needle).then_some(())
-    })
-    .await;
-    if let Err(error) = found {
-        panic!("{error}; log:\n{}", process.logs());
-    }
+    scenario::shoal_run(database, ALTER, &[], failpoints)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,93 +8,18 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
-use shoal_common::checkpoint::Detail;
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, columns, finish_writer, seeded, tables,
+    ALTER, assert_migrated_exactly, checkpoint, columns, expect_success, finish_writer, seeded,
+    shoal_run, start_writer, tables, wait_for_shadow_rows,
 };
 use shoal_tests::servers::{TestDatabase, unique_name};
 use shoal_tests::wait;
-use shoal_tests::writer::{self, Ledger, Writer};
-
-/// `shoal run` of `alter` on `database` with `extra` flags and `failpoints`.
-fn shoal_run(
-    database: &TestDatabase,
-    alter: &str,
-    extra: &[&str],
-    failpoints: &str,
-) -> ShoalProcess {
-    let mut args: Vec<String> = ["run", "--alter", alter, "--no-instant", "--threads", "2"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    let env = [
-        ("SHOAL_DSN", database.dsn.clone()),
-        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
-    ];
-    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
-}
+use shoal_tests::writer;
 
 /// Buffered copy with each chunk's read followed by a pause, so that a crash lands mid-copy.
 const SLOW_COPY: &str = "copy.after_read=sleep(100)";
-
-async fn start_writer(database: &TestDatabase, ledger: Ledger, seed: u64) -> Writer {
-    let writer = Writer::start(
-        &database.dsn,
-        "orders",
-        ledger,
-        seed,
-        Duration::from_micros(500),
-    )
-    .await
-    .unwrap();
-    wait::until(
-        "the writer to commit",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { (writer.stats.committed() >= 100).then_some(()) },
-    )
-    .await
-    .unwrap();
-    writer
-}
-
-async fn shadow_rows(database: &TestDatabase) -> u64 {
-    let mut connection = database.connect().await.unwrap();
-    connection
-        .query_first::<u64, _>("SELECT COUNT(*) FROM _orders_new")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-}
-
-/// The checkpoint's JSON detail, if the table and row exist.
-async fn checkpoint(database: &TestDatabase) -> Option<Detail> {
-    let mut connection = database.connect().await.unwrap();
-    let text: Option<String> = match connection
-        .query_first("SELECT detail FROM _orders_chkpnt WHERE id = 1")
-        .await
-    {
-        Ok(text) => text,
-        Err(mysql_async::Error::Server(error)) if error.code == 1146 => None,
-        Err(error) => panic!("read the checkpoint: {error}"),
-    };
-    text.map(|text| serde_json::from_str(&text).unwrap())
-}
-
-/// Waits for the run to exit 0 and returns its log.
-async fn expect_success(process: &mut ShoalProcess) -> String {
-    let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
-    assert!(
-        status.success(),
-        "shoal run failed ({status}):\n{}",
-        process.logs()
-    );
-    process.logs()
-}
 
 async fn kill(process: &mut ShoalProcess) {
     process.signal(Signal::SIGKILL).unwrap();
@@ -107,14 +32,7 @@ async fn a_crash_early_in_the_copy_resumes_from_the_checkpoint_written_by_initia
     let writer = start_writer(&database, ledger, 31).await;
     let flags = ["--copy-mode", "buffered"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
-    wait::until(
-        "the copy to write rows",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async { (shadow_rows(&database).await >= 4_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_for_shadow_rows(&database, 4_000).await;
     kill(&mut first).await;
     let saved = checkpoint(&database).await.expect("a checkpoint exists");
     assert!(
@@ -224,14 +142,7 @@ async fn a_purged_binlog_fails_with_strict_and_starts_afresh_without() {
     let writer = start_writer(&database, ledger, 33).await;
     let flags = ["--copy-mode", "buffered"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
-    wait::until(
-        "the copy to write rows",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async { (shadow_rows(&database).await >= 2_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_for_shadow_rows(&database, 2_000).await;
     kill(&mut first).await;
     let saved_file: String = connection
         .query_first("SELECT binlog_name FROM _orders_chkpnt WHERE id = 1")
@@ -413,14 +324,7 @@ async fn sigterm_checkpoints_and_the_same_command_resumes() {
     let writer = start_writer(&database, ledger, 37).await;
     let flags = ["--copy-mode", "buffered"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
-    wait::until(
-        "the copy to write rows",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async { (shadow_rows(&database).await >= 6_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_for_shadow_rows(&database, 6_000).await;
     first.signal(Signal::SIGTERM).unwrap();
     let status = first.wait_exit(Duration::from_secs(60)).await.unwrap();
     assert!(!status.success(), "{}", first.logs());

@@ -10,46 +10,15 @@ use mysql_async::prelude::Queryable;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, columns, finish_writer, seeded, shoal_cli, submit,
-    watch_to_completion,
+    ALTER, assert_migrated_exactly, columns, expect_success, finish_writer, seeded, shoal_cli,
+    start_writer, submit, wait_for_log, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
-use shoal_tests::writer::{Ledger, Writer};
 
-async fn start_writer(database: &TestDatabase, ledger: Ledger, seed: u64) -> Writer {
-    let writer = Writer::start(
-        &database.dsn,
-        "orders",
-        ledger,
-        seed,
-        Duration::from_micros(500),
-    )
-    .await
-    .unwrap();
-    wait::until(
-        "the writer to commit",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { (writer.stats.committed() >= 100).then_some(()) },
-    )
-    .await
-    .unwrap();
-    writer
-}
-
-async fn wait_for_log(process: &ShoalProcess, needle: &str) {
-    let what = format!("{} to log {needle:?}", process.name);
-    if let Err(error) = wait::until(
-        &what,
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || async { process.logs().contains(needle).then_some(()) },
-    )
-    .await
-    {
-        panic!("{error}; log:\n{}", process.logs());
-    }
+/// `shoal run --defer-cutover` of [`ALTER`] with `failpoints`.
+fn shoal_run(database: &TestDatabase, failpoints: &str) -> ShoalProcess {
+    shoal_tests::scenario::shoal_run(database, ALTER, &["--defer-cutover"], failpoints)
 }
 
 /// While waiting, the original table still has its old schema.
@@ -145,35 +114,6 @@ async fn a_deferred_cutover_waits_ready_and_completes_after_shoal_release() {
     assert_migrated_exactly(&database, &expected).await;
 }
 
-fn shoal_run(database: &TestDatabase, failpoints: &str) -> ShoalProcess {
-    let args: Vec<String> = [
-        "run",
-        "--alter",
-        ALTER,
-        "--no-instant",
-        "--threads",
-        "2",
-        "--defer-cutover",
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect();
-    let env = [
-        ("SHOAL_DSN", database.dsn.clone()),
-        ("SHOAL_FAILPOINTS", failpoints.to_owned()),
-    ];
-    ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
-}
-
-async fn expect_success(process: &mut ShoalProcess) {
-    let status = process.wait_exit(Duration::from_secs(300)).await.unwrap();
-    assert!(
-        status.success(),
-        "shoal run failed ({status}):\n{}",
-        process.logs()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_made_sentinel_without_a_status_column_is_honoured_until_dropped() {
     let (database, ledger) = seeded("sentinel_by_hand", 20_000).await;
@@ -184,7 +124,7 @@ async fn a_hand_made_sentinel_without_a_status_column_is_honoured_until_dropped(
         .unwrap();
     let writer = start_writer(&database, ledger, 52).await;
     let mut run = shoal_run(&database, "");
-    wait_for_log(&run, "waiting on the sentinel").await;
+    wait_for_log(&run, "waiting on the sentinel", Duration::from_secs(120)).await;
     let committed = writer.stats.committed();
     wait::until(
         "writes during the wait",
@@ -200,7 +140,7 @@ async fn a_hand_made_sentinel_without_a_status_column_is_honoured_until_dropped(
         .query_drop("DROP TABLE _shoal_sentinel")
         .await
         .unwrap();
-    expect_success(&mut run).await;
+    let _ = expect_success(&mut run).await;
     assert!(run.logs().contains("the sentinel was dropped: released"));
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
@@ -211,7 +151,7 @@ async fn a_drop_racing_the_ready_update_is_a_release() {
     let (database, ledger) = seeded("sentinel_race", 20_000).await;
     let writer = start_writer(&database, ledger, 53).await;
     let mut run = shoal_run(&database, "sentinel.before_ready=1*sleep(3000)");
-    wait_for_log(&run, "failpoint hit").await;
+    wait_for_log(&run, "failpoint hit", Duration::from_secs(120)).await;
     let mut connection = database.connect().await.unwrap();
     let status: Option<String> = connection
         .query_first("SELECT status FROM _shoal_sentinel")
@@ -222,7 +162,7 @@ async fn a_drop_racing_the_ready_update_is_a_release() {
         .query_drop("DROP TABLE _shoal_sentinel")
         .await
         .unwrap();
-    expect_success(&mut run).await;
+    let _ = expect_success(&mut run).await;
     assert!(run.logs().contains("the sentinel was dropped: released"));
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;

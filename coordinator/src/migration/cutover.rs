@@ -126,7 +126,7 @@ impl Migration {
     }
 
     /// Gives the shadow table back its `_t_new` name after a failed attempt (if it was renamed).
-    async fn restore_shadow_name(&mut self) -> Result<(), Error> {
+    pub(super) async fn restore_shadow_name(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let swap = names::swap(&self.table);
         if super::catalog::table_exists(&mut connection, &self.schema, &swap).await? {

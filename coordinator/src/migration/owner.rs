@@ -633,15 +633,7 @@ impl Migration {
             };
             if (shadow || swap) && !old && !swapped_out {
                 info!(migration_id = %self.options.id, "the cut-over had begun but not renamed: resuming");
-                if swap {
-                    connection
-                        .query_drop(format!(
-                            "RENAME TABLE {} TO {}",
-                            self.qualified(&names::swap(&self.table)),
-                            self.qualified(&names::shadow(&self.table))
-                        ))
-                        .await?;
-                }
+                self.restore_shadow_name().await?;
             } else if !shadow && !swap && (old || swapped_out) {
                 info!(migration_id = %self.options.id, "the cut-over had renamed: closing");
                 self.claim(&saved, live_epoch).await?;
