@@ -418,6 +418,22 @@ impl Owners {
         self.inner.registry.get(id)
     }
 
+    /// After shutdown began: waits (up to `limit`) until every migration running here has
+    /// stopped, written its last checkpoint and handed its owner lease back.
+    pub async fn wait_stopped(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.owned().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.owned().len();
+        if left > 0 {
+            warn!(
+                left,
+                "migrations still stopping at exit; their leases expire instead"
+            );
+        }
+    }
+
     /// The ownership loop; returns when the coordinator shuts down.
     pub async fn run(self) {
         let tick = self.inner.settings.owner_ttl / 3;

@@ -164,7 +164,7 @@ impl Coordinator {
                 }
             });
         }
-        let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners);
+        let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners.clone());
         let work_api = WorkApi::new(
             self.id.clone(),
             Arc::clone(&self.registry),
@@ -191,6 +191,9 @@ impl Coordinator {
             )
             .await
             .context("serve gRPC")?;
+        // Hand the migrations over: each stops, checkpoints and gives its lease back, so that a
+        // standby resumes at once rather than after the owner TTL.
+        owners.wait_stopped(Duration::from_secs(10)).await;
         info!(coordinator_id = %self.id, "coordinator stopped");
         Ok(())
     }

@@ -449,3 +449,55 @@ async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&fleet.database, &expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_migration_to_the_standby_before_the_owner_ttl() {
+    let redis = servers::shared().redis.url();
+    let (mut fleet, writer) = fleet(
+        "failover_sigterm",
+        60_000,
+        &redis,
+        "",
+        "copy.after_read=sleep(50)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    wait_for_shadow_rows(&fleet.database, 5_000).await;
+    fleet.owner.process.signal(Signal::SIGTERM).unwrap();
+    let stopped_at = Instant::now();
+    let exit = fleet
+        .owner
+        .process
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{}", fleet.owner.process.logs());
+    assert!(
+        fleet
+            .owner
+            .process
+            .logs()
+            .contains("checkpoint written on stop"),
+        "{}",
+        fleet.owner.process.logs()
+    );
+    wait_for_log(
+        &fleet.standby.process,
+        "resuming from the checkpoint",
+        Duration::from_secs(30),
+    )
+    .await;
+    let handed_over = stopped_at.elapsed();
+    eprintln!("handed over after {handed_over:?}");
+    // The lease was given back: the standby's next round (every TTL/3) takes it, well before
+    // the TTL a killed owner would leave behind.
+    assert!(
+        handed_over < OWNER_TTL,
+        "the standby resumed {handed_over:?} after SIGTERM (owner TTL {OWNER_TTL:?})"
+    );
+    watch_to_completion(&fleet.standby, &id).await;
+    let done = status(&fleet.standby, &id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}

@@ -425,12 +425,10 @@ impl Migration {
         shoal_worker::failpoint::hit("checksum.before", self.options.id.as_str()).await;
         self.checksum().await?;
         self.advance(Event::ChecksumPassed)?;
-        if self.options.defer_cutover && !self.intents.borrow().released {
-            self.advance(Event::AwaitSentinel)?;
-            if self.wait_on_sentinel().await? {
-                info!(migration_id = %self.options.id, "long wait on the sentinel: checksum again");
-                self.checksum().await?;
-            }
+        let defer = self.options.defer_cutover && !self.intents.borrow().released;
+        if defer && self.wait_on_sentinel().await? {
+            info!(migration_id = %self.options.id, "long wait on the sentinel: checksum again");
+            self.checksum().await?;
         }
         self.advance(Event::BeginCutOver)?;
         self.cutover().await?;

@@ -82,8 +82,9 @@ impl Migration {
         Ok(())
     }
 
-    /// `WaitingOnSentinelTable`: marks this migration `ready` and waits for its release, applying
-    /// changes meanwhile. Returns whether the wait was long enough to checksum again.
+    /// `WaitingOnSentinelTable`: marks this migration `ready`, enters the state, and waits for its
+    /// release, applying changes meanwhile. Returns whether the wait was long enough to checksum
+    /// again.
     pub(super) async fn wait_on_sentinel(&mut self) -> Result<bool, Error> {
         let started = Instant::now();
         let mut connection = self.pool.get_conn().await?;
@@ -108,6 +109,7 @@ impl Migration {
                 Err(error) => return Err(error.into()),
             }
         }
+        self.advance(shoal_common::lifecycle::Event::AwaitSentinel)?;
         info!(
             migration_id = %self.options.id,
             "waiting on the sentinel: drop {} or run `shoal release {}`",
