@@ -26,7 +26,7 @@ struct Fleet {
     database: TestDatabase,
     owner: CoordinatorProcess,
     standby: CoordinatorProcess,
-    _workers: Vec<ShoalProcess>,
+    workers: Vec<ShoalProcess>,
 }
 
 /// Two coordinators on `redis_url` (the owner with `owner_failpoints`), two workers on the
@@ -80,7 +80,7 @@ async fn fleet(
             database,
             owner,
             standby,
-            _workers: workers,
+            workers,
         },
         writer,
     )
@@ -498,6 +498,62 @@ async fn sigterm_hands_the_migration_to_the_standby_before_the_owner_ttl() {
     watch_to_completion(&fleet.standby, &id).await;
     let done = status(&fleet.standby, &id).await;
     assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_sigterm_mid_chunk_kills_its_query_and_releases_the_lease() {
+    let redis = servers::shared().redis.url();
+    // Each worker's first chunk stalls inside its fenced transaction (`DO SLEEP(8)`).
+    let (mut fleet, writer) = fleet(
+        "worker_drain",
+        30_000,
+        &redis,
+        "",
+        "copy.server_sleep=1*sleep(8000)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &[]).await;
+    let worker = &fleet.workers[0];
+    wait_for_log(worker, "failpoint hit", Duration::from_secs(60)).await;
+    let logs = worker.logs();
+    let chunk = logs
+        .lines()
+        .find(|line| line.contains("failpoint hit"))
+        .and_then(|line| line.split("chunk=").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap()
+        .to_owned();
+    // Let the statement start on the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.signal(Signal::SIGTERM).unwrap();
+    let stopped_at = Instant::now();
+    wait_for_log(worker, "stopping: task released", Duration::from_secs(10)).await;
+    let released = stopped_at.elapsed();
+    assert!(
+        worker.logs().contains("stopping: killed the chunk's query"),
+        "{}",
+        worker.logs()
+    );
+    let relet = format!("task_id={id}-c{chunk}-e2");
+    wait_for_log(&fleet.standby.process, &relet, Duration::from_secs(10)).await;
+    let relet_after = stopped_at.elapsed();
+    eprintln!("released after {released:?}, re-leased after {relet_after:?}");
+    assert!(
+        released < Duration::from_secs(1),
+        "released after {released:?}"
+    );
+    assert!(
+        relet_after < Duration::from_secs(3),
+        "chunk {chunk} re-leased after {relet_after:?}, lease TTL 3 s"
+    );
+    let exit = fleet.workers[0]
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(exit.success(), "{}", fleet.workers[0].logs());
+    watch_to_completion(&fleet.standby, &id).await;
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&fleet.database, &expected).await;
 }

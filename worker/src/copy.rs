@@ -23,6 +23,7 @@
 //! servers. Server mode runs `INSERT IGNORE … SELECT` inside
 //! the fenced transaction: fastest on one box, shared locks on the source range meanwhile.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -159,8 +160,14 @@ fn row_bytes(row: &[Value]) -> usize {
         .sum()
 }
 
-/// Copies one chunk; returns rows written and server-side statement time.
-pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Error> {
+/// Copies one chunk; returns rows written and server-side statement time. The id of the MySQL
+/// connection doing it is stored in `connection_id` (so that a worker told to stop can
+/// `KILL QUERY` its own statement).
+pub async fn copy_chunk(
+    pool: &Pool,
+    spec: &TaskSpec,
+    connection_id: &AtomicU32,
+) -> Result<CopyOutcome, Error> {
     let context = &spec.context;
     let source = quote_qualified(&context.schema, &context.source_table);
     let shadow = quote_qualified(&context.schema, &context.shadow_table);
@@ -170,6 +177,7 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
     let key = quote_identifier(&context.key_column);
 
     let mut connection = pool.get_conn().await?;
+    connection_id.store(connection.id(), Ordering::SeqCst);
     let mut statement_time = Duration::ZERO;
     let mut conflicts = Vec::new();
     // Buffered: read first, outside the write transaction, so that a worker stalled between read
@@ -207,6 +215,23 @@ pub async fn copy_chunk(pool: &Pool, spec: &TaskSpec) -> Result<CopyOutcome, Err
             params.clone(),
         )
         .await?;
+    // A server-side stall inside the fenced transaction, for tests of a worker stopped mid-chunk.
+    // `SLEEP` answers 1 when its query is killed instead of failing: report that as the error a
+    // killed copy statement gets.
+    if let Some(stall) = failpoint::take("copy.server_sleep", &format!("chunk={}", spec.chunk)) {
+        let killed: Option<i64> = transaction
+            .query_first(format!("SELECT SLEEP({:.3})", stall.as_secs_f64()))
+            .await?;
+        if killed == Some(1) {
+            return Err(Error::Mysql(mysql_async::Error::Server(
+                mysql_async::ServerError {
+                    code: 1317,
+                    message: "Query execution was interrupted".to_owned(),
+                    state: "70100".to_owned(),
+                },
+            )));
+        }
+    }
     let rows_written = match buffered_rows {
         None => {
             let sql = format!(

@@ -11,11 +11,13 @@
 //! under `shoal run`. The loop, the lease keeping and the reporting are the same code.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
 use shoal_common::ids::WorkerId;
-use shoal_common::task::{CopyOutcome, LeasedTask};
+use shoal_common::task::{CopyOutcome, LeasedTask, TaskSpec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -105,6 +107,28 @@ pub async fn run_slot(
     }
 }
 
+/// How long a worker told to stop waits for its killed copy to roll back.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// `KILL QUERY` on the connection copying `spec`, from another connection of the pool.
+async fn stop_copy(pool: &mysql_async::Pool, connection_id: &AtomicU32, spec: &TaskSpec) {
+    let id = connection_id.load(Ordering::SeqCst);
+    if id == 0 {
+        return;
+    }
+    let killed = async {
+        let mut killer = pool.get_conn().await?;
+        killer.exec_drop("KILL QUERY ?", (id,)).await
+    }
+    .await;
+    match killed {
+        Ok(()) => {
+            info!(task_id = %spec.task_id, connection = id, "stopping: killed the chunk's query")
+        }
+        Err(error) => warn!(task_id = %spec.task_id, %error, "stopping: kill the chunk's query"),
+    }
+}
+
 /// Extends the lease every third of its TTL; returns when it cannot (the lease is lost).
 async fn keep_lease(source: &dyn TaskSource, task: &LeasedTask) {
     let interval = task.lease_ttl / 3;
@@ -145,10 +169,21 @@ async fn execute(
             return;
         }
     };
+    let connection_id = AtomicU32::new(0);
+    let copy = copy::copy_chunk(&pool, spec, &connection_id);
+    tokio::pin!(copy);
     let ending = tokio::select! {
-        result = copy::copy_chunk(&pool, spec) => Ending::Done(result),
+        result = &mut copy => Ending::Done(result),
         () = keep_lease(source, &task) => Ending::LeaseLost,
-        () = shutdown.cancelled() => Ending::Shutdown,
+        () = shutdown.cancelled() => {
+            // Stop now: kill our own statement (the fence makes that safe), let the copy see
+            // the error and roll back, then give the task back.
+            stop_copy(&pool, &connection_id, spec).await;
+            if tokio::time::timeout(STOP_WAIT, &mut copy).await.is_err() {
+                warn!(task_id = %spec.task_id, "the killed copy did not end; releasing anyway");
+            }
+            Ending::Shutdown
+        }
     };
     let task_id = &spec.task_id;
     match ending {
@@ -171,10 +206,9 @@ async fn execute(
             }
         }
         Ending::LeaseLost => info!(%task_id, "lease lost: abandoning the task"),
-        Ending::Shutdown => {
-            if let Err(error) = source.release(&task).await {
-                warn!(%task_id, %error, "release task; the lease will expire");
-            }
-        }
+        Ending::Shutdown => match source.release(&task).await {
+            Ok(()) => info!(%task_id, "stopping: task released"),
+            Err(error) => warn!(%task_id, %error, "release task; the lease will expire"),
+        },
     }
 }

@@ -57,9 +57,15 @@ fn configured() -> &'static HashMap<String, Action> {
 
 /// Runs the action configured for `name`, if any; `context` (e.g. the chunk range) is logged.
 pub async fn hit(name: &str, context: &str) {
-    let Some(action) = configured().get(name) else {
-        return;
-    };
+    if let Some(sleep) = take(name, context) {
+        tokio::time::sleep(sleep).await;
+    }
+}
+
+/// Counts a hit of `name` and returns its configured sleep, without sleeping: for failpoints
+/// whose delay is spent elsewhere (e.g. `DO SLEEP` on a MySQL session).
+pub fn take(name: &str, context: &str) -> Option<Duration> {
+    let action = configured().get(name)?;
     let left =
         action
             .remaining
@@ -69,10 +75,10 @@ pub async fn hit(name: &str, context: &str) {
                 n => Some(n - 1),
             });
     if left.is_err() {
-        return;
+        return None;
     }
     tracing::warn!(failpoint = name, context, sleep = ?action.sleep, "failpoint hit");
-    tokio::time::sleep(action.sleep).await;
+    Some(action.sleep)
 }
 
 #[cfg(test)]

@@ -207,9 +207,13 @@ impl Migration {
         connection
             .exec_drop(format!("DELETE FROM {shadow} WHERE {predicate}"), params)
             .await?;
-        let outcome = shoal_worker::copy::copy_chunk(&self.pool, &spec)
-            .await
-            .map_err(|error| Error::Checksum(format!("repair of {range}: {error}")))?;
+        let outcome = shoal_worker::copy::copy_chunk(
+            &self.pool,
+            &spec,
+            &std::sync::atomic::AtomicU32::new(0),
+        )
+        .await
+        .map_err(|error| Error::Checksum(format!("repair of {range}: {error}")))?;
         self.progress
             .send_modify(|progress| progress.unique_conflicts += outcome.unique_conflicts);
         // As for a copied chunk: the deferred images must be at least as new as the copy.
