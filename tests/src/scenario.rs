@@ -252,6 +252,24 @@ pub async fn checkpoint(database: &TestDatabase) -> Option<shoal_common::checkpo
     text.map(|text| serde_json::from_str(&text).unwrap())
 }
 
+/// Waits until `orders`' checkpoint satisfies `accept` (`what` names it in a timeout) and
+/// returns it.
+pub async fn wait_for_checkpoint(
+    database: &TestDatabase,
+    what: &str,
+    accept: impl Fn(&shoal_common::checkpoint::Detail) -> bool,
+) -> shoal_common::checkpoint::Detail {
+    let (detail, _) = crate::wait::until(
+        what,
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async { checkpoint(database).await.filter(|detail| accept(detail)) },
+    )
+    .await
+    .unwrap();
+    detail
+}
+
 /// `shoal run` of `alter` on `database` (`--no-instant --threads 2`) with `extra` flags and
 /// `failpoints`.
 pub fn shoal_run(

@@ -13,7 +13,8 @@ use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProces
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::scenario::{
     assert_migrated_exactly, checkpoint, finish_writer, seeded, shadow_rows, shoal_cli,
-    start_writer, submit, wait_for_log, wait_for_shadow_rows, watch_to_completion,
+    start_writer, submit, wait_for_checkpoint, wait_for_log, wait_for_shadow_rows,
+    watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -102,6 +103,17 @@ async fn status(coordinator: &CoordinatorProcess, id: &str) -> v1::MigrationStat
     try_status(coordinator, id).await.unwrap()
 }
 
+/// Follows `id` on the standby to its end, checks that it completed, stops the writer and
+/// compares the table with the writer's ledger; returns the final status.
+async fn completes_exactly(fleet: &Fleet, id: &str, writer: Writer) -> v1::MigrationStatus {
+    watch_to_completion(&fleet.standby, id).await;
+    let done = status(&fleet.standby, id).await;
+    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&fleet.database, &expected).await;
+    done
+}
+
 /// Waits until the standby answers for `id` again (after Redis lost everything), then follows
 /// it to the end.
 async fn watch_on(coordinator: &CoordinatorProcess, id: &str) {
@@ -132,21 +144,17 @@ async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() 
         &["--copy-mode", "buffered", "--threads", "4"],
     )
     .await;
-    wait::until(
+    wait_for_checkpoint(
+        &fleet.database,
         "a periodic checkpoint past chunk 10",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&fleet.database).await.filter(|detail| {
-                detail
-                    .plan
-                    .as_ref()
-                    .is_some_and(|plan| plan.watermark.0 >= 10)
-            })
+        |detail| {
+            detail
+                .plan
+                .as_ref()
+                .is_some_and(|plan| plan.watermark.0 >= 10)
         },
     )
-    .await
-    .unwrap();
+    .await;
     fleet.owner.process.signal(Signal::SIGKILL).unwrap();
     let killed_at = Instant::now();
     fleet
@@ -180,9 +188,7 @@ async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() 
     );
     eprintln!("takeover after {took_over:?}");
 
-    watch_to_completion(&fleet.standby, &id).await;
-    let done = status(&fleet.standby, &id).await;
-    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
+    let done = completes_exactly(&fleet, &id, writer).await;
     assert_eq!(done.metadata["resumed_at"], "CopyRows");
     assert_eq!(done.metadata["chunks_recopied"], undrained.to_string());
     assert_eq!(
@@ -190,8 +196,6 @@ async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() 
         undrained + unplanned,
         "only the chunks not drained at the checkpoint were copied again"
     );
-    let (expected, _) = finish_writer(writer, 200).await;
-    assert_migrated_exactly(&fleet.database, &expected).await;
 }
 
 /// The owner stops at `failpoint`, is SIGSTOPped past its lease, the standby takes over, and the
@@ -282,18 +286,12 @@ async fn redis_flushall_while_paused_stays_paused_and_mid_copy_completes() {
     let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
     wait_for_shadow_rows(&fleet.database, 3_000).await;
     shoal_cli(&fleet.standby.url, &["pause", &id]).await;
-    wait::until(
+    wait_for_checkpoint(
+        &fleet.database,
         "the pause to reach the checkpoint",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&fleet.database)
-                .await
-                .filter(|detail| detail.intents.paused)
-        },
+        |detail| detail.intents.paused,
     )
-    .await
-    .unwrap();
+    .await;
 
     flushall(&redis).await;
     wait::until(
@@ -366,18 +364,12 @@ async fn redis_flushall_with_the_owner_killed_completes_on_the_standby() {
     )
     .await;
     let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
-    wait::until(
+    wait_for_checkpoint(
+        &fleet.database,
         "a periodic checkpoint with a plan",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&fleet.database)
-                .await
-                .filter(|detail| detail.plan.is_some())
-        },
+        |detail| detail.plan.is_some(),
     )
-    .await
-    .unwrap();
+    .await;
     fleet.owner.process.signal(Signal::SIGKILL).unwrap();
     flushall(&redis).await;
     fleet
@@ -443,11 +435,7 @@ async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
         Duration::from_secs(30),
     )
     .await;
-    watch_to_completion(&fleet.standby, &id).await;
-    let done = status(&fleet.standby, &id).await;
-    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
-    let (expected, _) = finish_writer(writer, 200).await;
-    assert_migrated_exactly(&fleet.database, &expected).await;
+    completes_exactly(&fleet, &id, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,11 +483,7 @@ async fn sigterm_hands_the_migration_to_the_standby_before_the_owner_ttl() {
         handed_over < OWNER_TTL,
         "the standby resumed {handed_over:?} after SIGTERM (owner TTL {OWNER_TTL:?})"
     );
-    watch_to_completion(&fleet.standby, &id).await;
-    let done = status(&fleet.standby, &id).await;
-    assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");
-    let (expected, _) = finish_writer(writer, 200).await;
-    assert_migrated_exactly(&fleet.database, &expected).await;
+    completes_exactly(&fleet, &id, writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,8 +509,26 @@ async fn a_worker_given_sigterm_mid_chunk_kills_its_query_and_releases_the_lease
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .unwrap()
         .to_owned();
-    // Let the statement start on the server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stall is running on the server.
+    wait::until(
+        "the stalled copy statement on the server",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let mut connection = fleet.database.connect().await.ok()?;
+            let running: Option<u64> = connection
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE DB = ? AND INFO LIKE 'SELECT SLEEP(%'",
+                    (&fleet.database.name,),
+                )
+                .await
+                .ok()?;
+            (running > Some(0)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
     worker.signal(Signal::SIGTERM).unwrap();
     let stopped_at = Instant::now();
     wait_for_log(worker, "stopping: task released", Duration::from_secs(10)).await;

@@ -12,7 +12,7 @@ use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
     ALTER, assert_migrated_exactly, checkpoint, columns, expect_success, finish_writer, seeded,
-    shoal_run, start_writer, tables, wait_for_shadow_rows,
+    shoal_run, start_writer, tables, wait_for_checkpoint, wait_for_shadow_rows,
 };
 use shoal_tests::servers::{TestDatabase, unique_name};
 use shoal_tests::wait;
@@ -79,24 +79,16 @@ async fn a_resume_after_periodic_checkpoints_copies_only_the_undrained_chunks() 
     let writer = start_writer(&database, ledger, 32).await;
     let flags = ["--copy-mode", "buffered", "--checkpoint-interval", "1s"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
-    let saved = wait::until(
-        "a periodic checkpoint past chunk 10",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&database).await.filter(|detail| {
-                detail
-                    .plan
-                    .as_ref()
-                    .is_some_and(|plan| plan.watermark.0 >= 10)
-            })
-        },
-    )
-    .await
-    .unwrap();
+    let saved = wait_for_checkpoint(&database, "a periodic checkpoint past chunk 10", |detail| {
+        detail
+            .plan
+            .as_ref()
+            .is_some_and(|plan| plan.watermark.0 >= 10)
+    })
+    .await;
     kill(&mut first).await;
     // The last checkpoint may be newer than the one seen: read it again after the kill.
-    let saved = checkpoint(&database).await.unwrap_or(saved.0);
+    let saved = checkpoint(&database).await.unwrap_or(saved);
     let plan = saved.plan.expect("the plan is checkpointed");
     let drained = plan.watermark.0 + plan.chunks.iter().filter(|chunk| chunk.2).count() as u64;
     let undrained = plan.chunks.iter().filter(|chunk| !chunk.2).count() as u64;
@@ -216,18 +208,10 @@ async fn a_dropped_checkpoint_table_stops_the_migration_and_leaves_the_table_int
         &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
         SLOW_COPY,
     );
-    wait::until(
-        "a periodic checkpoint",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&database)
-                .await
-                .filter(|detail| detail.plan.is_some())
-        },
-    )
-    .await
-    .unwrap();
+    wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
+        detail.plan.is_some()
+    })
+    .await;
     let mut connection = database.connect().await.unwrap();
     connection
         .query_drop("DROP TABLE _orders_chkpnt")
@@ -266,20 +250,12 @@ async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes()
         &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
         SLOW_COPY,
     );
-    let saved = wait::until(
-        "a periodic checkpoint",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || async {
-            checkpoint(&database)
-                .await
-                .filter(|detail| detail.plan.is_some())
-        },
-    )
-    .await
-    .unwrap();
+    let saved = wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
+        detail.plan.is_some()
+    })
+    .await;
     // The owner's connections: the advisory lock's, then the checkpoint writer's.
-    let checkpoint_connection = *saved.0.owner_connections.last().unwrap();
+    let checkpoint_connection = *saved.owner_connections.last().unwrap();
     let mut connection = database.connect().await.unwrap();
     connection
         .exec_drop("KILL ?", (checkpoint_connection,))
