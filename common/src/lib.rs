@@ -14,7 +14,8 @@
 //! - [`signals`]: SIGTERM/SIGINT as the start of graceful shutdown.
 //! - [`sql`]: identifier quoting.
 //! - [`task`]: tasks, copy context, outcomes.
-//! - [`telemetry`]: log set-up shared by every binary (text or JSON, `RUST_LOG` filter).
+//! - [`telemetry`]: logs (text or JSON, `RUST_LOG` filter), OpenTelemetry trace export and the
+//!   Prometheus recorder, shared by every binary.
 //!
 //! Apart from the process plumbing in `signals` and `telemetry`, nothing here performs I/O:
 //! decisions are plain functions over plain data, and the drivers in `shoal-coordinator` and

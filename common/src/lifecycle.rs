@@ -61,6 +61,22 @@ impl State {
         State::Close,
         State::ErrCleanup,
     ];
+
+    /// The state's name in snake case (`copy_rows`), for span names and metric labels.
+    pub fn snake_name(self) -> String {
+        let mut name = String::new();
+        for (index, letter) in format!("{self:?}").chars().enumerate() {
+            if letter.is_ascii_uppercase() {
+                if index > 0 {
+                    name.push('_');
+                }
+                name.push(letter.to_ascii_lowercase());
+            } else {
+                name.push(letter);
+            }
+        }
+        name
+    }
 }
 
 impl fmt::Display for State {
@@ -360,6 +376,16 @@ mod tests {
     #[test]
     fn order_means_at_or_past() {
         assert!(State::ALL.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn snake_names() {
+        assert_eq!(CopyRows.snake_name(), "copy_rows");
+        assert_eq!(
+            WaitingOnSentinelTable.snake_name(),
+            "waiting_on_sentinel_table"
+        );
+        assert_eq!(Close.snake_name(), "close");
         assert!(
             WaitingOnSentinelTable < CutOver,
             "the sentinel wait is directly before cut-over"

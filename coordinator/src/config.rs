@@ -17,7 +17,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
 
-    /// Address of the JSON status API (`/api/v1/migrations/...`); off when unset.
+    /// Address of the JSON status API (`/api/v1/migrations/...`) and of `/metrics`; off when
+    /// unset.
     #[arg(long, env = "SHOAL_HTTP")]
     pub http: Option<SocketAddr>,
 

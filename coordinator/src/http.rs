@@ -1,6 +1,7 @@
 //! The JSON status API for dashboards: `GET /api/v1/migrations/statuses` and
 //! `GET /api/v1/migrations/{id}/status`, camelCase fields. It renders the same status the gRPC
-//! API returns (`registry::status`), so the two cannot disagree.
+//! API returns (`registry::status`), so the two cannot disagree. `GET /metrics` serves the
+//! Prometheus metrics on the same listener.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,8 @@ struct ProgressJson {
     chunks_done: u64,
     chunks_in_flight: u64,
     changes_buffered: u64,
+    applier_lag_seconds: i64,
+    workers: u32,
     rows_per_second: f64,
     eta_seconds: Option<i64>,
     binlog_file: String,
@@ -115,6 +118,8 @@ pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
             chunks_done: progress.chunks_done,
             chunks_in_flight: progress.chunks_leased,
             changes_buffered: progress.applier_lag_events,
+            applier_lag_seconds: progress.applier_lag.as_ref().map_or(0, |lag| lag.seconds),
+            workers: progress.workers,
             rows_per_second: progress.rows_per_second,
             eta_seconds: progress.eta.as_ref().map(|eta| eta.seconds),
             binlog_file: progress.binlog_file.clone(),
@@ -166,9 +171,24 @@ async fn one_status(State(owners): State<Owners>, Path(id): Path<String>) -> Res
     }
 }
 
-/// The status API's routes over the migrations' statuses.
+/// `GET /metrics`: the Prometheus text exposition, gauges refreshed from live progress first.
+async fn metrics(State(owners): State<Owners>) -> Response {
+    owners.observe_metrics();
+    let body = shoal_common::telemetry::install_metrics().render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The status API's routes over the migrations' statuses, and `/metrics`.
 pub fn router(owners: Owners) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/api/v1/migrations/statuses", get(statuses))
         .route("/api/v1/migrations/{id}/status", get(one_status))
         .with_state(owners)

@@ -7,7 +7,8 @@
 //! - [`server`]: the process: binds, serves gRPC (plus health and reflection), drains on
 //!   shutdown.
 //! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
-//! - [`http`]: the JSON status API for dashboards (same statuses as gRPC).
+//! - [`http`]: the JSON status API for dashboards (same statuses as gRPC) and `/metrics`.
+//! - [`metrics`]: the Prometheus metrics of the migrations this replica owns.
 //! - [`embedded`]: `shoal run`, one process with in-process workers and an in-memory store.
 //! - [`migration`]: one online schema change, phase by phase, as its owner runs it.
 //! - [`registry`]: the migrations this coordinator runs, their progress and outcome.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod embedded;
 pub mod http;
+pub mod metrics;
 pub mod migration;
 pub mod owners;
 pub mod registry;

@@ -3,14 +3,14 @@
 use anyhow::Context;
 use clap::Parser;
 use shoal_common::signals::shutdown_token;
-use shoal_common::telemetry::init_logging;
+use shoal_common::telemetry;
 use shoal_coordinator::config::Config;
 use shoal_coordinator::server::Coordinator;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_logging(config.log_format);
+    let _telemetry = telemetry::init(Some("shoal-coordinator"), config.log_format);
     let coordinator = Coordinator::bind(config)
         .await
         .context("start coordinator")?;

@@ -188,6 +188,11 @@ pub struct Progress {
     pub changes_applied: u64,
     /// Changes buffered (deferred or waiting for a flush).
     pub changes_buffered: u64,
+    /// When the server wrote the last row event the change stream delivered (Unix seconds; 0
+    /// before the first): the applier lag in seconds is its age while changes wait.
+    pub last_event_at: u32,
+    /// Workers that completed a chunk of this migration in the last 30 seconds.
+    pub workers: u32,
     /// Checksum passes run.
     pub checksum_passes: u32,
     /// Ranges repaired after a checksum mismatch.
@@ -219,6 +224,17 @@ pub struct Progress {
     pub copy_window: Option<CopyWindow>,
 }
 
+impl Progress {
+    /// Seconds the change applier is behind: the age of the last row event the stream
+    /// delivered while changes still wait to be applied; 0 when nothing waits.
+    pub fn applier_lag_seconds(&self, now_unix: u64) -> u64 {
+        if self.changes_buffered == 0 || self.last_event_at == 0 {
+            return 0;
+        }
+        now_unix.saturating_sub(u64::from(self.last_event_at))
+    }
+}
+
 impl Default for Progress {
     fn default() -> Self {
         Self {
@@ -229,6 +245,8 @@ impl Default for Progress {
             chunks_in_flight: 0,
             changes_applied: 0,
             changes_buffered: 0,
+            last_event_at: 0,
+            workers: 0,
             checksum_passes: 0,
             ranges_repaired: 0,
             unique_conflicts: 0,
@@ -244,5 +262,28 @@ impl Default for Progress {
             binlog_position: None,
             copy_window: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn applier_lag_is_the_age_of_the_last_event_while_changes_wait() {
+        let mut progress = Progress {
+            last_event_at: 1_000,
+            ..Progress::default()
+        };
+        assert_eq!(progress.applier_lag_seconds(1_030), 0, "nothing waits");
+        progress.changes_buffered = 5;
+        assert_eq!(progress.applier_lag_seconds(1_030), 30);
+        assert_eq!(
+            progress.applier_lag_seconds(900),
+            0,
+            "clock skew is not lag"
+        );
+        progress.last_event_at = 0;
+        assert_eq!(progress.applier_lag_seconds(1_030), 0, "no event read yet");
     }
 }

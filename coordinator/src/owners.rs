@@ -348,9 +348,17 @@ impl Owners {
     }
 
     async fn publish(&self, id: &MigrationId, entry: &Entry) {
+        observe(id, entry);
         let encoded = status(id, entry).encode_to_vec();
         if let Err(error) = self.inner.store.put_status(id, encoded).await {
             warn!(migration_id = %id, %error, "publish the status");
+        }
+    }
+
+    /// Sets the metrics of every migration this coordinator owns, or owned and saw end.
+    pub fn observe_metrics(&self) {
+        for (id, entry) in self.inner.registry.all() {
+            observe(&id, &entry);
         }
     }
 
@@ -641,6 +649,15 @@ impl Owners {
 }
 
 /// Applies recorded intents to a running migration.
+fn observe(id: &MigrationId, entry: &Entry) {
+    crate::metrics::observe(
+        id,
+        &entry.progress.borrow(),
+        &entry.outcome.borrow(),
+        crate::api::unix_millis_now(),
+    );
+}
+
 fn apply_intents(entry: &Entry, intents: &OperatorIntents) {
     entry.intents.send_if_modified(|current| {
         let threads = if intents.threads > 0 {

@@ -212,8 +212,15 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
             rows_per_second,
             eta,
             applier_lag_events: progress.changes_buffered,
-            applier_lag: None,
-            workers: 0,
+            applier_lag: Some(prost_types::Duration {
+                seconds: progress.applier_lag_seconds(crate::api::unix_millis_now() / 1000) as i64,
+                nanos: 0,
+            }),
+            workers: if progress.state == State::CopyRows {
+                progress.workers
+            } else {
+                0
+            },
             chunks_done: progress.chunks_done,
             chunks_leased: progress.chunks_in_flight,
             binlog_file: progress

@@ -148,6 +148,8 @@ impl Coordinator {
             shutdown.clone(),
         );
         tokio::spawn(owners.clone().run());
+        shoal_common::telemetry::install_metrics();
+        crate::metrics::describe();
         if let Some(http) = self.config.http {
             let listener = TcpListener::bind(http)
                 .await

@@ -8,6 +8,7 @@
 //! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached.
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
+//! - [`otlp`]: an OTLP/gRPC trace receiver the processes under test export their spans to.
 //! - [`writer`]: a concurrent writer with an independent ledger of what it committed.
 //! - [`scenario`]: the seeded table, the ALTER and the exact comparison scenarios share.
 //! - [`wait`]: waiting for a condition with a deadline (never sleep-and-hope).
@@ -16,6 +17,7 @@
 //! The harness is a library so that benchmarks and the demo can use it too.
 
 pub mod mariadb;
+pub mod otlp;
 pub mod processes;
 pub mod redis_server;
 pub mod scenario;

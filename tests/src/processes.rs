@@ -233,6 +233,19 @@ impl CoordinatorProcess {
         Ok(MigrationServiceClient::connect(self.url.clone()).await?)
     }
 
+    /// The status of migration `id`, as `GetMigration` returns it.
+    pub async fn status(&self, id: &str) -> anyhow::Result<shoal_proto::v1::MigrationStatus> {
+        self.migration_client()
+            .await?
+            .get_migration(shoal_proto::v1::GetMigrationRequest {
+                migration_id: id.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .status
+            .context("GetMigration answered without a status")
+    }
+
     /// A client of its WorkService.
     pub async fn work_client(&self) -> anyhow::Result<WorkServiceClient<Channel>> {
         Ok(WorkServiceClient::connect(self.url.clone()).await?)

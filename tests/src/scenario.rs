@@ -203,6 +203,24 @@ pub async fn start_writer(
     writer
 }
 
+/// A coordinator on the shared Redis (namespace from `label`, worker TTL 3 s) with `env`.
+pub async fn start_fleet_coordinator(
+    label: &str,
+    env: Vec<(&'static str, String)>,
+) -> crate::processes::CoordinatorProcess {
+    let servers = servers::shared();
+    let options = crate::processes::CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace(label),
+        worker_ttl: Duration::from_secs(3),
+        env,
+        args: Vec::new(),
+    };
+    crate::processes::CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap()
+}
+
 /// Waits until `process` has logged `needle`; panics with its log otherwise.
 pub async fn wait_for_log(process: &ShoalProcess, needle: &str, timeout: Duration) {
     let what = format!("{} to log {needle:?}", process.name);

@@ -88,15 +88,7 @@ async fn fleet(
 }
 
 async fn try_status(coordinator: &CoordinatorProcess, id: &str) -> Option<v1::MigrationStatus> {
-    let mut client = coordinator.migration_client().await.ok()?;
-    client
-        .get_migration(v1::GetMigrationRequest {
-            migration_id: id.to_owned(),
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .status
+    coordinator.status(id).await.ok()
 }
 
 async fn status(coordinator: &CoordinatorProcess, id: &str) -> v1::MigrationStatus {

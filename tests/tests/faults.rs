@@ -282,8 +282,9 @@ async fn a_zombie_worker_cannot_write_after_its_chunk_moved_on() {
     let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
     let status = shoal_cli(&coordinator.url, &["status", &id, "--output", "json"]).await;
-    assert!(
-        status.contains("\"ranges_repaired\":\"0\""),
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["metadata"]["ranges_repaired"], "0",
         "nothing needed repair: the fence, not the checksum, stopped the zombie: {status}"
     );
     assert_migrated_exactly(&database, &expected).await;

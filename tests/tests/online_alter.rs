@@ -118,7 +118,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
         start_worker("worker-1", &coordinator.url, 2, &env).unwrap(),
         start_worker("worker-2", &coordinator.url, 2, &env).unwrap(),
     ];
-    let mut client = coordinator.migration_client().await.unwrap();
+    let client = coordinator.migration_client().await.unwrap();
     wait::until(
         "both workers registered",
         Duration::from_secs(20),
@@ -159,15 +159,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
     let id = submit(&coordinator.url, &["--threads", "4"]).await;
     let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
-    let status = client
-        .get_migration(v1::GetMigrationRequest {
-            migration_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = coordinator.status(&id).await.unwrap();
     assert_eq!(status.change_path, v1::ChangePath::Copy as i32);
     let visited: Vec<i32> = status
         .last_transitions

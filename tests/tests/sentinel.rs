@@ -51,7 +51,7 @@ async fn a_deferred_cutover_waits_ready_and_completes_after_shoal_release() {
     let _worker = start_worker("worker-1", &coordinator.url, 2, &env).unwrap();
     let writer = start_writer(&database, ledger, 51).await;
     let id = submit(&coordinator.url, &["--defer-cutover"]).await;
-    let mut client = coordinator.migration_client().await.unwrap();
+    let client = coordinator.migration_client().await.unwrap();
     wait::until(
         "the migration to wait on the sentinel",
         Duration::from_secs(120),
@@ -92,15 +92,7 @@ async fn a_deferred_cutover_waits_ready_and_completes_after_shoal_release() {
     .await
     .unwrap();
     assert_not_cut_over(&database).await;
-    let status = client
-        .get_migration(v1::GetMigrationRequest {
-            migration_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = coordinator.status(&id).await.unwrap();
     assert_eq!(status.state, v1::State::WaitingOnSentinelTable as i32);
 
     shoal_cli(&coordinator.url, &["release", &id]).await;

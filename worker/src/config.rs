@@ -36,6 +36,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub id: Option<String>,
 
+    /// Address of the Prometheus `/metrics` endpoint; off when unset.
+    #[arg(long, env = "SHOAL_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -19,7 +19,7 @@ use mysql_async::prelude::Queryable;
 use shoal_common::ids::WorkerId;
 use shoal_common::task::{CopyOutcome, LeasedTask, TaskSpec};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::copy;
 use crate::session::Targets;
@@ -64,7 +64,7 @@ pub struct SlotConfig {
 }
 
 /// How one task ended.
-enum Ending {
+pub(crate) enum Ending {
     Done(Result<CopyOutcome, copy::Error>),
     LeaseLost,
     Shutdown,
@@ -86,7 +86,20 @@ pub async fn run_slot(
         match acquired {
             Ok(Some(task)) => {
                 failures = 0;
-                execute(source.as_ref(), &targets, &config, task, &shutdown).await;
+                let span = tracing::info_span!(
+                    "chunk.copy",
+                    migration.id = %task.spec.migration_id,
+                    task.id = %task.spec.task_id,
+                    chunk = task.spec.chunk.0,
+                    range = %task.spec.range,
+                    worker.id = %config.worker_id,
+                    rows = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                shoal_common::telemetry::set_remote_parent(&span, &task.spec.trace_context);
+                execute(source.as_ref(), &targets, &config, task, &shutdown)
+                    .instrument(span)
+                    .await;
             }
             Ok(None) => debug!(worker_id = %config.worker_id, slot = config.slot, "no task"),
             Err(error) => {
@@ -170,6 +183,8 @@ async fn execute(
         }
     };
     let connection_id = AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let _busy = crate::metrics::BusySlot::new();
     let copy = copy::copy_chunk(&pool, spec, &connection_id);
     tokio::pin!(copy);
     let ending = tokio::select! {
@@ -186,6 +201,13 @@ async fn execute(
         }
     };
     let task_id = &spec.task_id;
+    let span = tracing::Span::current();
+    span.record("outcome", crate::metrics::outcome_name(&ending));
+    if let Ending::Done(Ok(outcome)) = &ending {
+        span.record("rows", outcome.rows);
+        crate::metrics::chunk_copied(outcome.rows, started.elapsed());
+    }
+    crate::metrics::chunk_ended(crate::metrics::outcome_name(&ending));
     match ending {
         Ending::Done(Ok(outcome)) => match source.complete(&task, outcome).await {
             Ok(true) => debug!(

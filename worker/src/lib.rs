@@ -12,6 +12,7 @@
 //! - [`session`]: MySQL session settings and target names resolved to DSNs.
 //! - [`wire`]: tasks between domain and protobuf form (shared with the coordinator).
 //! - [`failpoint`]: named failpoints for deterministic fault tests.
+//! - [`metrics`]: the worker's Prometheus metrics and its `/metrics` endpoint.
 //!
 //! # Invariants
 //! - A worker holds nothing durable. If it dies, its registration and leases expire and its
@@ -24,6 +25,7 @@ pub mod config;
 pub mod copy;
 pub mod executor;
 pub mod failpoint;
+pub mod metrics;
 pub mod session;
 pub mod wire;
 pub mod worker;

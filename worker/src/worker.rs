@@ -93,6 +93,9 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled, then drains and deregisters.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(address) = self.config.http {
+            crate::metrics::serve(address, shutdown.clone()).await?;
+        }
         let Some(registration) = self.register_until_done(&shutdown).await else {
             info!(worker_id = %self.id, "shutdown before registration");
             return Ok(());

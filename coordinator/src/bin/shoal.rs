@@ -1,8 +1,11 @@
 //! `shoal`: the operator's command line, a client of the coordinator's gRPC API.
 //!
-//! Exit codes: 0 success; 1 the command failed (the reason is printed on stderr); 2 bad usage.
+//! Exit codes: 0 success; 1 the command failed (the reason is printed on stderr); 2 bad usage;
+//! 3 `shoal watch` saw the migration fail or be cancelled.
 
 use std::process::ExitCode;
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -12,7 +15,13 @@ use tonic::transport::{Channel, Endpoint};
 
 /// shoal: online schema changes for MySQL and MariaDB.
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about, long_about = None)]
+#[command(
+    name = "shoal",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes:\n  0  success\n  1  the command failed (the reason is on stderr)\n  2  bad usage\n  3  `watch`: the migration failed or was cancelled\n\nExamples:\n  shoal submit --target shop --alter 'ALTER TABLE orders ADD COLUMN note TEXT'\n  shoal watch orders-1a2b3c4d\n  shoal status orders-1a2b3c4d --output json"
+)]
 struct Cli {
     /// gRPC address of any coordinator replica.
     #[arg(
@@ -52,8 +61,10 @@ enum Command {
         after_help = "Example:\n  shoal submit --target shop-primary --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)'\n\nThe coordinator and the workers resolve the target name to a DSN from their own\nconfiguration (SHOAL_TARGET_<NAME>); no password passes through this command."
     )]
     Submit(SubmitArgs),
-    /// Follow a migration until it ends. Exit code 0 only when it completed.
-    #[command(after_help = "Example:\n  shoal watch orders-1a2b3c4d")]
+    /// Follow a migration until it ends: a progress bar on a terminal, plain lines otherwise.
+    #[command(
+        after_help = "Exit code 0 when the migration completed, 3 when it failed or was cancelled.\n\nExample:\n  shoal watch orders-1a2b3c4d\n  shoal watch orders-1a2b3c4d --output json   # one status document per line"
+    )]
     Watch {
         /// The migration id.
         id: String,
@@ -243,31 +254,30 @@ fn print_workers(workers: &[v1::WorkerInfo], output: Output) -> anyhow::Result<(
 fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => {
-            let rows: Vec<serde_json::Value> = response
+            let migrations: Vec<_> = response
                 .migrations
                 .iter()
-                .map(|status| {
-                    serde_json::json!({
-                        "migration_id": status.migration_id,
-                        "state": state_name(status),
-                        "outcome": outcome_name(status),
-                        "message": status.message,
-                    })
-                })
+                .map(shoal_coordinator::http::to_json)
                 .collect();
-            let document = serde_json::json!({ "total": response.total, "migrations": rows });
+            let document = serde_json::json!({ "total": response.total, "migrations": migrations });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
         Output::Table => {
-            println!("{:<24} {:<32} {:<20}", "MIGRATION", "STATE", "OUTCOME");
+            println!(
+                "{:<28} {:<26} {:<10} {:>12} {:>6}  MESSAGE",
+                "MIGRATION", "STATE", "OUTCOME", "ROWS", "PCT"
+            );
             for status in &response.migrations {
-                let state = v1::State::try_from(status.state)
-                    .map(|s| s.as_str_name())
-                    .unwrap_or("UNKNOWN");
-                let outcome = v1::Outcome::try_from(status.outcome)
-                    .map(|o| o.as_str_name())
-                    .unwrap_or("UNKNOWN");
-                println!("{:<24} {:<32} {:<20}", status.migration_id, state, outcome);
+                let progress = status.progress.clone().unwrap_or_default();
+                println!(
+                    "{:<28} {:<26} {:<10} {:>12} {:>5.1}%  {}",
+                    status.migration_id,
+                    state_label(status.state),
+                    outcome_name(status).trim_start_matches("OUTCOME_"),
+                    progress.rows_copied,
+                    progress.percent,
+                    status.message
+                );
             }
             println!("{} migration(s)", response.total);
         }
@@ -279,7 +289,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
     use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
 
-    shoal_common::telemetry::init_logging(args.log_format);
+    let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
     let dsn = match (&args.dsn, &args.dsn_file) {
         (Some(dsn), _) => dsn.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -453,33 +463,179 @@ async fn watch(
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))?
         .into_inner();
-    let mut last = None;
+    // A bar on a terminal; plain lines (no control characters) anywhere else.
+    let bar = matches!(output, Output::Table)
+        .then(|| std::io::stdout().is_terminal())
+        .filter(|terminal| *terminal)
+        .map(|_| progress_bar(&id));
+    let mut last: Option<v1::MigrationStatus> = None;
     while let Some(message) = stream.message().await.context("watch stream")? {
         let Some(status) = message.status else {
             continue;
         };
-        match output {
-            Output::Json => println!(
+        match (&bar, output) {
+            (_, Output::Json) => println!(
                 "{}",
-                serde_json::json!({
-                    "migration_id": status.migration_id, "state": state_name(&status),
-                    "outcome": outcome_name(&status), "message": status.message,
-                    "rows_copied": status.progress.as_ref().map(|p| p.rows_copied),
-                })
+                serde_json::to_string(&shoal_coordinator::http::to_json(&status))?
             ),
-            Output::Table => println!("{}", status_line(&status)),
+            (Some(bar), Output::Table) => draw(bar, &status),
+            (None, Output::Table) => {
+                // One line per change of state or progress, not per repeated status.
+                let line = status_line(&status);
+                if last.as_ref().is_none_or(|last| status_line(last) != line) {
+                    println!("{line}");
+                }
+            }
         }
         last = Some(status);
     }
     let status = last.with_context(|| format!("no status for migration {id}"))?;
-    if v1::Outcome::try_from(status.outcome) == Ok(v1::Outcome::Completed) {
+    let completed = v1::Outcome::try_from(status.outcome) == Ok(v1::Outcome::Completed);
+    if let Some(bar) = &bar {
+        if completed {
+            let length = bar.length().unwrap_or(0).max(bar.position()).max(1);
+            bar.set_length(length);
+            bar.set_position(length);
+            bar.finish_with_message(format!("completed: {}", status.message));
+        } else {
+            bar.abandon_with_message(format!("{}: {}", outcome_name(&status), status.message));
+        }
+    }
+    if completed {
         Ok(())
     } else {
-        anyhow::bail!(
+        Err(NotCompleted(format!(
             "migration {id} ended {}: {}",
             outcome_name(&status),
             status.message
-        )
+        ))
+        .into())
+    }
+}
+
+/// `shoal watch` saw the migration end without completing (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotCompleted(String);
+
+/// Exit code of `shoal watch` when the migration failed or was cancelled.
+const EXIT_NOT_COMPLETED: u8 = 3;
+
+/// The live bar of `shoal watch` on a terminal.
+fn progress_bar(id: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        // Not 0: indicatif shows an empty bar as complete.
+        Some(1),
+        indicatif::ProgressDrawTarget::stdout(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30.cyan/blue}] {percent:>3}% {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(id.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    bar
+}
+
+fn draw(bar: &indicatif::ProgressBar, status: &v1::MigrationStatus) {
+    let progress = status.progress.clone().unwrap_or_default();
+    // The estimate is the server's; never let the bar run past its end.
+    bar.set_length(progress.rows_estimated.max(progress.rows_copied).max(1));
+    bar.set_position(progress.rows_copied);
+    bar.set_message(progress_text(status, &progress));
+}
+
+/// State, rows, rate, ETA, applier lag and workers in one line.
+fn progress_text(status: &v1::MigrationStatus, progress: &v1::Progress) -> String {
+    let mut text = format!(
+        "{}{} {}/{} rows",
+        state_label(status.state),
+        if status.paused { " (paused)" } else { "" },
+        progress.rows_copied,
+        progress.rows_estimated
+    );
+    if progress.rows_per_second > 0.0 {
+        text.push_str(&format!(" {:.0} rows/s", progress.rows_per_second));
+    }
+    if let Some(eta) = &progress.eta {
+        text.push_str(&format!(" ETA {}s", eta.seconds));
+    }
+    let lag = progress.applier_lag.as_ref().map_or(0, |lag| lag.seconds);
+    text.push_str(&format!(
+        " lag {} events/{lag}s workers {}",
+        progress.applier_lag_events, progress.workers
+    ));
+    text
+}
+
+fn state_label(state: i32) -> String {
+    v1::State::try_from(state)
+        .map(|state| state.as_str_name().trim_start_matches("STATE_").to_owned())
+        .unwrap_or_else(|_| "UNKNOWN".to_owned())
+}
+
+/// `shoal status ID` as a table of fields.
+fn print_status(status: &v1::MigrationStatus) {
+    let progress = status.progress.clone().unwrap_or_default();
+    let mut rows = vec![
+        ("migration", status.migration_id.clone()),
+        ("state", state_label(status.state)),
+        (
+            "outcome",
+            outcome_name(status)
+                .trim_start_matches("OUTCOME_")
+                .to_owned(),
+        ),
+        ("paused", status.paused.to_string()),
+        ("healthy", status.healthy.to_string()),
+        ("message", status.message.clone()),
+        (
+            "rows",
+            format!(
+                "{} of ~{} ({:.1}%)",
+                progress.rows_copied, progress.rows_estimated, progress.percent
+            ),
+        ),
+        ("rows/s", format!("{:.0}", progress.rows_per_second)),
+        (
+            "eta",
+            progress
+                .eta
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |eta| format!("{}s", eta.seconds)),
+        ),
+        (
+            "chunks",
+            format!(
+                "{} done, {} in flight",
+                progress.chunks_done, progress.chunks_leased
+            ),
+        ),
+        (
+            "applier lag",
+            format!(
+                "{} events, {}s",
+                progress.applier_lag_events,
+                progress.applier_lag.as_ref().map_or(0, |lag| lag.seconds)
+            ),
+        ),
+        ("workers", progress.workers.to_string()),
+        (
+            "binlog",
+            format!("{}:{}", progress.binlog_file, progress.binlog_position),
+        ),
+    ];
+    let mut metadata: Vec<_> = status.metadata.iter().collect();
+    metadata.sort();
+    rows.extend(
+        metadata
+            .into_iter()
+            .map(|(key, value)| (key.as_str(), value.clone())),
+    );
+    for (field, value) in rows {
+        println!("{field:<14} {value}");
     }
 }
 
@@ -496,19 +652,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
             let status = response.into_inner().status.context("no status")?;
             match cli.output {
+                // The same document as `GET /api/v1/migrations/{id}/status`.
                 Output::Json => println!(
                     "{}",
-                    serde_json::json!({
-                        "migration_id": status.migration_id, "state": state_name(&status),
-                        "outcome": outcome_name(&status), "message": status.message, "healthy": status.healthy,
-                        "progress": status.progress.as_ref().map(|p| serde_json::json!({
-                            "rows_copied": p.rows_copied, "rows_estimated": p.rows_estimated,
-                            "percent": p.percent, "chunks_done": p.chunks_done, "summary": p.summary,
-                        })),
-                        "metadata": status.metadata,
-                    })
+                    serde_json::to_string_pretty(&shoal_coordinator::http::to_json(&status))?
                 ),
-                Output::Table => println!("{}", status_line(&status)),
+                Output::Table => print_status(&status),
             }
             Ok(())
         }
@@ -595,6 +744,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<NotCompleted>() => {
+            eprintln!("shoal: {error:#}");
+            ExitCode::from(EXIT_NOT_COMPLETED)
+        }
         Err(error) => {
             eprintln!("shoal: {error:#}");
             ExitCode::FAILURE

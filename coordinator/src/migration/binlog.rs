@@ -77,8 +77,9 @@ pub enum RowChange {
 /// What the reader reports.
 #[derive(Debug)]
 pub enum StreamMsg {
-    /// Row changes of the source table, then the position after them.
-    Rows(Vec<RowChange>, BinlogPos),
+    /// Row changes of the source table, the position after them, and when the server wrote
+    /// the event (Unix seconds).
+    Rows(Vec<RowChange>, BinlogPos, u32),
     /// The stream reached this position (after any event, or a heartbeat).
     Position(BinlogPos),
     /// A DDL statement naming the source table (shoal's own cut-over rename, or fatal).
@@ -431,7 +432,7 @@ pub async fn read_stream(
         } else if rows.is_empty() {
             StreamMsg::Position(position)
         } else {
-            StreamMsg::Rows(rows, position)
+            StreamMsg::Rows(rows, position, event.header().timestamp())
         };
         if sender.send(message).await.is_err() {
             break;

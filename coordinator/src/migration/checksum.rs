@@ -23,7 +23,7 @@ use shoal_common::ids::FenceEpoch;
 use shoal_common::names;
 use shoal_common::task::{CopyMode, TaskKind, TaskSpec};
 use shoal_worker::checksum::{Digest, checksum_range};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::Error;
 use super::binlog;
@@ -116,7 +116,14 @@ impl Migration {
             if batch.is_empty() {
                 break;
             }
+            let phase = self.phase().clone();
             let digests = join_all(batch.into_iter().map(|(session, range)| {
+                let span = tracing::info_span!(
+                    parent: &phase,
+                    "chunk.checksum",
+                    range = %range,
+                    rows = tracing::field::Empty,
+                );
                 let schema = self.schema.clone();
                 let table = self.table.clone();
                 let shadow = shadow.clone();
@@ -142,8 +149,10 @@ impl Migration {
                         &range,
                     )
                     .await?;
+                    tracing::Span::current().record("rows", source.rows);
                     Ok::<_, mysql_async::Error>((range, source, copied))
                 }
+                .instrument(span)
             }))
             .await;
             for digest in digests {
@@ -153,6 +162,7 @@ impl Migration {
                         migration_id = %self.options.id, %range, source_rows = source.rows,
                         shadow_rows = copied.rows, "checksum mismatch"
                     );
+                    crate::metrics::checksum_mismatch(&self.options.id);
                     mismatched.push(range);
                 }
             }

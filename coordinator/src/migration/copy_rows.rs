@@ -17,7 +17,7 @@ use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
 use shoal_common::ids::{FenceEpoch, TaskId};
 use shoal_common::names;
 use shoal_common::task::{CopyContext, ReturnReason, TaskKind, TaskSpec};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::Error;
 use super::binlog;
@@ -27,6 +27,8 @@ use super::owner::Migration;
 const MAX_ATTEMPTS: u32 = 10;
 /// Attempts to apply one batch of changes that keeps losing lock conflicts.
 const MAX_APPLY_ATTEMPTS: u32 = 10;
+/// A worker counts in the status's `workers` while its last completion is this recent.
+const RECENT_WORKER: Duration = Duration::from_secs(30);
 /// How often the owner looks for completions when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_millis(20);
 
@@ -74,7 +76,7 @@ impl Migration {
             range,
             fence_epoch: epoch,
             context: self.copy_context(),
-            trace_context: Vec::new(),
+            trace_context: shoal_common::telemetry::trace_context(&self.phase()),
         })
     }
 
@@ -136,6 +138,18 @@ impl Migration {
         if changes.is_empty() {
             return Ok(());
         }
+        let span =
+            tracing::info_span!(parent: &*self.phase(), "binlog.flush", changes = changes.len());
+        self.apply_changes_traced(connection, changes)
+            .instrument(span)
+            .await
+    }
+
+    async fn apply_changes_traced(
+        &mut self,
+        connection: &mut Conn,
+        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+    ) -> Result<(), Error> {
         shoal_worker::failpoint::hit("flush.before", self.options.id.as_str()).await;
         let mut attempt = 0;
         loop {
@@ -168,9 +182,11 @@ impl Migration {
 
     fn count_applied(&self, applied: super::apply::Applied) {
         let buffered = self.buffer.len() as u64;
+        let last_event_at = self.last_event_at;
         self.progress.send_modify(|progress| {
             progress.changes_applied += (applied.upserts + applied.deletes) as u64;
             progress.changes_buffered = buffered;
+            progress.last_event_at = last_event_at;
         });
     }
 
@@ -348,10 +364,17 @@ impl Migration {
                 let rows = completion.outcome.rows;
                 let conflicts = completion.outcome.unique_conflicts;
                 let in_flight_now = in_flight.len() as u64;
+                crate::metrics::chunk_done(&self.options.id, completion.outcome.statement_time);
+                let now = std::time::Instant::now();
+                self.recent_workers.insert(completion.worker.clone(), now);
+                self.recent_workers
+                    .retain(|_, seen| now.duration_since(*seen) < RECENT_WORKER);
+                let workers = self.recent_workers.len() as u32;
                 self.progress.send_modify(|progress| {
                     progress.rows_copied += rows;
                     progress.unique_conflicts += conflicts;
                     progress.chunks_in_flight = in_flight_now;
+                    progress.workers = workers;
                 });
                 awaiting.push((target, completion.chunk, entry.range));
             }
@@ -364,6 +387,7 @@ impl Migration {
                     continue;
                 };
                 entry.attempts += 1;
+                crate::metrics::chunk_returned(&self.options.id, &returned.reason);
                 match &returned.reason {
                     ReturnReason::Failed {
                         error,

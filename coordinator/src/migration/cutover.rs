@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use shoal_common::names;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::Error;
 use shoal_common::checkpoint::CutoverMarker;
@@ -49,6 +49,20 @@ const RENAME_QUEUE_DEADLINE: Duration = Duration::from_secs(5);
 impl Migration {
     /// `CutOver`: swaps the tables; records how long application writes were blocked.
     pub(super) async fn cutover(&mut self) -> Result<(), Error> {
+        let span = tracing::info_span!(
+            parent: &*self.phase(),
+            "cutover",
+            blocked_ms = tracing::field::Empty,
+        );
+        let result = self.cutover_attempts().instrument(span.clone()).await;
+        span.record(
+            "blocked_ms",
+            self.progress.borrow().cutover_blocked.as_millis() as u64,
+        );
+        result
+    }
+
+    async fn cutover_attempts(&mut self) -> Result<(), Error> {
         for attempt in 1..=ATTEMPTS {
             self.check_cancelled()?;
             // Keep the locked window short: apply what has accumulated first.

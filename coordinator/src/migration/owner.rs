@@ -23,7 +23,7 @@ use shoal_common::sql::{quote_identifier, quote_qualified};
 use shoal_worker::session::pool_for;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::alter::{self, AlterStatement};
 use super::apply::Applier;
@@ -106,6 +106,14 @@ pub struct Migration {
     pub(super) cutting_over: bool,
     /// Whether shoal's tables exist (so ErrCleanup knows what to drop).
     pub(super) created_tables: bool,
+    /// When the server wrote the last row event the stream delivered (Unix seconds).
+    pub(super) last_event_at: u32,
+    /// Workers whose chunk completions arrived recently, and when.
+    pub(super) recent_workers:
+        std::collections::HashMap<shoal_common::ids::WorkerId, std::time::Instant>,
+    /// The migration's root span (one trace per migration) and the current `phase.<state>` span.
+    pub(super) root_span: tracing::Span,
+    pub(super) phase_span: std::sync::Mutex<tracing::Span>,
 }
 
 impl std::fmt::Debug for Migration {
@@ -272,6 +280,10 @@ impl Migration {
             repairing: Vec::new(),
             cutting_over: false,
             created_tables: false,
+            last_event_at: 0,
+            recent_workers: std::collections::HashMap::new(),
+            root_span: tracing::Span::none(),
+            phase_span: std::sync::Mutex::new(tracing::Span::none()),
         })
     }
 
@@ -306,6 +318,12 @@ impl Migration {
         let current = self.progress.borrow().state;
         let next = transition(current, event)?;
         info!(migration_id = %self.options.id, from = %current, state = %next, "entering state");
+        *self.phase() = tracing::info_span!(
+            parent: &self.root_span,
+            "phase",
+            otel.name = format!("phase.{}", next.snake_name()),
+            state = %next
+        );
         let at_ms = crate::api::unix_millis_now();
         self.progress.send_modify(|progress| {
             progress.state = next;
@@ -319,6 +337,13 @@ impl Migration {
                 });
         });
         Ok(next)
+    }
+
+    /// The current `phase.<state>` span, parent of the spans of that phase.
+    pub(super) fn phase(&self) -> std::sync::MutexGuard<'_, tracing::Span> {
+        self.phase_span
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn check_cancelled(&self) -> Result<(), Error> {
@@ -337,6 +362,40 @@ impl Migration {
     /// Runs the migration to the end. On failure before the rename the original table is left
     /// untouched and shoal's tables are removed.
     pub async fn run(mut self) -> Result<ChangePath, Error> {
+        let span = tracing::info_span!(
+            parent: None,
+            "migration",
+            migration.id = %self.options.id,
+            db.namespace = %self.schema,
+            db.collection.name = %self.table,
+            statement.digest = %shoal_common::telemetry::statement_digest(
+                &shoal_common::checkpoint::normalize_statement(&self.options.alter)
+            ),
+            outcome = tracing::field::Empty,
+        );
+        self.root_span = span.clone();
+        *self.phase() = tracing::info_span!(
+            parent: &span,
+            "phase",
+            otel.name = "phase.initial",
+            state = %State::Initial
+        );
+        let result = self.run_traced().instrument(span.clone()).await;
+        // The last phase ends before the migration does.
+        *self.phase() = tracing::Span::none();
+        span.record(
+            "outcome",
+            match &result {
+                Ok(_) => "completed",
+                Err(Error::Cancelled) => "cancelled",
+                Err(Error::Deposed(_)) => "stopped",
+                Err(_) => "failed",
+            },
+        );
+        result
+    }
+
+    async fn run_traced(&mut self) -> Result<ChangePath, Error> {
         let result = self.run_phases().await;
         if let Err(error) = &result {
             if matches!(error, Error::Deposed(_)) {

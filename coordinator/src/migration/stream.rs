@@ -79,7 +79,8 @@ impl Migration {
                 }
                 self.stream_position = Some(position);
             }
-            StreamMsg::Rows(changes, position) => {
+            StreamMsg::Rows(changes, position, written_at) => {
+                self.last_event_at = written_at;
                 for change in changes {
                     match change {
                         RowChange::Insert(after) => {
