@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 BUF := $(shell command -v buf 2>/dev/null || echo .tools/node_modules/.bin/buf)
 
-.PHONY: all deps build lint test demo bench
+.PHONY: all deps build lint deploy-check test demo bench
 
 all: test
 
@@ -18,8 +18,13 @@ lint: deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
 
-# Everything: formatting, clippy, buf lint, then every test against private MariaDB and Redis.
-test: lint build
+# deploy/: Dockerfile, compose and Kubernetes manifests checked offline against the built binaries.
+deploy-check: deps build
+	scripts/validate-deploy.sh
+
+# Everything: formatting, clippy, buf lint, deploy/ validation, then every test against private
+# MariaDB and Redis.
+test: lint build deploy-check
 	cargo nextest run --workspace
 
 # A fleet end to end on private servers: MariaDB, Redis, a coordinator and two workers.

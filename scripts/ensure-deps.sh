@@ -3,6 +3,8 @@
 # run as root. Idempotent: does nothing when everything is present.
 #   - mariadb-server, mariadb-client: the private test server (mariadbd, mariadb-install-db)
 #   - redis-server: the private Redis
+#   - bsdutils (`script`): the pseudo-terminal of the `shoal watch` test
+#   - python3-venv: scripts/validate-deploy.sh installs its validators from PyPI into a venv
 #   - buf (npm @bufbuild/buf, into .tools/): proto lint
 #   - cargo-nextest: the test runner
 # protoc is not needed: shoal-proto builds with the vendored protoc (protoc-bin-vendored).
@@ -17,6 +19,8 @@ have mariadb-install-db || packages+=(mariadb-server)
 have mariadb || packages+=(mariadb-client)
 have redis-server || packages+=(redis-server)
 have npm || packages+=(npm)
+have script || packages+=(bsdutils)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
 
 if [ ${#packages[@]} -gt 0 ]; then
   # shellcheck disable=SC2207

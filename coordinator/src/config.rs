@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long, env = "SHOAL_COORDINATOR_ID")]
     pub id: Option<String>,
 
+    /// File holding a bearer token: every gRPC call (except health checks) and every status-API
+    /// request must then carry `authorization: Bearer <token>`. Workers and the CLI take the
+    /// same flag.
+    #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

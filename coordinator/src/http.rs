@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use shoal_common::ids::MigrationId;
+use shoal_proto::auth::Token;
 use shoal_proto::v1;
 
 use crate::owners::Owners;
@@ -185,11 +186,37 @@ async fn metrics(State(owners): State<Owners>) -> Response {
         .into_response()
 }
 
-/// The status API's routes over the migrations' statuses, and `/metrics`.
-pub fn router(owners: Owners) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+/// Refuses a status-API request without the bearer token (when the coordinator has one).
+async fn require_token(
+    State(token): State<Option<Token>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    match &token {
+        Some(token) if !token.matches(presented) => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// The status API's routes over the migrations' statuses (behind the token when there is one),
+/// and `/metrics` (open: counts and ids only; restrict it on the network).
+pub fn router(owners: Owners, token: Option<Token>) -> Router {
+    let status_api = Router::new()
         .route("/api/v1/migrations/statuses", get(statuses))
         .route("/api/v1/migrations/{id}/status", get(one_status))
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .with_state(owners.clone());
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(owners)
+        .merge(status_api)
 }

@@ -4,9 +4,11 @@
 //! unreachable Redis); `run(cancel)` serves until the token is cancelled, then drains: open long
 //! polls end, in-flight calls finish, the socket closes.
 
+use shoal_proto::auth::{RequireToken, Token};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 use anyhow::Context;
 use shoal_common::ids::CoordinatorId;
@@ -119,6 +121,13 @@ impl Coordinator {
     /// Serves until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let address = self.local_addr()?;
+        let token = self
+            .config
+            .auth_token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()
+            .context("--auth-token-file")?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<MigrationServiceServer<MigrationApi>>()
@@ -155,7 +164,7 @@ impl Coordinator {
                 .await
                 .with_context(|| format!("listen on {http} (--http)"))?;
             info!(address = %http, "status API listening");
-            let router = crate::http::router(owners.clone());
+            let router = crate::http::router(owners.clone(), token.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 let served = axum::serve(listener, router)
@@ -183,10 +192,20 @@ impl Coordinator {
             "coordinator listening"
         );
         tonic::transport::Server::builder()
+            // Health stays open: probes carry no token.
             .add_service(health_service)
-            .add_service(reflection)
-            .add_service(MigrationServiceServer::new(migration_api))
-            .add_service(WorkServiceServer::new(work_api))
+            .add_service(InterceptedService::new(
+                reflection,
+                RequireToken::new(token.clone()),
+            ))
+            .add_service(MigrationServiceServer::with_interceptor(
+                migration_api,
+                RequireToken::new(token.clone()),
+            ))
+            .add_service(WorkServiceServer::with_interceptor(
+                work_api,
+                RequireToken::new(token),
+            ))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.listener),
                 shutdown.cancelled_owned(),

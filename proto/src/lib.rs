@@ -5,8 +5,12 @@
 //! - `shoal/v1/migration.proto`: `MigrationService`, what people and services call.
 //! - `shoal/v1/work.proto`: `WorkService`, what workers call.
 //!
+//! [`auth`] holds the bearer token the calls carry when the fleet requires one.
+//!
 //! Ids travel as strings and integers on the wire; `shoal-common` turns them into newtypes at
 //! the edge.
+
+pub mod auth;
 
 /// The `shoal.v1` package.
 pub mod v1 {

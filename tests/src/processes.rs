@@ -209,11 +209,14 @@ impl CoordinatorProcess {
             let url = url.clone();
             async move {
                 let mut client = MigrationServiceClient::connect(url).await.ok()?;
-                client
+                match client
                     .list_workers(shoal_proto::v1::ListWorkersRequest {})
                     .await
-                    .ok()
-                    .map(|_| ())
+                {
+                    // A coordinator that requires a token is serving too.
+                    Err(status) if status.code() != tonic::Code::Unauthenticated => None,
+                    _ => Some(()),
+                }
             }
         })
         .await;
@@ -275,9 +278,23 @@ pub fn start_worker(
 
 /// A plain HTTP/1.1 GET on `address`; returns the status code and the body.
 pub async fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_with(address, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers.
+pub async fn http_get_with(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;

@@ -336,6 +336,15 @@ async fn redis_flushall_while_paused_stays_paused_and_mid_copy_completes() {
     .await
     .unwrap();
     flushall(&redis).await;
+    // Until the owner notices the loss and publishes again, no coordinator knows the id.
+    wait::until(
+        "the migration to be known again after FLUSHALL",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || try_status(&fleet.standby, &id),
+    )
+    .await
+    .unwrap();
     watch_on(&fleet.standby, &id).await;
     let done = status(&fleet.standby, &id).await;
     assert_eq!(done.outcome, v1::Outcome::Completed as i32, "{done:?}");

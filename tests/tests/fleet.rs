@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use shoal_proto::v1;
-use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, start_worker};
+use shoal_tests::processes::{
+    CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, http_get_with, start_worker,
+};
 use shoal_tests::{servers, wait};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -311,5 +313,160 @@ async fn work_service_refuses_bad_ids_and_unknown_tasks() {
         tonic::Code::NotFound,
         "INV-L1: no lease, no report applied"
     );
+    coordinator.process.assert_no_error_logs();
+}
+
+#[tokio::test]
+async fn a_coordinator_with_a_token_refuses_every_client_without_it() {
+    let servers = servers::shared();
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    let token = "t0ken-for-the-fleet-test";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let token_path = token_file.display().to_string();
+    let options = CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("fleet_token"),
+        worker_ttl: WORKER_TTL,
+        env: Vec::new(),
+        args: vec!["--auth-token-file".to_owned(), token_path.clone()],
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+
+    // gRPC without the token: refused, naming the fix; health checks stay open for probes.
+    let refused = coordinator
+        .migration_client()
+        .await
+        .unwrap()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(
+        refused.message().contains("--auth-token-file"),
+        "{refused:?}"
+    );
+    let refused = coordinator
+        .work_client()
+        .await
+        .unwrap()
+        .deregister_worker(v1::DeregisterWorkerRequest {
+            worker_id: "w".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let channel = tonic::transport::Endpoint::from_shared(coordinator.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "shoal.v1.WorkService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+    // With the token: accepted.
+    let bearer = shoal_proto::auth::BearerToken::new(shoal_proto::auth::Token::new(token));
+    let mut client =
+        v1::migration_service_client::MigrationServiceClient::with_interceptor(channel, bearer);
+    client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap();
+
+    // A worker without the token cannot register; one with it can.
+    let without = start_worker("worker-without", &coordinator.url, 1, &[]).unwrap();
+    let with = start_worker(
+        "worker-with",
+        &coordinator.url,
+        1,
+        &[("SHOAL_AUTH_TOKEN_FILE", token_path.clone())],
+    )
+    .unwrap();
+    wait::until(
+        "worker-with to register",
+        Duration::from_secs(20),
+        POLL,
+        || {
+            let mut client = client.clone();
+            async move {
+                let workers = client
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .workers;
+                workers
+                    .iter()
+                    .any(|worker| worker.worker_id == "worker-with")
+                    .then_some(workers)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    shoal_tests::scenario::wait_for_log(&without, "Unauthenticated", Duration::from_secs(10)).await;
+    let workers = client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(
+        workers.len(),
+        1,
+        "only the worker with the token: {workers:?}"
+    );
+
+    // The CLI: refused without the token (exit 1, the reason on stderr), accepted with it.
+    let list = |extra: Vec<String>| {
+        let mut args = vec!["--coordinator".to_owned(), coordinator.url.clone()];
+        args.extend(extra);
+        args.push("list".to_owned());
+        ShoalProcess::spawn("shoal-list", "shoal", &args, &[]).unwrap()
+    };
+    let mut cli = list(Vec::new());
+    let status = cli.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status.code(), Some(1), "{}", cli.logs());
+    assert!(cli.logs().contains("bearer token"), "{}", cli.logs());
+    let mut cli = list(vec!["--auth-token-file".to_owned(), token_path.clone()]);
+    let status = cli.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{}", cli.logs());
+    assert!(cli.logs().contains("0 migration(s)"), "{}", cli.logs());
+
+    // The status API: 401 without the token, 200 with it; /metrics stays open.
+    let path = "/api/v1/migrations/statuses";
+    let (code, _) = http_get(&coordinator.http_address, path).await.unwrap();
+    assert_eq!(code, 401);
+    let wrong = [("Authorization", "Bearer not-the-token")];
+    let (code, _) = http_get_with(&coordinator.http_address, path, &wrong)
+        .await
+        .unwrap();
+    assert_eq!(code, 401);
+    let header = format!("Bearer {token}");
+    let right = [("Authorization", header.as_str())];
+    let (code, body) = http_get_with(&coordinator.http_address, path, &right)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = http_get(&coordinator.http_address, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+
+    // The token is a secret: no process logged it.
+    for process in [&coordinator.process, &without, &with] {
+        assert!(
+            !process.logs().contains(token),
+            "{} logged the token",
+            process.name
+        );
+    }
     coordinator.process.assert_no_error_logs();
 }

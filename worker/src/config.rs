@@ -36,6 +36,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub id: Option<String>,
 
+    /// File holding the bearer token the coordinators require (their --auth-token-file).
+    #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
     /// Address of the Prometheus `/metrics` endpoint; off when unset.
     #[arg(long, env = "SHOAL_HTTP")]
     pub http: Option<std::net::SocketAddr>,

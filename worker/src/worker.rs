@@ -16,11 +16,16 @@ use shoal_common::task::{CopyOutcome, LeasedTask};
 use anyhow::Context;
 use shoal_common::backoff;
 use shoal_common::ids::WorkerId;
+use shoal_proto::auth::{BearerToken, Token};
 use shoal_proto::v1;
 use shoal_proto::v1::work_service_client::WorkServiceClient;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// The coordinator's WorkService, every call carrying the bearer token if there is one.
+type Client = WorkServiceClient<InterceptedService<Channel, BearerToken>>;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -43,7 +48,7 @@ pub struct Worker {
     /// Identity used in every call.
     id: WorkerId,
     /// gRPC client of the coordinator (cheap to clone; shares one connection).
-    client: WorkServiceClient<Channel>,
+    client: Client,
 }
 
 /// What registration granted.
@@ -82,7 +87,14 @@ impl Worker {
             .with_context(|| format!("--coordinator {:?} is not a URL", config.coordinator))?
             .connect_timeout(CALL_TIMEOUT)
             .tcp_nodelay(true);
-        let client = WorkServiceClient::new(endpoint.connect_lazy());
+        let token = config
+            .auth_token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()
+            .context("--auth-token-file")?;
+        let client =
+            WorkServiceClient::with_interceptor(endpoint.connect_lazy(), BearerToken::new(token));
         Ok(Self { config, id, client })
     }
 
@@ -244,7 +256,7 @@ impl Worker {
 /// Tasks over gRPC from a coordinator.
 #[derive(Debug)]
 struct GrpcSource {
-    client: WorkServiceClient<Channel>,
+    client: Client,
     worker_id: WorkerId,
 }
 

@@ -9,8 +9,10 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use shoal_proto::auth::{BearerToken, Token};
 use shoal_proto::v1;
 use shoal_proto::v1::migration_service_client::MigrationServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// shoal: online schema changes for MySQL and MariaDB.
@@ -31,6 +33,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7420"
     )]
     coordinator: String,
+
+    /// File holding the bearer token the coordinators require (their --auth-token-file).
+    #[arg(long, global = true, env = "SHOAL_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
 
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
@@ -201,14 +207,24 @@ struct RunArgs {
     log_format: shoal_common::telemetry::LogFormat,
 }
 
-async fn client(address: &str) -> anyhow::Result<MigrationServiceClient<Channel>> {
+/// The coordinator's MigrationService, every call carrying the bearer token if there is one.
+type Client = MigrationServiceClient<InterceptedService<Channel, BearerToken>>;
+
+async fn client(address: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let token = token_file
+        .map(Token::from_file)
+        .transpose()
+        .context("--auth-token-file")?;
     let endpoint = Endpoint::from_shared(address.to_owned())
         .with_context(|| format!("--coordinator {address:?} is not a URL"))?;
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connect to coordinator {address}"))?;
-    Ok(MigrationServiceClient::new(channel))
+    Ok(MigrationServiceClient::with_interceptor(
+        channel,
+        BearerToken::new(token),
+    ))
 }
 
 fn print_workers(workers: &[v1::WorkerInfo], output: Output) -> anyhow::Result<()> {
@@ -416,10 +432,7 @@ fn status_line(status: &v1::MigrationStatus) -> String {
     )
 }
 
-async fn submit(
-    client: &mut MigrationServiceClient<Channel>,
-    args: SubmitArgs,
-) -> anyhow::Result<()> {
+async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
     let request = v1::SubmitMigrationRequest {
         spec: Some(v1::MigrationSpec {
             table: Some(v1::TableRef {
@@ -451,11 +464,7 @@ async fn submit(
     Ok(())
 }
 
-async fn watch(
-    client: &mut MigrationServiceClient<Channel>,
-    id: String,
-    output: Output,
-) -> anyhow::Result<()> {
+async fn watch(client: &mut Client, id: String, output: Output) -> anyhow::Result<()> {
     let mut stream = client
         .watch_migration(v1::WatchMigrationRequest {
             migration_id: id.clone(),
@@ -642,10 +651,23 @@ fn print_status(status: &v1::MigrationStatus) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_embedded(args).await,
-        Command::Submit(args) => submit(&mut client(&cli.coordinator).await?, args).await,
-        Command::Watch { id } => watch(&mut client(&cli.coordinator).await?, id, cli.output).await,
+        Command::Submit(args) => {
+            submit(
+                &mut client(&cli.coordinator, cli.auth_token_file.as_deref()).await?,
+                args,
+            )
+            .await
+        }
+        Command::Watch { id } => {
+            watch(
+                &mut client(&cli.coordinator, cli.auth_token_file.as_deref()).await?,
+                id,
+                cli.output,
+            )
+            .await
+        }
         Command::Status { id } => {
-            let response = client(&cli.coordinator)
+            let response = client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .get_migration(v1::GetMigrationRequest { migration_id: id })
                 .await
@@ -662,7 +684,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pause { id } => {
-            client(&cli.coordinator)
+            client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .pause_migration(v1::PauseMigrationRequest {
                     migration_id: id.clone(),
@@ -674,7 +696,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Release { id } => {
-            client(&cli.coordinator)
+            client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .release_cutover(v1::ReleaseCutoverRequest {
                     migration_id: id.clone(),
@@ -685,7 +707,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Resume { id } => {
-            client(&cli.coordinator)
+            client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .resume_migration(v1::ResumeMigrationRequest {
                     migration_id: id.clone(),
@@ -696,7 +718,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Volume { id, threads } => {
-            client(&cli.coordinator)
+            client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .set_volume(v1::SetVolumeRequest {
                     migration_id: id.clone(),
@@ -709,7 +731,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cancel { id } => {
-            client(&cli.coordinator)
+            client(&cli.coordinator, cli.auth_token_file.as_deref())
                 .await?
                 .cancel_migration(v1::CancelMigrationRequest {
                     migration_id: id.clone(),
@@ -721,7 +743,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workers => {
-            let mut client = client(&cli.coordinator).await?;
+            let mut client = client(&cli.coordinator, cli.auth_token_file.as_deref()).await?;
             let response = client
                 .list_workers(v1::ListWorkersRequest {})
                 .await
@@ -729,7 +751,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_workers(&response.into_inner().workers, cli.output)
         }
         Command::List => {
-            let mut client = client(&cli.coordinator).await?;
+            let mut client = client(&cli.coordinator, cli.auth_token_file.as_deref()).await?;
             let response = client
                 .list_migrations(v1::ListMigrationsRequest::default())
                 .await
