@@ -16,6 +16,12 @@ use crate::chunk::PlanSnapshot;
 use crate::lifecycle::State;
 use crate::task::CopyMode;
 
+/// The default target chunk time (design "Row copy" §4), also for checkpoints written before
+/// chunk sizing was adaptive.
+pub fn default_target_chunk_ms() -> u64 {
+    500
+}
+
 /// The migration's spec as a checkpoint keeps it (no DSN, no password).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecRecord {
@@ -23,8 +29,11 @@ pub struct SpecRecord {
     pub target: String,
     /// Concurrent copy tasks asked for at submission.
     pub threads: u32,
-    /// Rows per copy chunk.
+    /// Key span of the first copy chunks.
     pub chunk_rows: u64,
+    /// Server-side time each copy chunk aims at (ms; 0 keeps `chunk_rows` fixed).
+    #[serde(default = "default_target_chunk_ms")]
+    pub target_chunk_ms: u64,
     /// How rows are copied.
     pub copy_mode: CopyMode,
     /// Keep `_<t>_old` after the cut-over.
@@ -199,6 +208,7 @@ mod tests {
                     target: "local".to_owned(),
                     threads: 4,
                     chunk_rows: 1000,
+                    target_chunk_ms: 500,
                     copy_mode: CopyMode::Server,
                     keep_old_table: false,
                     defer_cutover: false,

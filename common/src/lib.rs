@@ -11,6 +11,7 @@
 //! - [`lifecycle`]: the lifecycle state machine (states, events, total transition function).
 //! - [`names`]: names of the helper tables beside a migrated table.
 //! - [`registry`]: the worker registry's rules (record, heartbeat cadence, expiry), pure.
+//! - [`sizing`]: adaptive chunk sizing from the server-side time of recent chunks.
 //! - [`signals`]: SIGTERM/SIGINT as the start of graceful shutdown.
 //! - [`sql`]: identifier quoting.
 //! - [`task`]: tasks, copy context, outcomes.
@@ -31,6 +32,7 @@ pub mod lifecycle;
 pub mod names;
 pub mod registry;
 pub mod signals;
+pub mod sizing;
 pub mod sql;
 pub mod task;
 pub mod telemetry;

@@ -103,8 +103,10 @@ pub struct MigrationOptions {
     pub alter: String,
     /// Concurrent copy tasks.
     pub threads: u32,
-    /// Rows per copy chunk.
+    /// Key span of the first copy chunks.
     pub chunk_rows: u64,
+    /// Server-side time each copy chunk aims at; zero keeps `chunk_rows` fixed.
+    pub target_chunk_time: Duration,
     /// How rows are copied.
     pub copy_mode: CopyMode,
     /// Keep `_<t>_old` after cut-over.
@@ -142,6 +144,7 @@ impl std::fmt::Debug for MigrationOptions {
             .field("alter", &self.alter)
             .field("threads", &self.threads)
             .field("chunk_rows", &self.chunk_rows)
+            .field("target_chunk_time", &self.target_chunk_time)
             .field("copy_mode", &self.copy_mode)
             .field("owner", &self.owner)
             .finish_non_exhaustive()
@@ -193,6 +196,8 @@ pub struct Progress {
     pub last_event_at: u32,
     /// Workers that completed a chunk of this migration in the last 30 seconds.
     pub workers: u32,
+    /// Key span of the copy chunks being planned now (adaptive).
+    pub chunk_size: u64,
     /// Checksum passes run.
     pub checksum_passes: u32,
     /// Ranges repaired after a checksum mismatch.
@@ -247,6 +252,7 @@ impl Default for Progress {
             changes_buffered: 0,
             last_event_at: 0,
             workers: 0,
+            chunk_size: 0,
             checksum_passes: 0,
             ranges_repaired: 0,
             unique_conflicts: 0,

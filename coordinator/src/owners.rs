@@ -112,6 +112,10 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
             options.threads.min(256)
         },
         chunk_rows: 1_000,
+        target_chunk_ms: crate::api::std_duration(options.target_chunk_time.as_ref()).map_or_else(
+            shoal_common::checkpoint::default_target_chunk_ms,
+            |target| u64::try_from(target.as_millis()).unwrap_or(u64::MAX),
+        ),
         copy_mode: match v1::CopyMode::try_from(options.copy_mode) {
             Ok(v1::CopyMode::Buffered) => CopyMode::Buffered,
             _ => CopyMode::default(),
@@ -213,6 +217,7 @@ impl Owners {
             alter: record.alter.clone(),
             threads: record.threads,
             chunk_rows: record.chunk_rows,
+            target_chunk_time: Duration::from_millis(record.target_chunk_ms),
             copy_mode: record.copy_mode,
             keep_old_table: record.keep_old_table,
             no_instant: record.no_instant,
@@ -625,6 +630,7 @@ impl Owners {
                 alter: saved.statement.clone(),
                 threads: detail.spec.threads,
                 chunk_rows: detail.spec.chunk_rows,
+                target_chunk_ms: detail.spec.target_chunk_ms,
                 copy_mode: detail.spec.copy_mode,
                 keep_old_table: detail.spec.keep_old_table,
                 no_instant: true,

@@ -162,6 +162,7 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         progress.cutover_blocked.as_millis().to_string(),
     );
     metadata.insert("owner_epoch".to_owned(), progress.owner_epoch.to_string());
+    metadata.insert("chunk_size".to_owned(), progress.chunk_size.to_string());
     metadata.insert("checkpoints".to_owned(), progress.checkpoints.to_string());
     metadata.insert(
         "checkpoint_failures".to_owned(),

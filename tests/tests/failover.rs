@@ -131,9 +131,17 @@ async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() 
         "copy.after_read=sleep(50)",
     )
     .await;
+    // Fixed-size chunks, so that the chunks left to plan can be counted from the checkpoint.
     let id = submit(
         &fleet.owner.url,
-        &["--copy-mode", "buffered", "--threads", "4"],
+        &[
+            "--copy-mode",
+            "buffered",
+            "--threads",
+            "4",
+            "--target-chunk-time",
+            "0",
+        ],
     )
     .await;
     wait_for_checkpoint(

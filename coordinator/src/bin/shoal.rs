@@ -135,6 +135,9 @@ struct SubmitArgs {
     /// Concurrent chunk copies across the fleet.
     #[arg(long, default_value_t = 4)]
     threads: u32,
+    /// Server-side time each copy chunk aims at; 0 keeps chunks at 1,000 keys.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    target_chunk_time: std::time::Duration,
     /// server (default) or buffered.
     #[arg(long, default_value = "server")]
     copy_mode: shoal_common::task::CopyMode,
@@ -173,9 +176,13 @@ struct RunArgs {
     /// reads and inserts batches).
     #[arg(long, default_value = "server")]
     copy_mode: shoal_common::task::CopyMode,
-    /// Rows per copy chunk.
+    /// Key span of the first copy chunks; later chunks are sized by --target-chunk-time.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     chunk_rows: u64,
+    /// Server-side time each copy chunk aims at (chunks grow or shrink toward it); 0 keeps
+    /// --chunk-rows fixed.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    target_chunk_time: std::time::Duration,
     /// Keep the original table as _<t>_old after cut-over.
     #[arg(long)]
     keep_old_table: bool,
@@ -322,6 +329,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         alter: args.alter.clone(),
         threads: args.threads,
         chunk_rows: args.chunk_rows,
+        target_chunk_time: args.target_chunk_time,
         copy_mode: args.copy_mode,
         keep_old_table: args.keep_old_table,
         no_instant: args.no_instant,
@@ -443,6 +451,10 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
             alter_statement: args.alter,
             options: Some(v1::MigrationOptions {
                 threads: args.threads,
+                target_chunk_time: Some(prost_types::Duration {
+                    seconds: i64::try_from(args.target_chunk_time.as_secs()).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(args.target_chunk_time.subsec_nanos()).unwrap_or(0),
+                }),
                 keep_old_table: args.keep_old_table,
                 no_instant: args.no_instant,
                 defer_cutover: args.defer_cutover,

@@ -189,6 +189,8 @@ impl Migration {
                 target: self.options.target.clone(),
                 threads: self.options.threads,
                 chunk_rows: self.options.chunk_rows,
+                target_chunk_ms: u64::try_from(self.options.target_chunk_time.as_millis())
+                    .unwrap_or(u64::MAX),
                 copy_mode: self.options.copy_mode,
                 keep_old_table: self.options.keep_old_table,
                 defer_cutover: self.options.defer_cutover,

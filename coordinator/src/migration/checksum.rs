@@ -31,8 +31,11 @@ use super::owner::Migration;
 
 /// Passes with mismatches tolerated before the migration fails.
 const MAX_PASSES: u32 = 3;
-/// Checksum ranges are this many copy chunks wide.
+/// Checksum ranges are this many copy chunks wide (the copy's last adaptive size), within
+/// [`MIN_RANGE`, `MAX_RANGE`] keys.
 const RANGE_FACTOR: u64 = 10;
+const MIN_RANGE: u64 = 1_000;
+const MAX_RANGE: u64 = 1_000_000;
 /// Repair chunks get fence ids above every planned chunk.
 const REPAIR_CHUNK_BASE: u64 = 1 << 48;
 
@@ -99,9 +102,12 @@ impl Migration {
         };
         let mut planner = IntChunkPlanner::new(bounds);
         let mut ranges = Vec::new();
-        while let Some((_, range)) =
-            planner.next_chunk(self.options.chunk_rows.saturating_mul(RANGE_FACTOR))
-        {
+        while let Some((_, range)) = planner.next_chunk(
+            self.sizer
+                .size()
+                .saturating_mul(RANGE_FACTOR)
+                .clamp(MIN_RANGE, MAX_RANGE),
+        ) {
             ranges.push(range);
         }
         let shadow = names::shadow(&self.table);

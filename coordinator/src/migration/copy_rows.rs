@@ -296,7 +296,7 @@ impl Migration {
                 let Some((chunk, range)) = self
                     .planner
                     .as_mut()
-                    .and_then(|planner| planner.next_chunk(self.options.chunk_rows))
+                    .and_then(|planner| planner.next_chunk(self.sizer.size()))
                 else {
                     break;
                 };
@@ -365,16 +365,27 @@ impl Migration {
                 let conflicts = completion.outcome.unique_conflicts;
                 let in_flight_now = in_flight.len() as u64;
                 crate::metrics::chunk_done(&self.options.id, completion.outcome.statement_time);
+                if let (Some(lower), Some(upper)) = (entry.range.lower, entry.range.upper) {
+                    let planned = upper.abs_diff(lower);
+                    if let Some(size) = self
+                        .sizer
+                        .observe(planned, completion.outcome.statement_time)
+                    {
+                        tracing::debug!(migration_id = %self.options.id, size, "chunk size changed");
+                    }
+                }
                 let now = std::time::Instant::now();
                 self.recent_workers.insert(completion.worker.clone(), now);
                 self.recent_workers
                     .retain(|_, seen| now.duration_since(*seen) < RECENT_WORKER);
                 let workers = self.recent_workers.len() as u32;
+                let chunk_size = self.sizer.size();
                 self.progress.send_modify(|progress| {
                     progress.rows_copied += rows;
                     progress.unique_conflicts += conflicts;
                     progress.chunks_in_flight = in_flight_now;
                     progress.workers = workers;
+                    progress.chunk_size = chunk_size;
                 });
                 awaiting.push((target, completion.chunk, entry.range));
             }
@@ -420,8 +431,9 @@ impl Migration {
                 match self.bump_fence(chunk).await {
                     Ok(epoch) => {
                         entry.epoch = epoch;
+                        // Ahead of the new chunks: it holds the low watermark.
                         self.store
-                            .publish(self.task_spec(chunk, entry.range, epoch)?)
+                            .publish_first(self.task_spec(chunk, entry.range, epoch)?)
                             .await?;
                         in_flight.insert(chunk, entry);
                     }

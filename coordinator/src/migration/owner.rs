@@ -106,6 +106,8 @@ pub struct Migration {
     pub(super) cutting_over: bool,
     /// Whether shoal's tables exist (so ErrCleanup knows what to drop).
     pub(super) created_tables: bool,
+    /// Key span of the next copy chunks, from the time of recent ones.
+    pub(super) sizer: shoal_common::sizing::ChunkSizer,
     /// When the server wrote the last row event the stream delivered (Unix seconds).
     pub(super) last_event_at: u32,
     /// Workers whose chunk completions arrived recently, and when.
@@ -246,6 +248,10 @@ impl Migration {
         drop(connection);
         // Without an operator channel the intents stay as submitted (or as checkpointed).
         let (_, intents) = watch::channel(initial_intents);
+        let sizer = shoal_common::sizing::ChunkSizer::new(shoal_common::sizing::SizingRules::new(
+            options.chunk_rows,
+            options.target_chunk_time,
+        ));
         Ok(Self {
             intents,
             options,
@@ -280,6 +286,7 @@ impl Migration {
             repairing: Vec::new(),
             cutting_over: false,
             created_tables: false,
+            sizer,
             last_event_at: 0,
             recent_workers: std::collections::HashMap::new(),
             root_span: tracing::Span::none(),

@@ -327,6 +327,22 @@ where
     let empty = store.collect(&m2).await.expect("collect");
     assert!(empty.completions.is_empty() && empty.returned.is_empty());
     store.clear(&m1).await.expect("clear");
+
+    // A chunk offered again goes ahead of every ready task.
+    let m3 = MigrationId::parse("m3").expect("valid");
+    for name in ["t-m3-a", "t-m3-b"] {
+        store.publish(task("m3", name, 0)).await.expect("publish");
+    }
+    store
+        .publish_first(task("m3", "t-m3-again", 1))
+        .await
+        .expect("publish first");
+    let mut acquired = Vec::new();
+    while let Some(leased) = store.acquire(&w1, ttl).await.expect("acquire") {
+        acquired.push(leased.spec.task_id.to_string());
+    }
+    assert_eq!(acquired, ["t-m3-again", "t-m3-a", "t-m3-b"]);
+    store.clear(&m3).await.expect("clear");
 }
 
 /// The migration-store contract: the owner lease is exclusive, renewed and released only by its
@@ -350,6 +366,7 @@ pub async fn migration_store<F, Fut>(
         alter: "ALTER TABLE orders ADD COLUMN x INT".to_owned(),
         threads: 4,
         chunk_rows: 1000,
+        target_chunk_ms: 500,
         copy_mode: shoal_common::task::CopyMode::Server,
         keep_old_table: false,
         no_instant: true,

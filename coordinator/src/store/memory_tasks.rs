@@ -58,6 +58,26 @@ impl MemoryTaskStore {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn insert(&self, spec: TaskSpec, first: bool) {
+        {
+            let mut state = self.lock();
+            if first {
+                state.ready.push_front(spec.task_id.clone());
+            } else {
+                state.ready.push_back(spec.task_id.clone());
+            }
+            state.tasks.insert(
+                spec.task_id.clone(),
+                Entry {
+                    spec,
+                    lease: None,
+                    last_epoch: None,
+                },
+            );
+        }
+        self.published.notify_waiters();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -91,19 +111,12 @@ impl MemoryTaskStore {
 #[async_trait]
 impl TaskStore for MemoryTaskStore {
     async fn publish(&self, spec: TaskSpec) -> Result<(), Error> {
-        {
-            let mut state = self.lock();
-            state.ready.push_back(spec.task_id.clone());
-            state.tasks.insert(
-                spec.task_id.clone(),
-                Entry {
-                    spec,
-                    lease: None,
-                    last_epoch: None,
-                },
-            );
-        }
-        self.published.notify_waiters();
+        self.insert(spec, false);
+        Ok(())
+    }
+
+    async fn publish_first(&self, spec: TaskSpec) -> Result<(), Error> {
+        self.insert(spec, true);
         Ok(())
     }
 

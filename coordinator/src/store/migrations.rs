@@ -31,8 +31,11 @@ pub struct MigrationRecord {
     pub alter: String,
     /// Concurrent copy tasks.
     pub threads: u32,
-    /// Rows per chunk.
+    /// Key span of the first chunks.
     pub chunk_rows: u64,
+    /// Server-side time each chunk aims at (ms; 0 keeps `chunk_rows` fixed).
+    #[serde(default = "shoal_common::checkpoint::default_target_chunk_ms")]
+    pub target_chunk_ms: u64,
     /// How rows are copied.
     pub copy_mode: CopyMode,
     /// Keep `_<t>_old`.

@@ -1,7 +1,8 @@
 //! Redis-backed task store for the fleet: ready queue, leases and the owner's outbox.
 //!
 //! # Keys (under the namespace `ns`)
-//! - `ns:tasks:ready`: list of ready task ids, oldest first (all migrations).
+//! - `ns:tasks:ready`: list of ready task ids, oldest first (all migrations), except that a
+//!   chunk offered again is pushed to the head.
 //! - `ns:task:<id>`: hash: `spec` (JSON), `migration`, `state` (ready|leased), `lease_epoch`,
 //!   `worker`, `expires_at_ms`.
 //! - `ns:m:<migration>:tasks`: set of the migration's live task ids (for reaping and clearing).
@@ -191,14 +192,15 @@ impl RedisTaskStore {
     }
 }
 
-#[async_trait]
-impl TaskStore for RedisTaskStore {
-    async fn publish(&self, spec: TaskSpec) -> Result<(), Error> {
+impl RedisTaskStore {
+    /// Stores `spec` as ready and queues it last, or `first`.
+    async fn insert(&self, spec: TaskSpec, first: bool) -> Result<(), Error> {
         let key = self.task_key(&spec.task_id);
         let json = serde_json::to_string(&spec).map_err(|error| corrupt(&key, error))?;
         let mut connection = self.connection.clone();
-        redis::pipe()
-            .atomic()
+        let ready = format!("{}:tasks:ready", self.namespace);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .del(&key)
             .hset_multiple(
                 &key,
@@ -212,14 +214,25 @@ impl TaskStore for RedisTaskStore {
             .sadd(
                 format!("{}:m:{}:tasks", self.namespace, spec.migration_id),
                 spec.task_id.as_str(),
-            )
-            .rpush(
-                format!("{}:tasks:ready", self.namespace),
-                spec.task_id.as_str(),
-            )
-            .query_async::<()>(&mut connection)
-            .await?;
+            );
+        if first {
+            pipe.lpush(&ready, spec.task_id.as_str());
+        } else {
+            pipe.rpush(&ready, spec.task_id.as_str());
+        }
+        pipe.query_async::<()>(&mut connection).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl TaskStore for RedisTaskStore {
+    async fn publish(&self, spec: TaskSpec) -> Result<(), Error> {
+        self.insert(spec, false).await
+    }
+
+    async fn publish_first(&self, spec: TaskSpec) -> Result<(), Error> {
+        self.insert(spec, true).await
     }
 
     async fn acquire(&self, worker: &WorkerId, ttl: Duration) -> Result<Option<LeasedTask>, Error> {

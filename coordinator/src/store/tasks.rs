@@ -31,6 +31,10 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
     /// Owner: offers a task to the fleet (appended to the ready queue).
     async fn publish(&self, spec: TaskSpec) -> Result<(), Error>;
 
+    /// Owner: offers a task ahead of every ready one: a chunk that came back (lease expired,
+    /// released, failed) or must be recopied holds the low watermark and its deferred changes.
+    async fn publish_first(&self, spec: TaskSpec) -> Result<(), Error>;
+
     /// Worker: takes the oldest ready task under a fresh lease of `ttl`, if any.
     async fn acquire(&self, worker: &WorkerId, ttl: Duration) -> Result<Option<LeasedTask>, Error>;
 

@@ -1,0 +1,204 @@
+//! Adaptive chunk sizing: the key span of the next copy chunk, from the server-side statement
+//! time of recent chunks (design "Row copy" §4).
+//!
+//! # Rules
+//! - Start at the configured size; aim at a target statement time (default 500 ms).
+//! - Only chunks planned at the current size count: feedback from chunks planned at an older size
+//!   is ignored (after a change, the chunks already in flight would otherwise move it twice).
+//! - A chunk slower than 5× the target cuts the size to a tenth at once.
+//! - Otherwise, once [`WINDOW`] chunks at the current size reported, the size moves by
+//!   target / p90 of their times, growing at most 1.5× a step and shrinking at most to a tenth.
+//! - The size stays within `[floor, ceiling]` (10 and 100,000 keys by default, Spirit's bounds).
+//!
+//! Pure: the owner feeds it completions and asks for sizes; it performs no I/O.
+
+use std::time::Duration;
+
+/// Chunks at the current size needed before the size moves.
+pub const WINDOW: usize = 4;
+/// Largest growth in one step.
+const MAX_GROWTH: f64 = 1.5;
+/// A chunk this many times slower than the target cuts the size at once.
+const PANIC_FACTOR: u32 = 5;
+
+/// How chunks are sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizingRules {
+    /// Key span of the first chunks.
+    pub initial: u64,
+    /// Statement time to aim at; zero keeps the size fixed at `initial`.
+    pub target: Duration,
+    /// Smallest span.
+    pub floor: u64,
+    /// Largest span.
+    pub ceiling: u64,
+}
+
+impl SizingRules {
+    /// Fixed or adaptive sizing from `initial`, with the default bounds.
+    pub fn new(initial: u64, target: Duration) -> Self {
+        Self {
+            initial,
+            target,
+            floor: 10,
+            ceiling: 100_000,
+        }
+    }
+}
+
+/// The sizer of one migration (shared by every worker of the fleet through the owner).
+#[derive(Debug, Clone)]
+pub struct ChunkSizer {
+    rules: SizingRules,
+    size: u64,
+    /// Statement times of chunks planned at `size`, since it was set.
+    recent: Vec<Duration>,
+}
+
+impl ChunkSizer {
+    /// A sizer starting at `rules.initial` (clamped to the bounds).
+    pub fn new(rules: SizingRules) -> Self {
+        let size = if rules.target.is_zero() {
+            rules.initial.max(1)
+        } else {
+            rules.initial.clamp(rules.floor, rules.ceiling)
+        };
+        Self {
+            rules,
+            size,
+            recent: Vec::with_capacity(WINDOW),
+        }
+    }
+
+    /// Key span of the next chunk.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Feeds back a completed chunk planned with key span `planned` that took `took` on the
+    /// server. Returns the new size when it changed.
+    pub fn observe(&mut self, planned: u64, took: Duration) -> Option<u64> {
+        if self.rules.target.is_zero() || planned != self.size {
+            return None;
+        }
+        let before = self.size;
+        if took > self.rules.target * PANIC_FACTOR {
+            self.set(before / 10);
+        } else {
+            self.recent.push(took);
+            if self.recent.len() < WINDOW {
+                return None;
+            }
+            let p90 = percentile_90(&mut self.recent).max(Duration::from_micros(100));
+            let factor =
+                (self.rules.target.as_secs_f64() / p90.as_secs_f64()).clamp(0.1, MAX_GROWTH);
+            self.set((before as f64 * factor).round() as u64);
+        }
+        (self.size != before).then_some(self.size)
+    }
+
+    fn set(&mut self, size: u64) {
+        let size = size.clamp(self.rules.floor, self.rules.ceiling);
+        // Only a change starts a new window; an unchanged size keeps collecting.
+        if size != self.size {
+            self.size = size;
+            self.recent.clear();
+        } else if self.recent.len() >= WINDOW {
+            self.recent.clear();
+        }
+    }
+}
+
+/// The 90th percentile (nearest rank) of a non-empty sample.
+fn percentile_90(sample: &mut [Duration]) -> Duration {
+    sample.sort_unstable();
+    let rank = (sample.len() * 9).div_ceil(10).max(1);
+    sample[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn adaptive(initial: u64) -> ChunkSizer {
+        ChunkSizer::new(SizingRules::new(initial, 500 * MS))
+    }
+
+    fn feed(sizer: &mut ChunkSizer, took: Duration) -> Option<u64> {
+        let mut changed = None;
+        for _ in 0..WINDOW {
+            changed = sizer.observe(sizer.size(), took).or(changed);
+        }
+        changed
+    }
+
+    #[test]
+    fn fast_chunks_grow_at_most_one_and_a_half_times_a_step() {
+        let mut sizer = adaptive(1_000);
+        assert_eq!(feed(&mut sizer, 10 * MS), Some(1_500));
+        assert_eq!(feed(&mut sizer, 10 * MS), Some(2_250));
+    }
+
+    #[test]
+    fn the_size_converges_on_the_target_time() {
+        let mut sizer = adaptive(1_000);
+        // A server that takes 0.1 ms per key: 5,000 keys hit 500 ms.
+        for _ in 0..40 {
+            let took = Duration::from_micros(100 * sizer.size());
+            sizer.observe(sizer.size(), took);
+        }
+        assert!((4_900..=5_100).contains(&sizer.size()), "{}", sizer.size());
+    }
+
+    #[test]
+    fn slow_chunks_shrink_by_their_p90() {
+        let mut sizer = adaptive(10_000);
+        assert_eq!(feed(&mut sizer, 1_000 * MS), Some(5_000));
+    }
+
+    #[test]
+    fn a_very_slow_chunk_cuts_to_a_tenth_at_once() {
+        let mut sizer = adaptive(10_000);
+        assert_eq!(sizer.observe(10_000, 3_000 * MS), Some(1_000));
+    }
+
+    #[test]
+    fn feedback_from_an_older_size_is_ignored() {
+        let mut sizer = adaptive(1_000);
+        feed(&mut sizer, 10 * MS);
+        assert_eq!(sizer.size(), 1_500);
+        // Chunks planned at 1,000 still in flight report: nothing moves, even a slow one.
+        for _ in 0..10 {
+            assert_eq!(sizer.observe(1_000, 10_000 * MS), None);
+        }
+        assert_eq!(sizer.size(), 1_500);
+    }
+
+    #[test]
+    fn the_size_stays_within_its_bounds() {
+        let mut sizer = adaptive(90_000);
+        assert_eq!(feed(&mut sizer, MS), Some(100_000));
+        assert_eq!(feed(&mut sizer, MS), None, "at the ceiling");
+        let mut sizer = adaptive(50);
+        assert_eq!(sizer.observe(50, 10_000 * MS), Some(10));
+        assert_eq!(sizer.observe(10, 10_000 * MS), None, "at the floor");
+        assert_eq!(ChunkSizer::new(SizingRules::new(5, 500 * MS)).size(), 10);
+    }
+
+    #[test]
+    fn a_zero_target_keeps_the_size_fixed() {
+        let mut sizer = ChunkSizer::new(SizingRules::new(1_000, Duration::ZERO));
+        assert_eq!(feed(&mut sizer, MS), None);
+        assert_eq!(sizer.observe(1_000, 100_000 * MS), None);
+        assert_eq!(sizer.size(), 1_000);
+    }
+
+    #[test]
+    fn p90_is_the_nearest_rank() {
+        let mut sample: Vec<Duration> = (1..=10).map(|n| n * MS).collect();
+        assert_eq!(percentile_90(&mut sample), 9 * MS);
+        assert_eq!(percentile_90(&mut [7 * MS]), 7 * MS);
+    }
+}
