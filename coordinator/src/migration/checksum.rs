@@ -22,7 +22,7 @@ use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
 use shoal_common::ids::FenceEpoch;
 use shoal_common::names;
 use shoal_common::task::{CopyMode, TaskKind, TaskSpec};
-use shoal_worker::checksum::{Digest, checksum_range};
+use shoal_worker::checksum::{Digest, RowHash, checksum_range};
 use tracing::{Instrument, info, warn};
 
 use super::Error;
@@ -31,11 +31,7 @@ use super::owner::Migration;
 
 /// Passes with mismatches tolerated before the migration fails.
 const MAX_PASSES: u32 = 3;
-/// Checksum ranges are this many copy chunks wide (the copy's last adaptive size), within
-/// [`MIN_RANGE`, `MAX_RANGE`] keys.
-const RANGE_FACTOR: u64 = 10;
-const MIN_RANGE: u64 = 1_000;
-const MAX_RANGE: u64 = 1_000_000;
+use shoal_common::sizing::checksum_span;
 /// Repair chunks get fence ids above every planned chunk.
 const REPAIR_CHUNK_BASE: u64 = 1 << 48;
 
@@ -102,12 +98,8 @@ impl Migration {
         };
         let mut planner = IntChunkPlanner::new(bounds);
         let mut ranges = Vec::new();
-        while let Some((_, range)) = planner.next_chunk(
-            self.sizer
-                .size()
-                .saturating_mul(RANGE_FACTOR)
-                .clamp(MIN_RANGE, MAX_RANGE),
-        ) {
+        let span = checksum_span(bounds, threads);
+        while let Some((_, range)) = planner.next_chunk(span) {
             ranges.push(range);
         }
         let shadow = names::shadow(&self.table);
@@ -123,6 +115,7 @@ impl Migration {
                 break;
             }
             let phase = self.phase().clone();
+            let hash = RowHash::for_server(&self.server.version);
             let digests = join_all(batch.into_iter().map(|(session, range)| {
                 let span = tracing::info_span!(
                     parent: &phase,
@@ -139,8 +132,8 @@ impl Migration {
                 async move {
                     let source: Digest = checksum_range(
                         session,
-                        &schema,
-                        &table,
+                        hash,
+                        (&schema, &table),
                         &source_columns,
                         &key_column,
                         &range,
@@ -148,8 +141,8 @@ impl Migration {
                     .await?;
                     let copied: Digest = checksum_range(
                         session,
-                        &schema,
-                        &shadow,
+                        hash,
+                        (&schema, &shadow),
                         &shadow_columns,
                         &key_column,
                         &range,

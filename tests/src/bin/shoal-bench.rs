@@ -8,7 +8,8 @@
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
 //! - the coordinator's peak RSS migrating 200k and then 1M rows under a writer (lazy plan).
 //!
-//! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`.
+//! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`,
+//! `--quick` (only the fleet with server copy and two workers, with its time and CPU profile).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ struct Args {
     rows: u64,
     reps: usize,
     skip_ptosc: bool,
+    /// Only shoal's fleet with server copy and 2 workers, for iterating on performance.
+    quick: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -36,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rows: 1_000_000,
         reps: 1,
         skip_ptosc: false,
+        quick: false,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -43,7 +47,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rows" => args.rows = iter.next().context("--rows N")?.parse()?,
             "--reps" => args.reps = iter.next().context("--reps R")?.parse()?,
             "--skip-ptosc" => args.skip_ptosc = true,
-            other => bail!("unknown argument {other}; use --rows N, --reps R, --skip-ptosc"),
+            "--quick" => args.quick = true,
+            other => {
+                bail!("unknown argument {other}; use --rows N, --reps R, --skip-ptosc, --quick")
+            }
         }
     }
     Ok(args)
@@ -109,14 +116,150 @@ where
     Ok(median(seconds))
 }
 
-/// Runs one fleet migration; returns seconds and the coordinator's peak RSS in KiB.
+/// CPU seconds (user + system) a process has used so far; 0 if it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used by this process's reaped children so far.
+fn children_cpu_seconds() -> anyhow::Result<f64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let seconds =
+        |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// Where the time and the CPU of one shoal run went.
+#[derive(Debug, Default, Clone)]
+struct Profile {
+    /// CPU seconds per process during the run.
+    cpu: Vec<(String, f64)>,
+    /// Seconds spent in each lifecycle state, in order.
+    phases: Vec<(String, f64)>,
+}
+
+impl Profile {
+    fn line(&self) -> String {
+        let cpu: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|(name, seconds)| format!("{name} {seconds:.1}"))
+            .collect();
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(name, seconds)| format!("{name} {seconds:.1}"))
+            .collect();
+        format!("CPU s: {}; phases s: {}", cpu.join(", "), phases.join(", "))
+    }
+}
+
+/// Seconds per state from a status document's transitions.
+fn phases(status: &serde_json::Value) -> Vec<(String, f64)> {
+    let transitions = status["lastTransitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let at = |transition: &serde_json::Value| {
+        transition["at"]
+            .as_str()
+            .and_then(|text| text.parse::<prost_types::Timestamp>().ok())
+            .map(|stamp| stamp.seconds as f64 + f64::from(stamp.nanos) / 1e9)
+    };
+    transitions
+        .windows(2)
+        .filter_map(|pair| {
+            let name = pair[0]["to"].as_str()?.to_lowercase();
+            Some((name, at(&pair[1])? - at(&pair[0])?))
+        })
+        .collect()
+}
+
+/// Seconds per state from `shoal run`'s "entering state" log lines (timestamp first).
+fn phases_from_log(log: &str) -> Vec<(String, f64)> {
+    let mut entered: Vec<(String, f64)> = Vec::new();
+    for line in log.lines().filter(|line| line.contains("entering state")) {
+        let Some(stamp) = line
+            .split_whitespace()
+            .next()
+            .and_then(|text| text.parse::<prost_types::Timestamp>().ok())
+        else {
+            continue;
+        };
+        let Some(state) = line
+            .split(" state=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            continue;
+        };
+        let at = stamp.seconds as f64 + f64::from(stamp.nanos) / 1e9;
+        entered.push((state.to_owned(), at));
+    }
+    entered
+        .windows(2)
+        .map(|pair| (pair[0].0.clone(), pair[1].1 - pair[0].1))
+        .collect()
+}
+
+/// Runs one `shoal run` (in-process workers, no Redis) with `threads`; returns its seconds and
+/// where the time and CPU went.
+fn run_mode(dsn: &str, threads: u32, server_pid: u32) -> anyhow::Result<(f64, Profile)> {
+    let server_before = cpu_seconds(server_pid);
+    let children_before = children_cpu_seconds()?;
+    let started = Instant::now();
+    let output = Command::new(bin_dir()?.join("shoal"))
+        .args(["run", "--alter", ALTER, "--no-instant", "--threads"])
+        .arg(threads.to_string())
+        .env("SHOAL_DSN", dsn)
+        .env("RUST_LOG", "info")
+        .output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let log = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("shoal run failed:\n{log}");
+    }
+    // The child is reaped: its CPU is the growth of this process's children's usage.
+    let shoal_cpu = children_cpu_seconds()? - children_before;
+    let profile = Profile {
+        cpu: vec![
+            (
+                "mariadbd".to_owned(),
+                cpu_seconds(server_pid) - server_before,
+            ),
+            ("shoal run".to_owned(), shoal_cpu),
+        ],
+        phases: phases_from_log(&log),
+    };
+    Ok((seconds, profile))
+}
+
+/// Runs one fleet migration; returns seconds, the coordinator's peak RSS in KiB, and where the
+/// time and CPU went (`servers`: other processes to account, e.g. mariadbd and redis).
 async fn fleet_run(
     redis_url: &str,
     dsn: &str,
     workers: u32,
     copy_mode: &str,
     table_alter: &str,
-) -> anyhow::Result<(f64, u64)> {
+    servers: &[(&str, u32)],
+) -> anyhow::Result<(f64, u64, Profile)> {
     let env = vec![("SHOAL_TARGET_BENCH", dsn.to_owned())];
     let options = CoordinatorOptions {
         redis_url: Some(redis_url.to_owned()),
@@ -136,6 +279,15 @@ async fn fleet_run(
         )?);
     }
     let threads = (workers * 2).to_string();
+    let mut accounted: Vec<(String, u32)> = servers
+        .iter()
+        .map(|(name, pid)| ((*name).to_owned(), *pid))
+        .collect();
+    accounted.push(("coordinator".to_owned(), coordinator.process.pid()));
+    for (index, process) in processes.iter().enumerate() {
+        accounted.push((format!("worker-{index}"), process.pid()));
+    }
+    let cpu_before: Vec<f64> = accounted.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let started = Instant::now();
     let submit = Command::new(bin_dir()?.join("shoal"))
         .args([
@@ -167,6 +319,26 @@ async fn fleet_run(
     if !watched.success() {
         bail!("migration failed:\n{}", coordinator.process.logs());
     }
+    let cpu = accounted
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, pid), before)| (name.clone(), cpu_seconds(*pid) - before))
+        .collect();
+    let status = Command::new(bin_dir()?.join("shoal"))
+        .args([
+            "--coordinator",
+            &coordinator.url,
+            "status",
+            &id,
+            "--output",
+            "json",
+        ])
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let profile = Profile {
+        cpu,
+        phases: phases(&status),
+    };
     let status = std::fs::read_to_string(format!("/proc/{}/status", coordinator.process.pid()))?;
     let peak_kib = status
         .lines()
@@ -175,7 +347,7 @@ async fn fleet_run(
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
     drop(processes);
-    Ok((seconds, peak_kib))
+    Ok((seconds, peak_kib, profile))
 }
 
 #[tokio::main]
@@ -230,25 +402,87 @@ async fn main() -> anyhow::Result<()> {
         alter_copy,
     ));
 
-    for copy_mode in ["buffered", "server"] {
-        for workers in [1, 2] {
-            eprintln!("bench: shoal fleet, {copy_mode} copy, {workers} worker process(es)");
-            let seconds = timed(args.reps, &mut connection, || {
-                let redis_url = redis.info.url();
-                let dsn = dsn.clone();
-                async move {
-                    Ok(fleet_run(&redis_url, &dsn, workers, copy_mode, ALTER)
-                        .await?
-                        .0)
-                }
-            })
-            .await?;
-            eprintln!("bench:   {seconds:.1} s");
-            results.push((
-                format!("shoal fleet: {copy_mode} copy, {workers} worker(s) × 2 slots"),
-                seconds,
-            ));
+    eprintln!("bench: server raw checksum scan");
+    let raw_scan = timed(args.reps, &mut connection, || {
+        let dsn = dsn.clone();
+        async move {
+            let mut session = Conn::new(Opts::from_url(&dsn)?).await?;
+            let started = Instant::now();
+            let _: Option<(u64, u64)> = session
+                .query_first(
+                    "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM sbtest1",
+                )
+                .await?;
+            Ok(started.elapsed().as_secs_f64())
         }
+    })
+    .await?;
+    results.push((
+        "server: one raw checksum scan, BIT_XOR(CRC32(CONCAT_WS(…))) (not a migration)".to_owned(),
+        raw_scan,
+    ));
+
+    let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
+    if args.quick {
+        let (seconds, _, profile) =
+            fleet_run(&redis.info.url(), &dsn, 2, "server", ALTER, &servers).await?;
+        println!(
+            "quick: shoal fleet, server copy, 2 workers: {seconds:.1} s; {}",
+            profile.line()
+        );
+        return Ok(());
+    }
+    let mut profiles: Vec<(String, Profile)> = Vec::new();
+    for threads in [1, 2, 4] {
+        eprintln!("bench: shoal run, server copy, --threads {threads}");
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Profile::default()));
+        let seconds = timed(args.reps, &mut connection, || {
+            let dsn = dsn.clone();
+            let last = std::sync::Arc::clone(&last);
+            async move {
+                let (seconds, profile) = run_mode(&dsn, threads, mariadb.info.pid)?;
+                eprintln!("bench:   {seconds:.1} s; {}", profile.line());
+                *last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = profile;
+                Ok(seconds)
+            }
+        })
+        .await?;
+        let name = format!("shoal run: server copy, --threads {threads}");
+        let profile = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        profiles.push((name.clone(), profile));
+        results.push((name, seconds));
+    }
+    for (copy_mode, workers) in [("server", 1), ("server", 2), ("server", 4), ("buffered", 2)] {
+        eprintln!("bench: shoal fleet, {copy_mode} copy, {workers} worker process(es)");
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Profile::default()));
+        let seconds = timed(args.reps, &mut connection, || {
+            let redis_url = redis.info.url();
+            let dsn = dsn.clone();
+            let last = std::sync::Arc::clone(&last);
+            async move {
+                let (seconds, _, profile) =
+                    fleet_run(&redis_url, &dsn, workers, copy_mode, ALTER, &servers).await?;
+                eprintln!("bench:   {seconds:.1} s; {}", profile.line());
+                *last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = profile;
+                Ok(seconds)
+            }
+        })
+        .await?;
+        eprintln!("bench:   median {seconds:.1} s");
+        let name = format!("shoal fleet: {copy_mode} copy, {workers} worker(s) × 2 slots");
+        let profile = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        profiles.push((name.clone(), profile));
+        results.push((name, seconds));
     }
 
     if args.skip_ptosc {
@@ -302,12 +536,13 @@ async fn main() -> anyhow::Result<()> {
             || async { (writer.stats.committed() > 100).then_some(()) },
         )
         .await?;
-        let (seconds, peak) = fleet_run(
+        let (seconds, peak, _) = fleet_run(
             &redis.info.url(),
             &dsn,
             2,
             "buffered",
             "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a', ADD INDEX idx_c (c)",
+            &servers,
         )
         .await?;
         let expected = writer.stop().await?;
@@ -329,6 +564,19 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|");
     for (name, seconds) in &results {
         println!("| {name} | {seconds:.1} | {:.2} |", seconds / baseline);
+    }
+    println!("\n## Where shoal's time and CPU went (last run of each case)\n");
+    for (name, profile) in &profiles {
+        let checksum = profile
+            .phases
+            .iter()
+            .find(|(phase, _)| phase.eq_ignore_ascii_case("checksum"))
+            .map_or(0.0, |(_, seconds)| *seconds);
+        println!(
+            "- {name}: {}; checksum phase / raw scan = {:.2}",
+            profile.line(),
+            checksum / raw_scan
+        );
     }
     println!("\n## Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n");
     println!("| rows | seconds | peak RSS (MiB) |");
