@@ -113,6 +113,12 @@ impl MariaDb {
     /// Initialises a datadir under `dir` and starts a server on a free port; returns once it
     /// answers queries and the test account exists.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, "")
+    }
+
+    /// [`MariaDb::start`] with `extra` lines appended to its `[mariadbd]` section (later
+    /// settings win), e.g. the benchmark's production-like durability and buffer pool.
+    pub fn start_with(dir: &Path, extra: &str) -> anyhow::Result<Self> {
         let install_db = find_program("mariadb-install-db", "mariadb-server")?;
         let server = find_program("mariadbd", "mariadb-server")?;
         find_program("mariadb", "mariadb-client")?;
@@ -122,7 +128,7 @@ impl MariaDb {
         let run_as_root = nix::unistd::geteuid().is_root();
         let port = free_port().context("pick a port for mariadbd")?;
         let config = dir.join("my.cnf");
-        fs::write(&config, config_text(dir, port, run_as_root)).context("write my.cnf")?;
+        fs::write(&config, config_text(dir, port, run_as_root) + extra).context("write my.cnf")?;
 
         let install = Command::new(install_db)
             .arg(format!("--defaults-file={}", config.display()))

@@ -348,7 +348,10 @@ async fn watch_draws_a_bar_on_a_terminal_and_status_json_matches_the_http_api() 
     let (database, ledger) = seeded("observability_watch", 50_000).await;
     let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
     let coordinator = start_fleet_coordinator("observability_watch", env.clone()).await;
-    let worker = start_worker("worker", &coordinator.url, 2, &env).unwrap();
+    // This worker logs JSON lines (--log-format json through its environment).
+    let mut worker_env = env.clone();
+    worker_env.push(("SHOAL_LOG_FORMAT", "json".to_owned()));
+    let worker = start_worker("worker", &coordinator.url, 2, &worker_env).unwrap();
     let writer = start_writer(&database, ledger, 43).await;
     let id = submit(&coordinator.url, &["--threads", "2"]).await;
 
@@ -420,5 +423,16 @@ async fn watch_draws_a_bar_on_a_terminal_and_status_json_matches_the_http_api() 
     let (expected, _stats) = finish_writer(writer, 200).await;
     worker.assert_no_error_logs();
     coordinator.process.assert_no_error_logs();
+    let logged = worker.logs();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert!(lines.len() > 2, "{logged}");
+    for line in lines {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"));
+        assert!(
+            json["timestamp"].is_string() && json["level"].is_string(),
+            "{line}"
+        );
+    }
     assert_migrated_exactly(&database, &expected).await;
 }

@@ -9,7 +9,8 @@
 //! - the coordinator's peak RSS migrating 200k and then 1M rows under a writer (lazy plan).
 //!
 //! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`,
-//! `--quick` (only the fleet with server copy and two workers, with its time and CPU profile).
+//! `--skip-sysbench`, `--quick` (only the fleet with server copy and two workers, with its time
+//! and CPU profile).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,10 +27,22 @@ use shoal_tests::writer::{self, Writer};
 
 const ALTER: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT";
 
+/// The server as the peers' baselines ran it (`../shared/bench/peers/mariadb-up.sh`): a buffer
+/// pool that holds both copies of the table, full durability, SSD flushing rates.
+const SERVER_SETTINGS: &str = "innodb_buffer_pool_size=2G\n\
+    innodb_log_file_size=512M\n\
+    innodb_flush_log_at_trx_commit=1\n\
+    sync_binlog=1\n\
+    innodb_io_capacity=2000\n\
+    innodb_io_capacity_max=4000\n\
+    max_binlog_size=256M\n";
+
 struct Args {
     rows: u64,
     reps: usize,
     skip_ptosc: bool,
+    /// Skip the application's view (sysbench).
+    skip_sysbench: bool,
     /// Only shoal's fleet with server copy and 2 workers, for iterating on performance.
     quick: bool,
 }
@@ -39,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rows: 1_000_000,
         reps: 1,
         skip_ptosc: false,
+        skip_sysbench: false,
         quick: false,
     };
     let mut iter = std::env::args().skip(1);
@@ -48,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--reps" => args.reps = iter.next().context("--reps R")?.parse()?,
             "--skip-ptosc" => args.skip_ptosc = true,
             "--quick" => args.quick = true,
+            "--skip-sysbench" => args.skip_sysbench = true,
             other => {
                 bail!("unknown argument {other}; use --rows N, --reps R, --skip-ptosc, --quick")
             }
@@ -99,6 +114,31 @@ async fn reset(connection: &mut Conn) -> anyhow::Result<()> {
     connection
         .query_drop("DROP TABLE IF EXISTS sbtest1_copy, _sbtest1_old, _sbtest1_new")
         .await?;
+    wait_clean(connection).await
+}
+
+/// Waits (up to 2 minutes) until InnoDB has flushed almost every dirty page, so that one
+/// case's background flushing does not bleed into the next measurement (as the peers' scripts).
+async fn wait_clean(connection: &mut Conn) -> anyhow::Result<()> {
+    connection
+        .query_drop(
+            "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001, GLOBAL innodb_max_dirty_pages_pct = 0",
+        )
+        .await?;
+    for _ in 0..240 {
+        let dirty: Option<(String, u64)> = connection
+            .query_first("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
+            .await?;
+        if dirty.is_none_or(|(_, pages)| pages < 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    connection
+        .query_drop(
+            "SET GLOBAL innodb_max_dirty_pages_pct = 90, GLOBAL innodb_max_dirty_pages_pct_lwm = 0",
+        )
+        .await?;
     Ok(())
 }
 
@@ -114,6 +154,32 @@ where
     }
     reset(connection).await?;
     Ok(median(seconds))
+}
+
+/// Seconds `statement` takes on a fresh session, after `setup` (not timed).
+async fn time_sql(dsn: String, setup: &'static str, statement: String) -> anyhow::Result<f64> {
+    let mut session = Conn::new(Opts::from_url(&dsn)?).await?;
+    session.query_drop(setup).await?;
+    let started = Instant::now();
+    session.query_drop(statement).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Seconds pt-online-schema-change takes to run the ALTER on `sbtest1` (default chunking).
+fn ptosc_run(ptosc: &std::path::Path, port: u16) -> anyhow::Result<f64> {
+    let target = format!("h=127.0.0.1,P={port},u={TEST_USER},p={TEST_PASSWORD},D=bench,t=sbtest1");
+    let started = Instant::now();
+    let output = Command::new(ptosc)
+        .args(["--alter", "ADD COLUMN x INT", &target, "--execute"])
+        .args(["--recursion-method=none", "--no-check-replication-filters"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "pt-online-schema-change failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// CPU seconds (user + system) a process has used so far; 0 if it is gone.
@@ -191,6 +257,104 @@ fn phases(status: &serde_json::Value) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// What the application saw: sysbench `oltp_write_only` at a fixed rate, whole-window figures.
+#[derive(Debug, Clone, Copy)]
+struct AppView {
+    window: f64,
+    tps: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Starts sysbench `oltp_write_only` on `sbtest1` at 100 transactions/s (4 threads) for
+/// `seconds`, with its latency histogram.
+fn sysbench_start(port: u16, rows: u64, seconds: u64) -> anyhow::Result<std::process::Child> {
+    let sysbench = find_program("sysbench", "sysbench")?;
+    Ok(Command::new(sysbench)
+        .arg("oltp_write_only")
+        .args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
+        .arg(format!("--mysql-port={port}"))
+        .arg(format!("--mysql-user={TEST_USER}"))
+        .arg(format!("--mysql-password={TEST_PASSWORD}"))
+        .args(["--mysql-db=bench", "--tables=1"])
+        .arg(format!("--table-size={rows}"))
+        .args([
+            "--rate=100",
+            "--threads=4",
+            "--histogram=on",
+            "--percentile=95",
+        ])
+        .arg(format!("--time={seconds}"))
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Waits for sysbench and reads tps, p95, p99 and max over its whole window.
+fn sysbench_finish(child: std::process::Child, window: f64) -> anyhow::Result<AppView> {
+    let output = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "sysbench failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let number_after = |label: &str| {
+        text.lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .and_then(|line| line.split(label).nth(1))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .next()
+                    .and_then(|number| number.parse::<f64>().ok())
+            })
+    };
+    // "transactions:  5989   (99.76 per sec.)"
+    let tps = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("transactions:"))
+        .and_then(|line| line.split('(').nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse::<f64>().ok())
+        .context("sysbench printed no transaction rate")?;
+    let max_ms = number_after("max:").context("sysbench printed no max latency")?;
+    // Histogram lines: "       2.350 |****     12".
+    let mut histogram: Vec<(f64, u64)> = text
+        .lines()
+        .filter(|line| line.contains('|'))
+        .filter_map(|line| {
+            let value = line.split('|').next()?.trim().parse::<f64>().ok()?;
+            let count = line.split_whitespace().last()?.parse::<u64>().ok()?;
+            Some((value, count))
+        })
+        .collect();
+    histogram.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: u64 = histogram.iter().map(|(_, count)| count).sum();
+    let percentile = |fraction: f64| {
+        let wanted = (total as f64 * fraction).ceil() as u64;
+        let mut seen = 0;
+        for (value, count) in &histogram {
+            seen += count;
+            if seen >= wanted {
+                return *value;
+            }
+        }
+        max_ms
+    };
+    Ok(AppView {
+        window,
+        tps,
+        p95_ms: percentile(0.95),
+        p99_ms: percentile(0.99),
+        max_ms,
+    })
+}
+
 /// Seconds per state from `shoal run`'s "entering state" log lines (timestamp first).
 fn phases_from_log(log: &str) -> Vec<(String, f64)> {
     let mut entered: Vec<(String, f64)> = Vec::new();
@@ -248,6 +412,29 @@ fn run_mode(dsn: &str, threads: u32, server_pid: u32) -> anyhow::Result<(f64, Pr
         phases: phases_from_log(&log),
     };
     Ok((seconds, profile))
+}
+
+/// [`timed`] for a shoal case: the median seconds and the profile of the last repetition.
+async fn profiled<F, Fut>(
+    reps: usize,
+    connection: &mut Conn,
+    mut run: F,
+) -> anyhow::Result<(f64, Profile)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<(f64, Profile)>>,
+{
+    let mut last = Profile::default();
+    let mut seconds = Vec::new();
+    for _ in 0..reps {
+        reset(connection).await?;
+        let (took, profile) = run().await?;
+        eprintln!("bench:   {took:.1} s; {}", profile.line());
+        seconds.push(took);
+        last = profile;
+    }
+    reset(connection).await?;
+    Ok((median(seconds), last))
 }
 
 /// Runs one fleet migration; returns seconds, the coordinator's peak RSS in KiB, and where the
@@ -354,7 +541,7 @@ async fn fleet_run(
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let scratch = tempfile::Builder::new().prefix("shoal-bench-").tempdir()?;
-    let mariadb = MariaDb::start(&scratch.path().join("mariadb"))?;
+    let mariadb = MariaDb::start_with(&scratch.path().join("mariadb"), SERVER_SETTINGS)?;
     mariadb.info.root_sql("CREATE DATABASE bench")?;
     let redis = RedisServer::start(&scratch.path().join("redis"))?;
     let dsn = mariadb.info.dsn("bench");
@@ -365,18 +552,11 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("bench: server INSERT INTO … SELECT *");
     let insert_select = timed(args.reps, &mut connection, || {
-        let dsn = dsn.clone();
-        async move {
-            let mut session = Conn::new(Opts::from_url(&dsn)?).await?;
-            session
-                .query_drop("CREATE TABLE sbtest1_copy LIKE sbtest1")
-                .await?;
-            let started = Instant::now();
-            session
-                .query_drop("INSERT INTO sbtest1_copy SELECT * FROM sbtest1")
-                .await?;
-            Ok(started.elapsed().as_secs_f64())
-        }
+        time_sql(
+            dsn.clone(),
+            "CREATE TABLE sbtest1_copy LIKE sbtest1",
+            "INSERT INTO sbtest1_copy SELECT * FROM sbtest1".to_owned(),
+        )
     })
     .await?;
     results.push((
@@ -386,15 +566,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("bench: server ALTER … ALGORITHM=COPY (offline)");
     let alter_copy = timed(args.reps, &mut connection, || {
-        let dsn = dsn.clone();
-        async move {
-            let mut session = Conn::new(Opts::from_url(&dsn)?).await?;
-            let started = Instant::now();
-            session
-                .query_drop(format!("{ALTER}, ALGORITHM=COPY"))
-                .await?;
-            Ok(started.elapsed().as_secs_f64())
-        }
+        time_sql(dsn.clone(), "DO 0", format!("{ALTER}, ALGORITHM=COPY"))
     })
     .await?;
     results.push((
@@ -404,17 +576,12 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("bench: server raw checksum scan");
     let raw_scan = timed(args.reps, &mut connection, || {
-        let dsn = dsn.clone();
-        async move {
-            let mut session = Conn::new(Opts::from_url(&dsn)?).await?;
-            let started = Instant::now();
-            let _: Option<(u64, u64)> = session
-                .query_first(
-                    "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM sbtest1",
-                )
-                .await?;
-            Ok(started.elapsed().as_secs_f64())
-        }
+        time_sql(
+            dsn.clone(),
+            "DO 0",
+            "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, k, c, pad))) FROM sbtest1"
+                .to_owned(),
+        )
     })
     .await?;
     results.push((
@@ -435,52 +602,28 @@ async fn main() -> anyhow::Result<()> {
     let mut profiles: Vec<(String, Profile)> = Vec::new();
     for threads in [1, 2, 4] {
         eprintln!("bench: shoal run, server copy, --threads {threads}");
-        let last = std::sync::Arc::new(std::sync::Mutex::new(Profile::default()));
-        let seconds = timed(args.reps, &mut connection, || {
+        let (seconds, profile) = profiled(args.reps, &mut connection, || {
             let dsn = dsn.clone();
-            let last = std::sync::Arc::clone(&last);
-            async move {
-                let (seconds, profile) = run_mode(&dsn, threads, mariadb.info.pid)?;
-                eprintln!("bench:   {seconds:.1} s; {}", profile.line());
-                *last
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = profile;
-                Ok(seconds)
-            }
+            async move { run_mode(&dsn, threads, mariadb.info.pid) }
         })
         .await?;
         let name = format!("shoal run: server copy, --threads {threads}");
-        let profile = last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
     for (copy_mode, workers) in [("server", 1), ("server", 2), ("server", 4), ("buffered", 2)] {
         eprintln!("bench: shoal fleet, {copy_mode} copy, {workers} worker process(es)");
-        let last = std::sync::Arc::new(std::sync::Mutex::new(Profile::default()));
-        let seconds = timed(args.reps, &mut connection, || {
+        let (seconds, profile) = profiled(args.reps, &mut connection, || {
             let redis_url = redis.info.url();
             let dsn = dsn.clone();
-            let last = std::sync::Arc::clone(&last);
             async move {
                 let (seconds, _, profile) =
                     fleet_run(&redis_url, &dsn, workers, copy_mode, ALTER, &servers).await?;
-                eprintln!("bench:   {seconds:.1} s; {}", profile.line());
-                *last
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = profile;
-                Ok(seconds)
+                Ok((seconds, profile))
             }
         })
         .await?;
-        eprintln!("bench:   median {seconds:.1} s");
         let name = format!("shoal fleet: {copy_mode} copy, {workers} worker(s) × 2 slots");
-        let profile = last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
@@ -492,23 +635,7 @@ async fn main() -> anyhow::Result<()> {
         let port = mariadb.info.port;
         let seconds = timed(args.reps, &mut connection, || {
             let ptosc = ptosc.clone();
-            async move {
-                let target = format!(
-                    "h=127.0.0.1,P={port},u={TEST_USER},p={TEST_PASSWORD},D=bench,t=sbtest1"
-                );
-                let started = Instant::now();
-                let output = Command::new(&ptosc)
-                    .args(["--alter", "ADD COLUMN x INT", &target, "--execute"])
-                    .args(["--recursion-method=none", "--no-check-replication-filters"])
-                    .output()?;
-                if !output.status.success() {
-                    bail!(
-                        "pt-online-schema-change failed: {}",
-                        String::from_utf8_lossy(&output.stdout)
-                    );
-                }
-                Ok(started.elapsed().as_secs_f64())
-            }
+            async move { ptosc_run(&ptosc, port) }
         })
         .await?;
         results.push((
@@ -519,6 +646,51 @@ async fn main() -> anyhow::Result<()> {
         eprintln!(
             "bench: pt-online-schema-change not installed (apt-get install percona-toolkit); skipped"
         );
+    }
+
+    // The application's view: sysbench at a fixed 100 tps alone, during shoal, during pt-osc.
+    let mut app: Vec<(String, AppView, Option<f64>)> = Vec::new();
+    if args.skip_sysbench {
+        eprintln!("bench: application view skipped");
+    } else {
+        let shoal_idle = results
+            .iter()
+            .find(|(name, _)| name.starts_with("shoal fleet: server copy, 2 worker"))
+            .map_or(20.0, |(_, seconds)| *seconds);
+        let window = (shoal_idle * 1.5).ceil() as u64;
+        reset(&mut connection).await?;
+        eprintln!("bench: sysbench alone for {window} s");
+        let alone = sysbench_finish(
+            sysbench_start(mariadb.info.port, args.rows, window)?,
+            window as f64,
+        )?;
+        app.push(("sysbench alone".to_owned(), alone, None));
+        reset(&mut connection).await?;
+        eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
+        let load = sysbench_start(mariadb.info.port, args.rows, window)?;
+        let (seconds, _, _) =
+            fleet_run(&redis.info.url(), &dsn, 2, "server", ALTER, &servers).await?;
+        let view = sysbench_finish(load, window as f64)?;
+        app.push((
+            "during shoal fleet, 2 workers".to_owned(),
+            view,
+            Some(seconds),
+        ));
+        if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
+            && !args.skip_ptosc
+        {
+            reset(&mut connection).await?;
+            eprintln!("bench: sysbench during pt-online-schema-change");
+            let load = sysbench_start(mariadb.info.port, args.rows, window)?;
+            let seconds = ptosc_run(&ptosc, mariadb.info.port)?;
+            let view = sysbench_finish(load, window as f64)?;
+            app.push((
+                "during pt-online-schema-change".to_owned(),
+                view,
+                Some(seconds),
+            ));
+        }
+        reset(&mut connection).await?;
     }
 
     // Peak RSS of the coordinator: 200k rows vs 1M rows, both under a writer.
@@ -564,6 +736,24 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|");
     for (name, seconds) in &results {
         println!("| {name} | {seconds:.1} | {:.2} |", seconds / baseline);
+    }
+    if !app.is_empty() {
+        println!(
+            "\n## The application's view: sysbench oltp_write_only at 100 tps, 4 threads, whole window\n"
+        );
+        println!("| case | window s | tool s | tps | p95 ms | p99 ms | max ms |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for (name, view, seconds) in &app {
+            println!(
+                "| {name} | {:.0} | {} | {:.1} | {:.2} | {:.2} | {:.1} |",
+                view.window,
+                seconds.map_or_else(|| "-".to_owned(), |seconds| format!("{seconds:.1}")),
+                view.tps,
+                view.p95_ms,
+                view.p99_ms,
+                view.max_ms
+            );
+        }
     }
     println!("\n## Where shoal's time and CPU went (last run of each case)\n");
     for (name, profile) in &profiles {
