@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 BUF := $(shell command -v buf 2>/dev/null || echo .tools/node_modules/.bin/buf)
 
-.PHONY: all deps build lint deploy-check test demo bench
+.PHONY: all deps build lint deploy-check test demo bench chaos
 
 all: test
 
@@ -37,3 +37,11 @@ bench: deps
 	@command -v pt-online-schema-change >/dev/null || { [ "$$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends percona-toolkit; } || echo "install percona-toolkit to include pt-online-schema-change"
 	cargo build --release --workspace --bins
 	SHOAL_BIN_DIR=target/release target/release/shoal-bench $(BENCH_ARGS)
+
+# A seeded fault campaign on private servers (docs/reliability.md). SEED, RUNS, FAULTS, ROWS.
+SEED ?= 1
+RUNS ?= 10
+FAULTS ?= 5
+ROWS ?= 200000
+chaos: deps build
+	cargo run --quiet -p shoal-tests --bin shoal-chaos -- --seed $(SEED) --runs $(RUNS) --faults $(FAULTS) --rows $(ROWS)

@@ -450,13 +450,16 @@ impl Owners {
     /// The ownership loop; returns when the coordinator shuts down.
     pub async fn run(self) {
         let tick = self.inner.settings.owner_ttl / 3;
+        // A round at once: the incarnation seen at start is what a later Redis loss is noticed
+        // against (found by the fault campaign: Redis restarted before the first round went
+        // unnoticed, and the migration it deposed was never rebuilt).
         loop {
+            if let Err(error) = self.round().await {
+                warn!(%error, "ownership round failed; retrying");
+            }
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => return,
                 () = tokio::time::sleep(tick) => {}
-            }
-            if let Err(error) = self.round().await {
-                warn!(%error, "ownership round failed; retrying");
             }
         }
     }

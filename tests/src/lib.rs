@@ -5,6 +5,7 @@
 //!   directory on free ports, shared by every test of one `cargo nextest run` and reaped when
 //!   the run ends; [`servers::shared`] is the entry point, [`servers::TestDatabase`] the
 //!   per-test database.
+//! - [`chaos`]: the fault campaign (`make chaos`, and a short one in `make test`).
 //! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached.
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
@@ -16,6 +17,7 @@
 //!
 //! The harness is a library so that benchmarks and the demo can use it too.
 
+pub mod chaos;
 pub mod mariadb;
 pub mod otlp;
 pub mod processes;

@@ -184,8 +184,26 @@ pub struct CoordinatorProcess {
 impl CoordinatorProcess {
     /// Starts `shoal-coordinator` on a free port and waits until its gRPC API answers.
     pub async fn start(name: &str, options: &CoordinatorOptions) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let http_address = format!("127.0.0.1:{}", free_port()?);
+        Self::start_at(name, options, None).await
+    }
+
+    /// [`CoordinatorProcess::start`] at given addresses (`url`, HTTP address), e.g. those of the
+    /// coordinator it replaces, so that workers pointed at it reach the new process.
+    pub async fn start_at(
+        name: &str,
+        options: &CoordinatorOptions,
+        addresses: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let (port, http_address) = match addresses {
+            Some((url, http)) => (
+                url.rsplit(':')
+                    .next()
+                    .and_then(|port| port.parse::<u16>().ok())
+                    .context("a coordinator URL ends with its port")?,
+                http,
+            ),
+            None => (free_port()?, format!("127.0.0.1:{}", free_port()?)),
+        };
         let mut args = vec![
             "--http".to_owned(),
             http_address.clone(),

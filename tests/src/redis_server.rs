@@ -58,9 +58,24 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` with no persistence under `dir`; returns once it answers PING.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port().context("pick a port for redis")?;
+        Self::start_on(dir, port)
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved) and starts an empty one on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let restarted = Self::start_on(&self.info.dir, self.info.port)?;
+        *self = restarted;
+        Ok(())
+    }
+
+    fn start_on(dir: &Path, port: u16) -> anyhow::Result<Self> {
         let program = find_program("redis-server", "redis-server")?;
         std::fs::create_dir_all(dir).context("create the redis directory")?;
-        let port = free_port().context("pick a port for redis")?;
         let mut child = Command::new(program)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])

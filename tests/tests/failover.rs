@@ -116,7 +116,7 @@ async fn watch_on(coordinator: &CoordinatorProcess, id: &str) {
         || async { try_status(coordinator, id).await },
     )
     .await
-    .unwrap();
+    .unwrap_or_else(|error| panic!("{error}; log:\n{}", coordinator.process.logs()));
     watch_to_completion(coordinator, id).await;
 }
 
@@ -247,6 +247,19 @@ async fn a_deposed_owner_cannot_flush_changes() {
         "deposed_flush",
         "flush.before=1*sleep(5000)",
         "flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1",
+    )
+    .await;
+}
+
+/// Found by the fault campaign (`make chaos`): an owner stopped inside its fenced flush has that
+/// transaction killed by the standby raising the epoch; woken, it saw a MySQL error, took it for
+/// a failure and cleaned up, dropping the tables the new owner was working on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_owner_killed_inside_its_flush_cleans_nothing_up() {
+    deposed_owner_is_fenced(
+        "deposed_in_flush",
+        "flush.locked=1*sleep(5000)",
+        "failed after losing ownership; not cleaning up",
     )
     .await;
 }
@@ -567,4 +580,45 @@ async fn a_worker_given_sigterm_mid_chunk_kills_its_query_and_releases_the_lease
     watch_to_completion(&fleet.standby, &id).await;
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&fleet.database, &expected).await;
+}
+
+/// Found by the fault campaign (`make chaos`): a Redis restart mid-copy (connections broken,
+/// data gone) failed the migration with "redis unavailable". The owner now retries the live
+/// store, and the fleet rebuilds the migration from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_copy_is_survived() {
+    // A private Redis: the test restarts it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path()).unwrap();
+    let (fleet, writer) = fleet(
+        "redis_restart",
+        60_000,
+        &redis.info.url(),
+        "",
+        "copy.after_read=sleep(50)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    wait_for_shadow_rows(&fleet.database, 3_000).await;
+    redis.restart().unwrap();
+    wait::until(
+        "the migration's status to be published again",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { try_status(&fleet.standby, &id).await },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}; owner log:\n{}\nstandby log:\n{}",
+            fleet.owner.process.logs(),
+            fleet.standby.process.logs()
+        )
+    });
+    completes_exactly(&fleet, &id, writer).await;
+    let logs = fleet.owner.process.logs() + &fleet.standby.process.logs();
+    assert!(
+        logs.contains("rebuilding the migrations from their MySQL checkpoints"),
+        "the loss was noticed and the migration rebuilt:\n{logs}"
+    );
 }

@@ -328,3 +328,28 @@ async fn sigterm_checkpoints_and_the_same_command_resumes() {
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }
+
+/// Found by the fault campaign (`make chaos`): a killed binlog stream failed the migration.
+/// Now the owner restarts the stream at the last transaction boundary it delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_binlog_stream_is_restarted_and_the_migration_completes() {
+    let (database, ledger) = seeded("stream_killed", 60_000).await;
+    let writer = start_writer(&database, ledger, 35).await;
+    let flags = ["--copy-mode", "buffered"];
+    let mut run = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    wait_for_shadow_rows(&database, 4_000).await;
+    let mut connection = database.connect().await.unwrap();
+    let streams: Vec<u64> = connection
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND COMMAND = 'Binlog Dump'",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(streams.len(), 1, "this migration's stream: {streams:?}");
+    connection.exec_drop("KILL ?", (streams[0],)).await.unwrap();
+    let logs = expect_success(&mut run).await;
+    assert!(logs.contains("change stream lost; restarting it"), "{logs}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}

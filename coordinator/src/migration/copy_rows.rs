@@ -155,6 +155,7 @@ impl Migration {
         loop {
             let result = async {
                 let mut transaction = self.fenced_transaction(connection).await?;
+                shoal_worker::failpoint::hit("flush.locked", self.options.id.as_str()).await;
                 let applied = self.apply_batch(&mut transaction, &changes).await?;
                 transaction.commit().await?;
                 Ok::<_, Error>(applied)
@@ -176,6 +177,35 @@ impl Migration {
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
                 Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// A live-store call, retried while Redis is unreachable (a restart, a network blip). A
+    /// Redis that came back empty is the `owners` loop's to notice: it deposes this owner, and
+    /// `check_cancelled` ends the wait.
+    pub(super) async fn with_store<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, crate::store::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retryable() => {
+                    self.check_cancelled()?;
+                    warn!(migration_id = %self.options.id, %error, attempt, "live store unavailable; retrying");
+                    let delay = shoal_common::backoff::delay(
+                        attempt,
+                        Duration::from_millis(100),
+                        Duration::from_secs(2),
+                        0.5,
+                    );
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error.into()),
             }
         }
     }
@@ -317,9 +347,8 @@ impl Migration {
                     FenceEpoch(connection.last_insert_id().unwrap_or(1))
                 };
                 self.ledger.plan(chunk, range);
-                self.store
-                    .publish(self.task_spec(chunk, range, epoch)?)
-                    .await?;
+                let spec = self.task_spec(chunk, range, epoch)?;
+                self.with_store(|| self.store.publish(spec.clone())).await?;
                 in_flight.insert(
                     chunk,
                     InFlight {
@@ -330,7 +359,9 @@ impl Migration {
                 );
             }
 
-            let collected = self.store.collect(&self.options.id).await?;
+            let collected = self
+                .with_store(|| self.store.collect(&self.options.id))
+                .await?;
             // One position read serves every completion of this round.
             let mut completed_at: Option<binlog::BinlogPos> = None;
             for completion in collected.completions {
@@ -432,8 +463,8 @@ impl Migration {
                     Ok(epoch) => {
                         entry.epoch = epoch;
                         // Ahead of the new chunks: it holds the low watermark.
-                        self.store
-                            .publish_first(self.task_spec(chunk, entry.range, epoch)?)
+                        let spec = self.task_spec(chunk, entry.range, epoch)?;
+                        self.with_store(|| self.store.publish_first(spec.clone()))
                             .await?;
                         in_flight.insert(chunk, entry);
                     }
@@ -463,7 +494,10 @@ impl Migration {
             if let Ok(received) = tokio::time::timeout(IDLE_TICK, stream.receiver.recv()).await {
                 match received {
                     Some(message) => self.on_stream_message(message)?,
-                    None => return Err(self.stream_failure().await),
+                    None => {
+                        let failure = self.stream_failure().await;
+                        self.restart_stream(failure).await?;
+                    }
                 }
             }
         }

@@ -263,7 +263,8 @@ impl Migration {
                 .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&table)))
                 .await?;
         }
-        self.store.clear(&self.options.id).await?;
+        self.with_store(|| self.store.clear(&self.options.id))
+            .await?;
         self.created_tables = false;
         self.leave_sentinel().await;
         if let Some(mut lock) = self.lock_connection.take() {

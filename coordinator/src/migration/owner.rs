@@ -80,6 +80,8 @@ pub struct Migration {
     pub(super) stream: Option<Stream>,
     /// Position the stream has delivered up to.
     pub(super) stream_position: Option<BinlogPos>,
+    /// Times a lost change stream was restarted.
+    pub(super) stream_restarts: u32,
     /// The last transaction boundary the stream delivered: where it may restart (P).
     pub(super) safe_position: Option<BinlogPos>,
     /// The chunk planner, once the copy began.
@@ -273,6 +275,7 @@ impl Migration {
             lock_connection: None,
             stream: None,
             stream_position: None,
+            stream_restarts: 0,
             safe_position: None,
             planner: None,
             recopy: Vec::new(),
@@ -346,6 +349,22 @@ impl Migration {
         Ok(next)
     }
 
+    /// Whether another owner took over since this one raised its epoch (the Redis lease lost, or
+    /// a higher owner epoch in the checkpoint table): then a failure must not be cleaned up.
+    async fn deposed_meanwhile(&self) -> Option<Error> {
+        if self.deposed.is_cancelled() {
+            return Some(Error::Deposed("the owner lease was lost".to_owned()));
+        }
+        if self.owner_epoch == 0 || !self.created_tables {
+            return None;
+        }
+        let mut connection = self.pool.get_conn().await.ok()?;
+        match self.check_owner(&mut connection, false).await {
+            Err(deposed @ Error::Deposed(_)) => Some(deposed),
+            _ => None,
+        }
+    }
+
     /// The current `phase.<state>` span, parent of the spans of that phase.
     pub(super) fn phase(&self) -> std::sync::MutexGuard<'_, tracing::Span> {
         self.phase_span
@@ -403,7 +422,16 @@ impl Migration {
     }
 
     async fn run_traced(&mut self) -> Result<ChangePath, Error> {
-        let result = self.run_phases().await;
+        let mut result = self.run_phases().await;
+        if let Err(error) = &result
+            && !matches!(error, Error::Deposed(_) | Error::Cancelled)
+            && let Some(deposed) = self.deposed_meanwhile().await
+        {
+            // A takeover kills the previous owner's connections: the error it sees then is a
+            // deposition, and cleaning up would destroy the new owner's work (INV-O1).
+            warn!(migration_id = %self.options.id, %error, "failed after losing ownership; not cleaning up");
+            result = Err(deposed);
+        }
         if let Err(error) = &result {
             if matches!(error, Error::Deposed(_)) {
                 // Asked to stop (shutdown, or a lease that lapsed): save progress for the next

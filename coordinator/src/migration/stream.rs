@@ -13,6 +13,29 @@ use super::Error;
 use super::binlog::{self, BinlogPos, RowChange, StreamMsg, StreamTable};
 use super::owner::Migration;
 
+/// Restarts of a lost change stream one owner allows before failing the migration.
+const MAX_STREAM_RESTARTS: u32 = 10;
+
+/// Whether the stream ended because its connection was lost rather than on bad data: an I/O
+/// error, a killed connection (1927), a lost connection (2013), a server shutdown (1053), or no
+/// event nor heartbeat for too long.
+fn connection_lost(error: &Error) -> bool {
+    match error {
+        Error::Mysql(
+            mysql_async::Error::Io(_)
+            | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+        ) => true,
+        Error::Mysql(mysql_async::Error::Server(server)) => {
+            matches!(server.code, 1053 | 1927 | 2013)
+        }
+        Error::Binlog(message) => {
+            message.starts_with("no binlog event or heartbeat")
+                || message == "the binlog stream ended"
+        }
+        _ => false,
+    }
+}
+
 /// The change stream as the owner holds it.
 pub(super) struct Stream {
     pub(super) receiver: mpsc::Receiver<StreamMsg>,
@@ -128,6 +151,27 @@ impl Migration {
         Error::Binlog("the change stream is not running".to_owned())
     }
 
+    /// After the stream ended with `failure`: a lost connection (killed, network, server
+    /// restart) restarts it at the last transaction boundary it delivered (the position a
+    /// checkpoint would record); replaying from there is harmless, since the buffer keeps the
+    /// last image per key and events come again in order. Anything else fails the migration.
+    pub(super) async fn restart_stream(&mut self, failure: Error) -> Result<(), Error> {
+        self.check_cancelled()?;
+        let Some(position) = self.safe_position.clone() else {
+            return Err(failure);
+        };
+        if !connection_lost(&failure) || self.stream_restarts >= MAX_STREAM_RESTARTS {
+            return Err(failure);
+        }
+        self.stream_restarts += 1;
+        tracing::warn!(
+            migration_id = %self.options.id, error = %failure, %position,
+            restarts = self.stream_restarts, "change stream lost; restarting it"
+        );
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(self.stream_restarts))).await;
+        self.start_stream(position).await
+    }
+
     pub(super) async fn stop_stream(&mut self) {
         if let Some(stream) = self.stream.take() {
             stream.stop.cancel();
@@ -146,7 +190,8 @@ impl Migration {
                 Ok(message) => self.on_stream_message(message)?,
                 Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(self.stream_failure().await);
+                    let failure = self.stream_failure().await;
+                    self.restart_stream(failure).await?;
                 }
             }
         }
@@ -177,7 +222,10 @@ impl Migration {
             };
             match tokio::time::timeout(remaining, stream.receiver.recv()).await {
                 Ok(Some(message)) => self.on_stream_message(message)?,
-                Ok(None) => return Err(self.stream_failure().await),
+                Ok(None) => {
+                    let failure = self.stream_failure().await;
+                    self.restart_stream(failure).await?;
+                }
                 Err(_) => {}
             }
         }

@@ -1,0 +1,512 @@
+//! The fault campaign: a fleet (two coordinators, three workers, Redis, MariaDB) migrates a table
+//! under a concurrent writer with an independent ledger, while faults are injected at random
+//! moments of every phase. Each run ends with the migration completed and the table equal to the
+//! ledger, or it is reported as a divergence, a failure or a stuck migration.
+//!
+//! Seeded: the same seed picks the same faults in the same order at the same delays (the
+//! machine's timing still decides which phase each lands in, and the report says).
+//! `make chaos SEED=… RUNS=… FAULTS=…` runs a campaign; `tests/tests/chaos.rs` a short one in
+//! `make test`.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::Signal;
+use shoal_proto::v1;
+
+use crate::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use crate::redis_server::RedisServer;
+use crate::scenario;
+use crate::servers::TestDatabase;
+use crate::writer::{self, SplitMix, Writer};
+
+/// Owner and lease TTLs of the campaign's fleet: short, so that recoveries are quick.
+const TTL: Duration = Duration::from_secs(3);
+/// A run that has not ended this long after its last fault is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(180);
+
+/// A fault the campaign injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// SIGKILL of a worker (a new one replaces it).
+    KillWorker,
+    /// SIGKILL of the coordinator owning the migration (restarted as a standby).
+    KillOwner,
+    /// SIGSTOP of a worker past its lease, then SIGCONT: a zombie the fence must stop.
+    StopWorker,
+    /// SIGSTOP of the owner past its owner lease, then SIGCONT: a deposed owner.
+    StopOwner,
+    /// `KILL` of the connections writing the shadow table (chunk copies, change flushes).
+    KillCopyConnections,
+    /// `KILL` of the binlog stream's connection.
+    KillBinlogStream,
+    /// Redis killed and restarted empty on the same port.
+    RestartRedis,
+}
+
+impl Fault {
+    /// Every fault class, each claimed survivable.
+    pub const ALL: [Fault; 7] = [
+        Fault::KillWorker,
+        Fault::KillOwner,
+        Fault::StopWorker,
+        Fault::StopOwner,
+        Fault::KillCopyConnections,
+        Fault::KillBinlogStream,
+        Fault::RestartRedis,
+    ];
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    /// What.
+    pub fault: Fault,
+    /// The migration's state when it was injected.
+    pub state: String,
+    /// What the injection touched (or why it touched nothing).
+    pub detail: String,
+}
+
+/// How one run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The run's seed.
+    pub seed: u64,
+    /// Faults injected, in order.
+    pub faults: Vec<Injected>,
+    /// "completed", "failed: …" or "stuck".
+    pub outcome: String,
+    /// Rows differing from the writer's ledger (0 = exact).
+    pub differences: usize,
+    /// shoal tables left behind after the run.
+    pub leftovers: Vec<String>,
+    /// Seconds from submit to the end.
+    pub seconds: f64,
+    /// Coverage: takeovers, chunks fenced, chunks returned, writer's deletes and key moves.
+    pub coverage: BTreeMap<&'static str, u64>,
+}
+
+impl RunReport {
+    /// Completed, exact and clean.
+    pub fn survived(&self) -> bool {
+        self.outcome == "completed" && self.differences == 0 && self.leftovers.is_empty()
+    }
+}
+
+/// The fleet of one run.
+struct Fleet {
+    options: CoordinatorOptions,
+    coordinators: Vec<(String, CoordinatorProcess)>,
+    workers: Vec<ShoalProcess>,
+    env: Vec<(&'static str, String)>,
+    spawned_workers: u32,
+}
+
+impl Fleet {
+    async fn start(
+        database: &TestDatabase,
+        redis_url: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
+        let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+        let ttl = format!("{}ms", TTL.as_millis());
+        let options = CoordinatorOptions {
+            redis_url: Some(redis_url.to_owned()),
+            namespace: namespace.to_owned(),
+            worker_ttl: TTL,
+            env: env.clone(),
+            args: vec![
+                "--owner-ttl".to_owned(),
+                ttl.clone(),
+                "--lease-ttl".to_owned(),
+                ttl,
+                "--checkpoint-interval".to_owned(),
+                "2s".to_owned(),
+            ],
+        };
+        let mut coordinators = Vec::new();
+        for name in ["c1", "c2"] {
+            coordinators.push((
+                name.to_owned(),
+                CoordinatorProcess::start(name, &options).await?,
+            ));
+        }
+        let mut fleet = Self {
+            options,
+            coordinators,
+            workers: Vec::new(),
+            env,
+            spawned_workers: 0,
+        };
+        for _ in 0..3 {
+            fleet.add_worker()?;
+        }
+        Ok(fleet)
+    }
+
+    /// A new worker, alternating between the coordinators.
+    fn add_worker(&mut self) -> anyhow::Result<()> {
+        self.spawned_workers += 1;
+        let index = self.spawned_workers as usize % self.coordinators.len();
+        let url = self.coordinators[index].1.url.clone();
+        let id = format!("w{}", self.spawned_workers);
+        let mut env = self.env.clone();
+        env.push((
+            "SHOAL_FAILPOINTS",
+            "copy.server_sleep=sleep(100)".to_owned(),
+        ));
+        self.workers.push(start_worker(&id, &url, 2, &env)?);
+        Ok(())
+    }
+
+    async fn status(&self, id: &str) -> Option<v1::MigrationStatus> {
+        for (_, coordinator) in &self.coordinators {
+            if let Ok(status) = coordinator.status(id).await {
+                return Some(status);
+            }
+        }
+        None
+    }
+
+    /// Restarts coordinator `index` at its own addresses (workers keep their URL).
+    async fn restart_coordinator(&mut self, index: usize) -> anyhow::Result<()> {
+        let (name, old) = &self.coordinators[index];
+        let restarted = CoordinatorProcess::start_at(
+            name,
+            &self.options,
+            Some((old.url.clone(), old.http_address.clone())),
+        )
+        .await?;
+        self.coordinators[index].1 = restarted;
+        Ok(())
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (_, coordinator) in &self.coordinators {
+            all.push_str(&coordinator.process.logs());
+        }
+        for worker in &self.workers {
+            all.push_str(&worker.logs());
+        }
+        all
+    }
+}
+
+/// The coordinator id holding the migration's owner lease in Redis.
+async fn owner_of(redis_url: &str, namespace: &str, id: &str) -> Option<String> {
+    let client = redis::Client::open(redis_url).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET")
+        .arg(format!("{namespace}:m:{id}:owner"))
+        .query_async(&mut connection)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `KILL`s the other connections of `database` (never another test's: the server may be shared)
+/// that the processlist condition `which` selects; returns how many.
+async fn kill_connections(database: &TestDatabase, which: &str) -> u64 {
+    let Ok(mut connection) = database.connect().await else {
+        return 0;
+    };
+    let ids: Vec<u64> = connection
+        .exec(
+            format!(
+                "SELECT ID FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID() AND DB = ? AND ({which})"
+            ),
+            (&database.name,),
+        )
+        .await
+        .unwrap_or_default();
+    let mut killed = 0;
+    for id in ids {
+        if connection.exec_drop("KILL ?", (id,)).await.is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// Injects `fault`; returns what it touched.
+async fn inject(
+    fault: Fault,
+    fleet: &mut Fleet,
+    redis: &mut RedisServer,
+    database: &TestDatabase,
+    id: &str,
+    random: &mut SplitMix,
+) -> anyhow::Result<String> {
+    let redis_url = redis.info.url();
+    let namespace = fleet.options.namespace.clone();
+    let owner_index = |fleet: &Fleet, owner: Option<String>| {
+        owner.and_then(|owner| {
+            fleet
+                .coordinators
+                .iter()
+                .position(|(name, _)| *name == owner)
+        })
+    };
+    Ok(match fault {
+        Fault::KillWorker => {
+            let index = random.below(fleet.workers.len() as u64) as usize;
+            let mut worker = fleet.workers.remove(index);
+            worker.signal(Signal::SIGKILL)?;
+            worker.wait_exit(Duration::from_secs(10)).await?;
+            fleet.add_worker()?;
+            format!("killed {}", worker.name)
+        }
+        Fault::StopWorker => {
+            let index = random.below(fleet.workers.len() as u64) as usize;
+            let worker = &fleet.workers[index];
+            worker.signal(Signal::SIGSTOP)?;
+            tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+            worker.signal(Signal::SIGCONT)?;
+            format!(
+                "stopped {} for {:?}",
+                worker.name,
+                TTL + Duration::from_secs(1)
+            )
+        }
+        Fault::KillOwner => {
+            let owner = owner_of(&redis_url, &namespace, id).await;
+            let Some(index) = owner_index(fleet, owner.clone()) else {
+                return Ok(format!("no owner to kill ({owner:?})"));
+            };
+            let process = &mut fleet.coordinators[index].1.process;
+            process.signal(Signal::SIGKILL)?;
+            process.wait_exit(Duration::from_secs(10)).await?;
+            fleet.restart_coordinator(index).await?;
+            format!("killed and restarted {}", fleet.coordinators[index].0)
+        }
+        Fault::StopOwner => {
+            let owner = owner_of(&redis_url, &namespace, id).await;
+            let Some(index) = owner_index(fleet, owner.clone()) else {
+                return Ok(format!("no owner to stop ({owner:?})"));
+            };
+            let process = &fleet.coordinators[index].1.process;
+            process.signal(Signal::SIGSTOP)?;
+            tokio::time::sleep(TTL + Duration::from_millis(1_500)).await;
+            process.signal(Signal::SIGCONT)?;
+            format!(
+                "stopped {} past its owner lease",
+                fleet.coordinators[index].0
+            )
+        }
+        Fault::KillCopyConnections => {
+            // Copies and flushes write the shadow table; the copies' failpoint sleeps inside
+            // their fenced transaction.
+            let killed = kill_connections(
+                database,
+                "INFO LIKE '%`\\_orders\\_new`%' OR INFO LIKE 'SELECT SLEEP(%'",
+            )
+            .await;
+            format!("killed {killed} connection(s) writing the shadow table")
+        }
+        Fault::KillBinlogStream => {
+            let killed = kill_connections(database, "COMMAND = 'Binlog Dump'").await;
+            format!("killed {killed} binlog stream(s)")
+        }
+        Fault::RestartRedis => {
+            redis.restart()?;
+            "Redis restarted empty".to_owned()
+        }
+    })
+}
+
+/// Runs one migration under the writer with `faults` faults; `run_seed` picks them.
+pub async fn run_once(
+    database: &TestDatabase,
+    redis: &mut RedisServer,
+    rows: u64,
+    faults: u32,
+    run_seed: u64,
+) -> anyhow::Result<RunReport> {
+    let mut random = SplitMix::new(run_seed);
+    let mut connection = database.connect().await?;
+    writer::seed(&mut connection, "orders", rows).await?;
+    let ledger = writer::read_table(&mut connection, "orders").await?;
+    let namespace = crate::servers::unique_name("chaos");
+    let mut fleet = Fleet::start(database, &redis.info.url(), &namespace).await?;
+    let writer = Writer::start(
+        &database.dsn,
+        "orders",
+        ledger,
+        run_seed,
+        Duration::from_micros(500),
+    )
+    .await?;
+    let started = Instant::now();
+    // Two chunks at a time, 1,000 keys each, every copy held open 100 ms longer (failpoint): the
+    // copy lasts long enough for the faults, with many chunk boundaries for them to land on.
+    let id = scenario::submit(
+        &fleet.coordinators[0].1.url,
+        &["--threads", "2", "--target-chunk-time", "0"],
+    )
+    .await;
+    let mut injected = Vec::new();
+    let mut outcome = None;
+    for _ in 0..faults {
+        let delay = Duration::from_millis(200 + random.below(1_800));
+        tokio::time::sleep(delay).await;
+        let status = fleet.status(&id).await;
+        if let Some(status) = &status
+            && status.outcome != v1::Outcome::Running as i32
+        {
+            outcome = Some(status.clone());
+            break;
+        }
+        let state = status.map_or_else(
+            || "unknown".to_owned(),
+            |status| {
+                v1::State::try_from(status.state)
+                    .map(|state| state.as_str_name().to_owned())
+                    .unwrap_or_default()
+            },
+        );
+        let fault = Fault::ALL[random.below(Fault::ALL.len() as u64) as usize];
+        let detail = inject(fault, &mut fleet, redis, database, &id, &mut random).await?;
+        eprintln!("chaos: {fault} in {state}: {detail}");
+        injected.push(Injected {
+            fault,
+            state,
+            detail,
+        });
+    }
+    // Wait for the end.
+    let last_fault = Instant::now();
+    let outcome = match outcome {
+        Some(status) => Some(status),
+        None => loop {
+            if let Some(status) = fleet.status(&id).await
+                && status.outcome != v1::Outcome::Running as i32
+            {
+                break Some(status);
+            }
+            if last_fault.elapsed() > STUCK_AFTER {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        },
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = std::sync::Arc::clone(&writer.stats);
+    let expected = writer.stop().await?;
+    let actual = writer::read_table(&mut connection, "orders").await?;
+    let differences = writer::differences(&expected, &actual).len();
+    let tables = scenario::tables(&mut connection, &database.name).await;
+    let leftovers: Vec<String> = tables
+        .into_iter()
+        .filter(|name| name.starts_with('_'))
+        .collect();
+    let outcome = match outcome {
+        None => "stuck".to_owned(),
+        Some(status) if status.outcome == v1::Outcome::Completed as i32 => {
+            let columns = scenario::columns(&mut connection, &database.name, "orders").await;
+            if columns.iter().any(|column| column == "note") {
+                "completed".to_owned()
+            } else {
+                "completed without the new column".to_owned()
+            }
+        }
+        Some(status) => format!("failed: {}", status.message),
+    };
+    let logs = fleet.logs();
+    let count = |needle: &str| logs.matches(needle).count() as u64;
+    let coverage = BTreeMap::from([
+        ("takeovers", count("taking the migration over")),
+        ("resumes", count("resuming from the checkpoint")),
+        ("chunks fenced", count("chunk fenced")),
+        ("chunks returned", count("chunk returned; fencing")),
+        (
+            "writer deletes",
+            stats.deletes.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "writer key moves",
+            stats.key_moves.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ]);
+    if outcome != "completed" || differences > 0 {
+        eprintln!("chaos: run {run_seed:#x} ended {outcome}; logs:\n{logs}");
+    }
+    Ok(RunReport {
+        seed: run_seed,
+        faults: injected,
+        outcome,
+        differences,
+        leftovers,
+        seconds,
+        coverage,
+    })
+}
+
+/// Prints a campaign's reports as markdown; returns whether every run survived.
+pub fn summarize(reports: &[RunReport]) -> bool {
+    println!("| run seed | faults (state) | outcome | differences | leftovers | seconds |");
+    println!("|---|---|---|---:|---|---:|");
+    let mut by_class: BTreeMap<Fault, (u32, u32)> = BTreeMap::new();
+    for report in reports {
+        let faults: Vec<String> = report
+            .faults
+            .iter()
+            .map(|injected| format!("{} ({})", injected.fault, injected.state))
+            .collect();
+        println!(
+            "| {:#x} | {} | {} | {} | {} | {:.1} |",
+            report.seed,
+            faults.join(", "),
+            report.outcome,
+            report.differences,
+            report.leftovers.join(" "),
+            report.seconds
+        );
+        for injected in &report.faults {
+            let entry = by_class.entry(injected.fault).or_default();
+            entry.0 += 1;
+            entry.1 += u32::from(report.survived());
+        }
+    }
+    println!("\n| fault class | injected | in runs that completed exactly |");
+    println!("|---|---:|---:|");
+    for (fault, (injected, survived)) in &by_class {
+        println!("| {fault} | {injected} | {survived} |");
+    }
+    let mut coverage: BTreeMap<&str, u64> = BTreeMap::new();
+    for report in reports {
+        for (name, value) in &report.coverage {
+            *coverage.entry(name).or_default() += value;
+        }
+    }
+    let coverage: Vec<String> = coverage
+        .iter()
+        .map(|(name, value)| format!("{name} {value}"))
+        .collect();
+    println!("\nCoverage: {}", coverage.join(", "));
+    let total: usize = reports.iter().map(|report| report.faults.len()).sum();
+    let survived = reports.iter().filter(|report| report.survived()).count();
+    println!(
+        "\n{} run(s), {total} fault(s), {survived} completed exactly with nothing left behind",
+        reports.len()
+    );
+    survived == reports.len()
+}
+
+/// Seeds of a campaign's runs, derived from the campaign seed.
+pub fn run_seeds(seed: u64, runs: u32) -> Vec<u64> {
+    let mut random = SplitMix::new(seed);
+    (0..runs).map(|_| random.next_u64()).collect()
+}
