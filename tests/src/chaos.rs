@@ -386,21 +386,23 @@ pub async fn run_once(
             detail,
         });
     }
-    // Wait for the end.
-    let last_fault = Instant::now();
+    // Wait for the end; a run that has not ended STUCK_AFTER its last fault is stuck.
     let outcome = match outcome {
         Some(status) => Some(status),
-        None => loop {
-            if let Some(status) = fleet.status(&id).await
-                && status.outcome != v1::Outcome::Running as i32
-            {
-                break Some(status);
-            }
-            if last_fault.elapsed() > STUCK_AFTER {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        },
+        None => crate::wait::until(
+            "the migration to end",
+            STUCK_AFTER,
+            Duration::from_millis(200),
+            || async {
+                fleet
+                    .status(&id)
+                    .await
+                    .filter(|status| status.outcome != v1::Outcome::Running as i32)
+            },
+        )
+        .await
+        .ok()
+        .map(|(status, _)| status),
     };
     let seconds = started.elapsed().as_secs_f64();
     let stats = std::sync::Arc::clone(&writer.stats);

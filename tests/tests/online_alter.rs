@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_proto::v1;
-use shoal_tests::processes::{
-    CoordinatorOptions, CoordinatorProcess, ShoalProcess, http_get, start_worker,
-};
+use shoal_tests::processes::{CoordinatorProcess, ShoalProcess, http_get, start_worker};
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, finish_writer, seeded, shoal_cli, submit, watch_to_completion,
+    ALTER, assert_migrated_exactly, finish_writer, seeded, shoal_cli, start_fleet_coordinator,
+    submit, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -101,19 +100,9 @@ async fn run_mode_server_copy_is_exact_under_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
-    let servers = servers::shared();
     let (database, ledger) = seeded("fleet_exact", 200_000).await;
     let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
-    let options = CoordinatorOptions {
-        redis_url: Some(servers.redis.url()),
-        namespace: servers.redis_namespace("fleet_exact"),
-        worker_ttl: Duration::from_secs(3),
-        env: env.clone(),
-        args: Vec::new(),
-    };
-    let coordinator = CoordinatorProcess::start("coordinator", &options)
-        .await
-        .unwrap();
+    let coordinator = start_fleet_coordinator("fleet_exact", env.clone()).await;
     let workers = [
         start_worker("worker-1", &coordinator.url, 2, &env).unwrap(),
         start_worker("worker-2", &coordinator.url, 2, &env).unwrap(),
@@ -280,19 +269,9 @@ async fn fleet_migration_under_writes(
     Writer,
     String,
 ) {
-    let servers = servers::shared();
     let (database, ledger) = seeded(label, 200_000).await;
     let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
-    let options = CoordinatorOptions {
-        redis_url: Some(servers.redis.url()),
-        namespace: servers.redis_namespace(label),
-        worker_ttl: Duration::from_secs(3),
-        env: env.clone(),
-        args: Vec::new(),
-    };
-    let coordinator = CoordinatorProcess::start("coordinator", &options)
-        .await
-        .unwrap();
+    let coordinator = start_fleet_coordinator(label, env.clone()).await;
     let worker = start_worker("worker", &coordinator.url, slots, &env).unwrap();
     let writer = Writer::start(
         &database.dsn,
@@ -377,16 +356,7 @@ async fn three_migrations_on_three_tables_are_counted_and_exact() {
         expected.push(writer::read_table(&mut connection, table).await.unwrap());
     }
     let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
-    let options = CoordinatorOptions {
-        redis_url: Some(servers.redis.url()),
-        namespace: servers.redis_namespace("three_tables"),
-        worker_ttl: Duration::from_secs(3),
-        env: env.clone(),
-        args: Vec::new(),
-    };
-    let coordinator = CoordinatorProcess::start("coordinator", &options)
-        .await
-        .unwrap();
+    let coordinator = start_fleet_coordinator("three_tables", env.clone()).await;
     let _workers = [
         start_worker("worker-1", &coordinator.url, 2, &env).unwrap(),
         start_worker("worker-2", &coordinator.url, 2, &env).unwrap(),
