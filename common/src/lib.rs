@@ -27,6 +27,7 @@ pub mod changes;
 pub mod checkpoint;
 pub mod chunk;
 pub mod ids;
+pub mod key;
 pub mod lease;
 pub mod lifecycle;
 pub mod names;

@@ -112,11 +112,11 @@ impl ChunkSizer {
 /// Checksum ranges per checksum session: enough to keep every session busy to the end.
 const RANGES_PER_SESSION: u64 = 4;
 
-/// Key span of the checksum ranges of a table whose keys span `bounds`, compared by `sessions`
-/// sessions at once: about four ranges per session, each 1,000 to 1,000,000 keys (checksum
-/// ranges are sized apart from copy chunks: one statement per range and table, no fence).
-pub fn checksum_span(bounds: Option<(i64, i64)>, sessions: usize) -> u64 {
-    let keys = bounds.map_or(0, |(min, max)| max.abs_diff(min).saturating_add(1));
+/// Keys per checksum range over a table of about `keys` keys (the key span of an integer key,
+/// the estimated row count otherwise), compared by `sessions` sessions at once: about four ranges
+/// per session, each 1,000 to 1,000,000 keys (checksum ranges are sized apart from copy chunks:
+/// one statement per range and table, no fence).
+pub fn checksum_span(keys: u64, sessions: usize) -> u64 {
     let ranges = (sessions.max(1) as u64).saturating_mul(RANGES_PER_SESSION);
     keys.div_ceil(ranges).clamp(1_000, 1_000_000)
 }
@@ -209,15 +209,11 @@ mod tests {
 
     #[test]
     fn checksum_ranges_keep_every_session_busy_within_bounds() {
-        assert_eq!(checksum_span(Some((1, 1_000_000)), 4), 62_500);
-        assert_eq!(checksum_span(Some((1, 1_000_000)), 0), 250_000);
-        assert_eq!(checksum_span(Some((1, 100)), 4), 1_000, "floor");
-        assert_eq!(checksum_span(None, 4), 1_000, "empty table");
-        assert_eq!(
-            checksum_span(Some((i64::MIN, i64::MAX)), 2),
-            1_000_000,
-            "ceiling"
-        );
+        assert_eq!(checksum_span(1_000_000, 4), 62_500);
+        assert_eq!(checksum_span(1_000_000, 0), 250_000);
+        assert_eq!(checksum_span(100, 4), 1_000, "floor");
+        assert_eq!(checksum_span(0, 4), 1_000, "empty table");
+        assert_eq!(checksum_span(u64::MAX, 2), 1_000_000, "ceiling");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub struct CopyContext {
     pub source_columns: Vec<String>,
     /// The same columns as named in the shadow table.
     pub shadow_columns: Vec<String>,
-    /// The single integer primary-key column.
-    pub key_column: String,
+    /// Primary-key columns, in key order.
+    pub key_columns: Vec<String>,
     /// How rows move.
     pub copy_mode: CopyMode,
     /// Rows per `INSERT` batch in buffered mode.

@@ -6,6 +6,7 @@
 //!   checkpoint and fence tables, binlog position, change stream) and `ErrCleanup`.
 //! - [`copy_rows`]: `CopyRows` and `ApplyChangeset`: plans chunks lazily, publishes them as
 //!   tasks, folds completions into the ledger, applies changes as chunks drain.
+//! - [`planning`]: the bounds and key-order probes the chunk planner asks for.
 //! - [`checksum`]: `Checksum`: the snapshot barrier, range digests, repair.
 //! - [`cutover`]: `CutOver` and `Close`: the two-connection rename (MariaDB), cleanup.
 //! - [`binlog`]: the change stream reader; `stream`: the owner's side of it (filing events into
@@ -24,6 +25,7 @@ pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
 pub mod owner;
+pub mod planning;
 pub mod sentinel;
 mod stream;
 

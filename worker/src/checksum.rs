@@ -17,7 +17,7 @@ use mysql_async::prelude::Queryable;
 use shoal_common::chunk::ChunkRange;
 use shoal_common::sql::{quote_identifier, quote_qualified};
 
-use crate::copy::range_predicate;
+use crate::keys::range_predicate;
 
 /// The digest of one range of one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +73,10 @@ pub async fn checksum_range(
     hash: RowHash,
     table: (&str, &str),
     columns: &[String],
-    key_column: &str,
+    key_columns: &[String],
     range: &ChunkRange,
 ) -> Result<Digest, mysql_async::Error> {
-    let (predicate, params) = range_predicate(key_column, range);
+    let (predicate, params) = range_predicate(key_columns, range);
     let row = row_expression(columns);
     let aggregates = match hash {
         RowHash::CrcProduct => format!("COALESCE(BIT_XOR(CRC32({row}) * CRC32C({row})), 0), 0"),

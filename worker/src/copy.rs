@@ -33,6 +33,7 @@ use shoal_common::sql::{quote_identifier, quote_qualified};
 use shoal_common::task::{CopyMode, CopyOutcome, TaskSpec};
 
 use crate::failpoint;
+use crate::keys::{order_by, range_predicate};
 
 /// MySQL's limit on placeholders in one statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -81,26 +82,6 @@ impl Error {
     }
 }
 
-/// `WHERE` clause and parameters selecting `range` of `key_column`.
-pub fn range_predicate(key_column: &str, range: &ChunkRange) -> (String, Vec<Value>) {
-    let key = quote_identifier(key_column);
-    let mut clauses = Vec::new();
-    let mut params = Vec::new();
-    if let Some(lower) = range.lower {
-        clauses.push(format!("{key} >= ?"));
-        params.push(Value::Int(lower));
-    }
-    if let Some(upper) = range.upper {
-        clauses.push(format!("{key} < ?"));
-        params.push(Value::Int(upper));
-    }
-    if clauses.is_empty() {
-        ("TRUE".to_owned(), params)
-    } else {
-        (clauses.join(" AND "), params)
-    }
-}
-
 fn column_list(columns: &[String]) -> String {
     columns
         .iter()
@@ -125,7 +106,7 @@ pub async fn check_warnings(
             continue;
         }
         return Err(Error::Warning {
-            range: *range,
+            range: range.clone(),
             code,
             message,
         });
@@ -173,8 +154,8 @@ pub async fn copy_chunk(
     let shadow = quote_qualified(&context.schema, &context.shadow_table);
     let source_columns = column_list(&context.source_columns);
     let shadow_columns = column_list(&context.shadow_columns);
-    let (predicate, params) = range_predicate(&context.key_column, &spec.range);
-    let key = quote_identifier(&context.key_column);
+    let (predicate, params) = range_predicate(&context.key_columns, &spec.range);
+    let key = order_by(&context.key_columns);
 
     let mut connection = pool.get_conn().await?;
     connection_id.store(connection.id(), Ordering::SeqCst);
@@ -318,31 +299,6 @@ async fn insert_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn predicates_bind_bounds_as_parameters() {
-        let (sql, params) = range_predicate(
-            "id",
-            &ChunkRange {
-                lower: Some(-5),
-                upper: Some(10),
-            },
-        );
-        assert_eq!(sql, "`id` >= ? AND `id` < ?");
-        assert_eq!(params, vec![Value::Int(-5), Value::Int(10)]);
-        let (sql, params) = range_predicate(
-            "we`ird",
-            &ChunkRange {
-                lower: None,
-                upper: Some(3),
-            },
-        );
-        assert_eq!(sql, "`we``ird` < ?");
-        assert_eq!(params, vec![Value::Int(3)]);
-        let (sql, params) = range_predicate("id", &ChunkRange::ALL);
-        assert_eq!(sql, "TRUE");
-        assert!(params.is_empty());
-    }
 
     #[test]
     fn only_transient_server_errors_are_retryable() {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod copy;
 pub mod executor;
 pub mod failpoint;
+pub mod keys;
 pub mod metrics;
 pub mod session;
 pub mod wire;

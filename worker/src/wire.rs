@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use shoal_common::chunk::{ChunkId, ChunkRange};
 use shoal_common::ids::{FenceEpoch, LeaseEpoch, MigrationId, TaskId};
+use shoal_common::key::{DateTime, Key, KeyPart};
 use shoal_common::names;
 use shoal_common::task::{CopyContext, CopyMode, LeasedTask, TaskKind, TaskSpec};
 use shoal_proto::v1;
@@ -45,12 +46,37 @@ pub fn duration_from_proto(duration: &prost_types::Duration) -> Option<Duration>
     ))
 }
 
-fn bound_to_proto(bound: Option<i64>, inclusive: bool) -> v1::KeyBound {
+fn part_to_proto(part: &KeyPart) -> v1::KeyPart {
+    use v1::key_part::Value as Wire;
+    let value = match part {
+        KeyPart::Int(value) => Wire::Int(*value),
+        KeyPart::UInt(value) => Wire::Uint(*value),
+        KeyPart::Bytes(bytes) => Wire::Binary(bytes.clone()),
+        KeyPart::Temporal(at) => Wire::Literal(at.to_string()),
+        // Bounds come from probes on utf8mb4 sessions: character parts are UTF-8.
+        KeyPart::Opaque(bytes) => Wire::Text(String::from_utf8_lossy(bytes).into_owned()),
+    };
+    v1::KeyPart { value: Some(value) }
+}
+
+fn part_from_proto(part: &v1::KeyPart, name: &'static str) -> Result<KeyPart, Error> {
+    use v1::key_part::Value as Wire;
+    Ok(match &part.value {
+        Some(Wire::Int(value)) => KeyPart::Int(*value),
+        Some(Wire::Uint(value)) => KeyPart::UInt(*value),
+        Some(Wire::Binary(bytes)) => KeyPart::Bytes(bytes.clone()),
+        Some(Wire::Literal(text)) => KeyPart::Temporal(
+            DateTime::parse(text).ok_or_else(|| field(name, format!("bad datetime {text:?}")))?,
+        ),
+        Some(Wire::Text(text)) => KeyPart::Opaque(text.clone().into_bytes()),
+        None => return Err(field(name, "a key part without a value")),
+    })
+}
+
+fn bound_to_proto(bound: Option<&Key>, inclusive: bool) -> v1::KeyBound {
     v1::KeyBound {
-        key: bound.map(|value| v1::Key {
-            parts: vec![v1::KeyPart {
-                value: Some(v1::key_part::Value::Int(value)),
-            }],
+        key: bound.map(|key| v1::Key {
+            parts: key.0.iter().map(part_to_proto).collect(),
         }),
         inclusive,
     }
@@ -59,18 +85,22 @@ fn bound_to_proto(bound: Option<i64>, inclusive: bool) -> v1::KeyBound {
 fn bound_from_proto(
     bound: Option<&v1::KeyBound>,
     name: &'static str,
-) -> Result<Option<i64>, Error> {
+    width: usize,
+) -> Result<Option<Key>, Error> {
     let Some(key) = bound.and_then(|bound| bound.key.as_ref()) else {
         return Ok(None);
     };
-    match key.parts.as_slice() {
-        [
-            v1::KeyPart {
-                value: Some(v1::key_part::Value::Int(value)),
-            },
-        ] => Ok(Some(*value)),
-        _ => Err(field(name, "only single-column integer keys are supported")),
+    if key.parts.len() != width {
+        return Err(field(
+            name,
+            format!("{} key parts for {width} key columns", key.parts.len()),
+        ));
     }
+    key.parts
+        .iter()
+        .map(|part| part_from_proto(part, name))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|parts| Some(Key(parts)))
 }
 
 /// The wire form of a leased task.
@@ -85,8 +115,8 @@ pub fn task_to_proto(task: &LeasedTask) -> v1::Task {
         },
         chunk_id: spec.chunk.0,
         range: Some(v1::KeyRange {
-            lower: Some(bound_to_proto(spec.range.lower, true)),
-            upper: Some(bound_to_proto(spec.range.upper, false)),
+            lower: Some(bound_to_proto(spec.range.lower.as_ref(), true)),
+            upper: Some(bound_to_proto(spec.range.upper.as_ref(), false)),
         }),
         lease_epoch: task.lease_epoch.0,
         fence_epoch: spec.fence_epoch.0,
@@ -99,7 +129,7 @@ pub fn task_to_proto(task: &LeasedTask) -> v1::Task {
         shadow_table: context.shadow_table.clone(),
         source_columns: context.source_columns.clone(),
         shadow_columns: context.shadow_columns.clone(),
-        key_columns: vec![context.key_column.clone()],
+        key_columns: context.key_columns.clone(),
         batch_rows: context.batch_rows,
         copy_mode: match context.copy_mode {
             CopyMode::Buffered => v1::CopyMode::Buffered as u32,
@@ -124,9 +154,10 @@ pub fn task_from_proto(task: v1::Task) -> Result<LeasedTask, Error> {
     };
     let source = task.source.ok_or_else(|| field("source", "missing"))?;
     let range = task.range.as_ref();
-    let [key_column] = task.key_columns.as_slice() else {
-        return Err(field("key_columns", "exactly one key column is supported"));
-    };
+    let width = task.key_columns.len();
+    if width == 0 {
+        return Err(field("key_columns", "missing"));
+    }
     let copy_mode = match i32::try_from(task.copy_mode)
         .ok()
         .and_then(|mode| v1::CopyMode::try_from(mode).ok())
@@ -159,10 +190,12 @@ pub fn task_from_proto(task: v1::Task) -> Result<LeasedTask, Error> {
                 lower: bound_from_proto(
                     range.and_then(|range| range.lower.as_ref()),
                     "range.lower",
+                    width,
                 )?,
                 upper: bound_from_proto(
                     range.and_then(|range| range.upper.as_ref()),
                     "range.upper",
+                    width,
                 )?,
             },
             fence_epoch: FenceEpoch(task.fence_epoch),
@@ -174,7 +207,7 @@ pub fn task_from_proto(task: v1::Task) -> Result<LeasedTask, Error> {
                 shadow_table: task.shadow_table,
                 source_columns: task.source_columns,
                 shadow_columns: task.shadow_columns,
-                key_column: key_column.clone(),
+                key_columns: task.key_columns,
                 copy_mode,
                 batch_rows: task.batch_rows,
             },
@@ -210,7 +243,7 @@ mod tests {
                     fence_table: "_orders_fence".into(),
                     source_columns: vec!["id".into(), "note".into()],
                     shadow_columns: vec!["id".into(), "note".into()],
-                    key_column: "id".into(),
+                    key_columns: vec!["id".into()],
                     copy_mode: CopyMode::Server,
                     batch_rows: 500,
                 },
@@ -223,18 +256,29 @@ mod tests {
 
     #[test]
     fn round_trips_bounded_and_unbounded_ranges() {
+        let key = |part: KeyPart| Some(Key(vec![part]));
         for range in [
             ChunkRange::ALL,
             ChunkRange {
                 lower: None,
-                upper: Some(-7),
+                upper: key(KeyPart::Int(-7)),
             },
             ChunkRange {
-                lower: Some(i64::MIN),
-                upper: Some(i64::MAX),
+                lower: key(KeyPart::Int(i64::MIN)),
+                upper: key(KeyPart::Int(i64::MAX)),
             },
             ChunkRange {
-                lower: Some(100),
+                lower: key(KeyPart::UInt(u64::MAX)),
+                upper: None,
+            },
+            ChunkRange {
+                lower: key(KeyPart::Bytes(vec![0, 255, 0])),
+                upper: key(KeyPart::Opaque("Zoë 😀".as_bytes().to_vec())),
+            },
+            ChunkRange {
+                lower: key(KeyPart::Temporal(
+                    DateTime::parse("2026-11-23 09:13:41.000001").unwrap(),
+                )),
                 upper: None,
             },
         ] {
@@ -245,8 +289,18 @@ mod tests {
 
     #[test]
     fn refuses_malformed_tasks() {
-        let mut wire = task_to_proto(&sample(ChunkRange::ALL));
+        let bounded = ChunkRange {
+            lower: Some(Key::int(1)),
+            upper: None,
+        };
+        let mut wire = task_to_proto(&sample(bounded));
         wire.key_columns.push("other".into());
+        assert!(
+            task_from_proto(wire).is_err(),
+            "bound and key widths differ"
+        );
+        let mut wire = task_to_proto(&sample(ChunkRange::ALL));
+        wire.key_columns.clear();
         assert!(task_from_proto(wire).is_err());
         let mut wire = task_to_proto(&sample(ChunkRange::ALL));
         wire.lease_ttl = None;

@@ -3,12 +3,14 @@
 //! Upserts become `REPLACE INTO _<t>_new (cols) VALUES …` from the binlog images (never a
 //! re-read of the source), deletes `DELETE … WHERE pk IN (…)`. REPLACE, not `ON DUPLICATE KEY
 //! UPDATE`, stays right when a transaction moves a unique value between rows (Spirit #847): the
-//! row holding the value is replaced, not merged. The batches of one flush are key-disjoint (the
-//! buffer holds one change per key), so their order does not matter.
+//! row holding the value is replaced, not merged. Deletes go first, then upserts: the buffer
+//! holds one change per key, and where two entries are one key under a collation only the last
+//! stored spelling can be an upsert (see `shoal_common::changes`).
 
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 use shoal_common::changes::Change;
+use shoal_common::key::Key;
 use shoal_common::sql::{quote_identifier, quote_qualified};
 
 use super::Error;
@@ -69,8 +71,8 @@ pub struct Applier {
     tuple: String,
     /// How each copied column's value is bound in `tuple`.
     binds: Vec<Bind>,
-    /// Key column, quoted.
-    key: String,
+    /// Key columns, quoted, with each one's placeholder and binding.
+    key: Vec<(String, String, Bind)>,
 }
 
 /// What one flush did.
@@ -91,7 +93,7 @@ impl Applier {
         shadow_columns: &[String],
         source_indices: Vec<usize>,
         source_columns: &[Column],
-        key_column: &str,
+        key_columns: &[Column],
     ) -> Self {
         let (placeholders, binds): (Vec<String>, Vec<Bind>) =
             source_columns.iter().map(placeholder).unzip();
@@ -105,7 +107,13 @@ impl Applier {
                 .collect::<Vec<_>>()
                 .join(", "),
             source_indices,
-            key: quote_identifier(key_column),
+            key: key_columns
+                .iter()
+                .map(|column| {
+                    let (placeholder, bind) = placeholder(column);
+                    (quote_identifier(&column.name), placeholder, bind)
+                })
+                .collect(),
         }
     }
 
@@ -113,27 +121,71 @@ impl Applier {
     pub async fn apply(
         &self,
         connection: &mut impl Queryable,
-        changes: &[(i64, Change<Vec<Value>>)],
+        changes: &[(Key, Change<Vec<Value>>)],
     ) -> Result<Applied, Error> {
         let mut applied = Applied::default();
-        let mut upserts: Vec<&Vec<Value>> = Vec::new();
-        let mut deletes: Vec<i64> = Vec::new();
-        for (key, change) in changes {
-            match change {
-                Change::Upsert(row) => upserts.push(row),
-                Change::Delete => deletes.push(*key),
+        let (deletes, upserts): (Vec<_>, Vec<_>) = changes
+            .iter()
+            .partition(|(_, change)| matches!(change, Change::Delete));
+        self.delete(connection, &deletes, &mut applied).await?;
+        self.replace(connection, &upserts, &mut applied).await?;
+        Ok(applied)
+    }
+
+    fn bind(bind: Bind, value: &Value, params: &mut Vec<Value>) {
+        match (bind, value) {
+            (Bind::Once, value) => params.push(value.clone()),
+            (Bind::Twice, value) => params.extend([value.clone(), value.clone()]),
+            (Bind::Hex, Value::Bytes(bytes)) => {
+                let hex: String = bytes.iter().map(|byte| format!("{byte:02X}")).collect();
+                params.push(Value::Bytes(hex.into_bytes()));
             }
+            (Bind::Hex, value) => params.push(value.clone()),
         }
+    }
+
+    async fn delete(
+        &self,
+        connection: &mut impl Queryable,
+        deletes: &[&(Key, Change<Vec<Value>>)],
+        applied: &mut Applied,
+    ) -> Result<(), Error> {
         for keys in deletes.chunks(DELETE_KEYS) {
-            let sql = format!(
-                "DELETE FROM {} WHERE {} IN ({})",
-                self.shadow,
-                self.key,
-                vec!["?"; keys.len()].join(", ")
-            );
-            connection.exec_drop(sql, keys.to_vec()).await?;
+            let mut params = Vec::new();
+            for (key, _) in keys {
+                for ((_, _, bind), part) in self.key.iter().zip(&key.0) {
+                    Self::bind(*bind, &shoal_worker::keys::part_to_value(part), &mut params);
+                }
+            }
+            let predicate = match self.key.as_slice() {
+                [(column, placeholder, _)] => {
+                    format!(
+                        "{column} IN ({})",
+                        vec![placeholder.as_str(); keys.len()].join(", ")
+                    )
+                }
+                columns => {
+                    let one: Vec<String> = columns
+                        .iter()
+                        .map(|(column, placeholder, _)| format!("{column} = {placeholder}"))
+                        .collect();
+                    let one = format!("({})", one.join(" AND "));
+                    vec![one; keys.len()].join(" OR ")
+                }
+            };
+            let sql = format!("DELETE FROM {} WHERE {predicate}", self.shadow);
+            connection.exec_drop(sql, params).await?;
             applied.deletes += keys.len();
         }
+        Ok(())
+    }
+
+    async fn replace(
+        &self,
+        connection: &mut impl Queryable,
+        upserts: &[&(Key, Change<Vec<Value>>)],
+        applied: &mut Applied,
+    ) -> Result<(), Error> {
         let width = self.binds.len()
             + self
                 .binds
@@ -142,21 +194,15 @@ impl Applier {
                 .count();
         for rows in upserts.chunks(REPLACE_ROWS) {
             let mut params = Vec::with_capacity(rows.len() * width);
-            for row in rows {
+            for (_, change) in rows {
+                let Change::Upsert(row) = change else {
+                    continue;
+                };
                 for (&index, &bind) in self.source_indices.iter().zip(&self.binds) {
                     let value = row
                         .get(index)
                         .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
-                    match (bind, value) {
-                        (Bind::Once, value) => params.push(value.clone()),
-                        (Bind::Twice, value) => params.extend([value.clone(), value.clone()]),
-                        (Bind::Hex, Value::Bytes(bytes)) => {
-                            let hex: String =
-                                bytes.iter().map(|byte| format!("{byte:02X}")).collect();
-                            params.push(Value::Bytes(hex.into_bytes()));
-                        }
-                        (Bind::Hex, value) => params.push(value.clone()),
-                    }
+                    Self::bind(bind, value, &mut params);
                 }
             }
             let sql = format!(
@@ -175,7 +221,7 @@ impl Applier {
             }
             applied.upserts += rows.len();
         }
-        Ok(applied)
+        Ok(())
     }
 }
 

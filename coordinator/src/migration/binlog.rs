@@ -149,7 +149,8 @@ fn next_file_name(current: &str, raw: &str) -> String {
 
 /// Renders a decoded binlog value through the column's definition, so that the change path
 /// writes what the copy path writes: unsigned integers decoded as negative are repaired, ENUM
-/// indexes and SET bitmasks become their labels (robust to an ALTER that redefines the list).
+/// indexes and SET bitmasks become their labels (robust to an ALTER that redefines the list),
+/// BINARY values get back their trailing zero bytes.
 fn normalize(value: Value, column: &Column) -> Value {
     match (column.data_type.as_str(), value) {
         ("enum", Value::Int(index)) => {
@@ -174,6 +175,19 @@ fn normalize(value: Value, column: &Column) -> Value {
                 .map(|(_, label)| label)
                 .collect();
             Value::Bytes(chosen.join(",").into_bytes())
+        }
+        // The binlog drops a BINARY(n) value's trailing zero bytes; the column holds all n.
+        ("binary", Value::Bytes(mut bytes)) => {
+            let width = column
+                .column_type
+                .strip_prefix("binary(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .and_then(|width| width.parse::<usize>().ok())
+                .unwrap_or(0);
+            if bytes.len() < width {
+                bytes.resize(width, 0);
+            }
+            Value::Bytes(bytes)
         }
         (_, Value::Int(signed)) if signed < 0 && column.unsigned_bits().is_some() => {
             let bits = column.unsigned_bits().unwrap_or(64);
@@ -508,6 +522,25 @@ mod tests {
             Value::UInt(4_294_967_295)
         );
         assert_eq!(normalize(Value::Int(5), &column), Value::Int(5));
+    }
+
+    #[test]
+    fn binary_values_get_their_trailing_zeros_back() {
+        let column = Column {
+            name: "b".into(),
+            data_type: "binary".into(),
+            column_type: "binary(4)".into(),
+            generated: false,
+            charset: Some("binary".into()),
+        };
+        assert_eq!(
+            normalize(Value::Bytes(vec![7, 0xff]), &column),
+            Value::Bytes(vec![7, 0xff, 0, 0])
+        );
+        assert_eq!(
+            normalize(Value::Bytes(vec![1, 2, 3, 4]), &column),
+            Value::Bytes(vec![1, 2, 3, 4])
+        );
     }
 
     #[test]

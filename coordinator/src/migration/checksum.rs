@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
+use shoal_common::chunk::{ChunkId, ChunkRange};
 use shoal_common::ids::FenceEpoch;
 use shoal_common::names;
 use shoal_common::task::{CopyMode, TaskKind, TaskSpec};
@@ -28,6 +28,7 @@ use tracing::{Instrument, info, warn};
 use super::Error;
 use super::binlog;
 use super::owner::Migration;
+use super::planning;
 
 /// Passes with mismatches tolerated before the migration fails.
 const MAX_PASSES: u32 = 3;
@@ -85,21 +86,25 @@ impl Migration {
         let threads = self.options.threads.max(1) as usize;
         let (mut sessions, held) = self.barrier(threads).await?;
         info!(migration_id = %self.options.id, lock_held = ?held, "checksum barrier");
-        let key = self.quoted_key();
-        let bounds: Option<(Option<i64>, Option<i64>)> = sessions[0]
-            .query_first(format!(
-                "SELECT MIN({key}), MAX({key}) FROM {}",
-                self.qualified(&self.table)
-            ))
-            .await?;
-        let bounds = match bounds {
-            Some((Some(min), Some(max))) => Some((min, max)),
-            _ => None,
+        // Ranges are planned inside the snapshot, so probes see what the digests will.
+        let source = self.qualified(&self.table);
+        let mut planner =
+            planning::new_planner(&mut sessions[0], (&self.schema, &self.table), &self.key).await?;
+        let keys = match planner.key_span() {
+            Some(span) => span,
+            None => sessions[0]
+                .exec_first(
+                    "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&self.schema, &self.table),
+                )
+                .await?
+                .unwrap_or(0),
         };
-        let mut planner = IntChunkPlanner::new(bounds);
+        let span = checksum_span(keys, threads);
         let mut ranges = Vec::new();
-        let span = checksum_span(bounds, threads);
-        while let Some((_, range)) = planner.next_chunk(span) {
+        while let Some((_, range)) =
+            planning::next_chunk(&mut sessions[0], &source, &self.key, &mut planner, span).await?
+        {
             ranges.push(range);
         }
         let shadow = names::shadow(&self.table);
@@ -128,14 +133,14 @@ impl Migration {
                 let shadow = shadow.clone();
                 let source_columns = self.source_columns.clone();
                 let shadow_columns = self.shadow_columns.clone();
-                let key_column = self.key_column.clone();
+                let key_columns = self.key.columns.clone();
                 async move {
                     let source: Digest = checksum_range(
                         session,
                         hash,
                         (&schema, &table),
                         &source_columns,
-                        &key_column,
+                        &key_columns,
                         &range,
                     )
                     .await?;
@@ -144,7 +149,7 @@ impl Migration {
                         hash,
                         (&schema, &shadow),
                         &shadow_columns,
-                        &key_column,
+                        &key_columns,
                         &range,
                     )
                     .await?;
@@ -176,7 +181,7 @@ impl Migration {
     /// Re-copies `range` into the shadow table: changes to it are deferred, its shadow rows
     /// deleted and copied anew inside one fenced transaction, then its deferred changes applied.
     async fn repair(&mut self, range: ChunkRange, sequence: u64) -> Result<(), Error> {
-        self.repairing.push(range);
+        self.repairing.push(range.clone());
         let chunk = ChunkId(REPAIR_CHUNK_BASE + sequence);
         let fence = self.qualified(&names::fence(&self.table));
         let mut connection = self.pool.get_conn().await?;
@@ -206,12 +211,12 @@ impl Migration {
             migration_id: self.options.id.clone(),
             kind: TaskKind::Copy,
             chunk,
-            range,
+            range: range.clone(),
             fence_epoch: epoch,
             context,
             trace_context: Vec::new(),
         };
-        let (predicate, params) = shoal_worker::copy::range_predicate(&self.key_column, &range);
+        let (predicate, params) = shoal_worker::keys::range_predicate(&self.key.columns, &range);
         let shadow = self.qualified(&names::shadow(&self.table));
         connection
             .exec_drop(format!("DELETE FROM {shadow} WHERE {predicate}"), params)
@@ -229,8 +234,7 @@ impl Migration {
         let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(60)).await?;
         self.repairing.retain(|repairing| repairing != &range);
-        let deferred = self.buffer.take_range(range.lower, range.upper);
-        self.apply_changes(&mut connection, deferred).await?;
+        self.flush_ready(&mut connection).await?;
         self.progress
             .send_modify(|progress| progress.ranges_repaired += 1);
         Ok(())

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use shoal_common::chunk::{ChunkId, ChunkRange, IntChunkPlanner};
+use shoal_common::chunk::{ChunkId, ChunkPlanner, ChunkRange};
 use shoal_common::ids::{FenceEpoch, TaskId};
+use shoal_common::key::Key;
 use shoal_common::names;
 use shoal_common::task::{CopyContext, ReturnReason, TaskKind, TaskSpec};
 use tracing::{Instrument, info, warn};
@@ -38,7 +39,12 @@ struct InFlight {
     range: ChunkRange,
     epoch: FenceEpoch,
     attempts: u32,
+    /// Keys the chunk was planned to hold (bounded chunks only): the sizer's feedback.
+    planned: Option<u64>,
 }
+
+/// A buffered change as the owner holds it.
+type Buffered = (Key, shoal_common::changes::Change<Vec<mysql_async::Value>>);
 
 impl Migration {
     pub(super) fn copy_context(&self) -> CopyContext {
@@ -50,7 +56,7 @@ impl Migration {
             fence_table: names::fence(&self.table),
             source_columns: self.source_columns.clone(),
             shadow_columns: self.shadow_columns.clone(),
-            key_column: self.key_column.clone(),
+            key_columns: self.key.columns.clone(),
             copy_mode: self.options.copy_mode,
             batch_rows: 1_000,
         }
@@ -121,19 +127,27 @@ impl Migration {
         self.apply_unfenced(connection, ready).await
     }
 
-    fn take_ready(&mut self) -> Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)> {
+    /// The buffered changes that may be applied now. Keys shoal cannot order itself (INV-K1)
+    /// wait until the whole copy is drained and no range is being repaired.
+    fn take_ready(&mut self) -> Vec<Buffered> {
         let ledger = &self.ledger;
         let repairing = &self.repairing;
-        self.buffer.take_ready(|key| {
-            ledger.is_drained(key) && !repairing.iter().any(|range| range.contains(key))
-        })
+        if self.key.is_ordered() {
+            self.buffer.take_ready(|key| {
+                ledger.is_drained(key) && !repairing.iter().any(|range| range.contains(key))
+            })
+        } else if ledger.all_drained() && repairing.is_empty() {
+            self.buffer.take_ready(|_| true)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Applies `changes` in a transaction that first checks the owner epoch (INV-O1).
     pub(super) async fn apply_changes(
         &mut self,
         connection: &mut Conn,
-        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+        changes: Vec<Buffered>,
     ) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
@@ -148,7 +162,7 @@ impl Migration {
     async fn apply_changes_traced(
         &mut self,
         connection: &mut Conn,
-        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+        changes: Vec<Buffered>,
     ) -> Result<(), Error> {
         shoal_worker::failpoint::hit("flush.before", self.options.id.as_str()).await;
         let mut attempt = 0;
@@ -224,7 +238,7 @@ impl Migration {
     async fn apply_batch(
         &self,
         connection: &mut impl Queryable,
-        changes: &[(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)],
+        changes: &[Buffered],
     ) -> Result<super::apply::Applied, Error> {
         let applier = self
             .applier
@@ -238,7 +252,7 @@ impl Migration {
     async fn apply_unfenced(
         &mut self,
         connection: &mut impl Queryable,
-        changes: Vec<(i64, shoal_common::changes::Change<Vec<mysql_async::Value>>)>,
+        changes: Vec<Buffered>,
     ) -> Result<(), Error> {
         // Changes are idempotent (last images), so a statement that lost a deadlock or a lock
         // wait against a worker's copy is simply applied again.
@@ -264,17 +278,16 @@ impl Migration {
     /// key space is planned from where the planner stood.
     pub(super) async fn copy_rows(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
+        let source = self.qualified(&self.table);
         if self.planner.is_none() {
-            let source = self.qualified(&self.table);
-            let key = self.quoted_key();
-            let bounds: Option<(Option<i64>, Option<i64>)> = connection
-                .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {source}"))
-                .await?;
-            let bounds = match bounds {
-                Some((Some(min), Some(max))) => Some((min, max)),
-                _ => None,
-            };
-            self.planner = Some(IntChunkPlanner::new(bounds));
+            self.planner = Some(
+                super::planning::new_planner(
+                    &mut connection,
+                    (&self.schema, &self.table),
+                    &self.key,
+                )
+                .await?,
+            );
         }
         let estimate: Option<u64> = connection
             .exec_first(
@@ -306,6 +319,7 @@ impl Migration {
                         range,
                         epoch: FenceEpoch(0),
                         attempts: 0,
+                        planned: None,
                     },
                 )
             })
@@ -323,13 +337,17 @@ impl Migration {
                 (intents.threads.max(1) as usize) * 2
             };
             while in_flight.len() + to_republish.len() < window {
-                let Some((chunk, range)) = self
-                    .planner
-                    .as_mut()
-                    .and_then(|planner| planner.next_chunk(self.sizer.size()))
+                let Some(planner) = self.planner.as_mut() else {
+                    break;
+                };
+                let size = self.sizer.size();
+                let Some((chunk, range)) =
+                    super::planning::next_chunk(&mut connection, &source, &self.key, planner, size)
+                        .await?
                 else {
                     break;
                 };
+                let planned = (range.lower.is_some() && range.upper.is_some()).then_some(size);
                 // A previous owner may have planned this chunk after its last checkpoint: its
                 // fence row then exists and is bumped, fencing that owner's workers (INV-F1).
                 connection
@@ -346,8 +364,8 @@ impl Migration {
                 } else {
                     FenceEpoch(connection.last_insert_id().unwrap_or(1))
                 };
-                self.ledger.plan(chunk, range);
-                let spec = self.task_spec(chunk, range, epoch)?;
+                self.ledger.plan(chunk, range.clone());
+                let spec = self.task_spec(chunk, range.clone(), epoch)?;
                 self.with_store(|| self.store.publish(spec.clone())).await?;
                 in_flight.insert(
                     chunk,
@@ -355,6 +373,7 @@ impl Migration {
                         range,
                         epoch,
                         attempts: 0,
+                        planned,
                     },
                 );
             }
@@ -396,14 +415,12 @@ impl Migration {
                 let conflicts = completion.outcome.unique_conflicts;
                 let in_flight_now = in_flight.len() as u64;
                 crate::metrics::chunk_done(&self.options.id, completion.outcome.statement_time);
-                if let (Some(lower), Some(upper)) = (entry.range.lower, entry.range.upper) {
-                    let planned = upper.abs_diff(lower);
-                    if let Some(size) = self
+                if let Some(planned) = entry.planned
+                    && let Some(size) = self
                         .sizer
                         .observe(planned, completion.outcome.statement_time)
-                    {
-                        tracing::debug!(migration_id = %self.options.id, size, "chunk size changed");
-                    }
+                {
+                    tracing::debug!(migration_id = %self.options.id, size, "chunk size changed");
                 }
                 let now = std::time::Instant::now();
                 self.recent_workers.insert(completion.worker.clone(), now);
@@ -463,7 +480,7 @@ impl Migration {
                     Ok(epoch) => {
                         entry.epoch = epoch;
                         // Ahead of the new chunks: it holds the low watermark.
-                        let spec = self.task_spec(chunk, entry.range, epoch)?;
+                        let spec = self.task_spec(chunk, entry.range.clone(), epoch)?;
                         self.with_store(|| self.store.publish_first(spec.clone()))
                             .await?;
                         in_flight.insert(chunk, entry);
@@ -481,7 +498,7 @@ impl Migration {
             self.pump_stream().await?;
             self.drain_caught_up(&mut connection, &mut awaiting).await?;
             self.flush_ready(&mut connection).await?;
-            let planned_all = self.planner.as_ref().is_none_or(IntChunkPlanner::is_done);
+            let planned_all = self.planner.as_ref().is_none_or(ChunkPlanner::is_done);
             if planned_all && in_flight.is_empty() && to_republish.is_empty() && awaiting.is_empty()
             {
                 break;
@@ -525,8 +542,11 @@ impl Migration {
             .partition(|(target, _, _)| position.as_ref().is_some_and(|at| at >= target));
         *awaiting = waiting;
         for (_, chunk, range) in ready {
-            let deferred = self.buffer.take_range(range.lower, range.upper);
-            self.apply_changes(connection, deferred).await?;
+            // Keys shoal cannot order wait for the whole copy (`take_ready`).
+            if self.key.is_ordered() {
+                let deferred = self.buffer.take_range(&range);
+                self.apply_changes(connection, deferred).await?;
+            }
             self.ledger.mark_drained(chunk);
             self.progress
                 .send_modify(|progress| progress.chunks_done += 1);

@@ -16,10 +16,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Value};
 use shoal_common::changes::ChangeBuffer;
 use shoal_common::checkpoint::{CutoverMarker, Saved, check_resume, next_owner_epoch};
-use shoal_common::chunk::{ChunkId, ChunkLedger, ChunkRange, IntChunkPlanner};
+use shoal_common::chunk::{ChunkId, ChunkLedger, ChunkPlanner, ChunkRange};
 use shoal_common::ids::MigrationId;
+use shoal_common::key::{KeyKind, KeyShape};
 use shoal_common::names;
-use shoal_common::sql::{quote_identifier, quote_qualified};
+use shoal_common::sql::quote_qualified;
 use shoal_worker::session::pool_for;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +38,6 @@ use shoal_common::lifecycle::{Event, transition};
 
 /// MariaDB's "ALGORITHM=INSTANT is not supported" errors.
 const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
-/// Integer types a chunked key may have.
-const INTEGER_TYPES: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
 
 /// Where a migration starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +70,9 @@ pub struct Migration {
     /// Copied columns as named in the source, and in the shadow table.
     pub(super) source_columns: Vec<String>,
     pub(super) shadow_columns: Vec<String>,
-    /// The single integer key column, and its index in row images.
-    pub(super) key_column: String,
-    pub(super) key_index: usize,
+    /// The primary key's columns and kinds, and each column's index in row images.
+    pub(super) key: KeyShape,
+    pub(super) key_indices: Vec<usize>,
     pub(super) applier: Option<Applier>,
     /// The dedicated connection holding the advisory lock.
     pub(super) lock_connection: Option<Conn>,
@@ -85,7 +84,7 @@ pub struct Migration {
     /// The last transaction boundary the stream delivered: where it may restart (P).
     pub(super) safe_position: Option<BinlogPos>,
     /// The chunk planner, once the copy began.
-    pub(super) planner: Option<IntChunkPlanner>,
+    pub(super) planner: Option<ChunkPlanner>,
     /// Chunks a resumed owner must copy again (planned but not drained in the checkpoint).
     pub(super) recopy: Vec<(ChunkId, ChunkRange)>,
     /// The owner epoch this owner holds (INV-O1).
@@ -170,33 +169,7 @@ impl Migration {
                     "table {qualified} does not exist; check the schema and the ALTER"
                 ))
             })?;
-        let key_column = match source.primary_key.as_slice() {
-            [] => {
-                return Err(Error::Preflight(format!(
-                    "table {qualified} has no primary key; shoal needs one to copy in chunks: add one first"
-                )));
-            }
-            [single] => single.clone(),
-            _ => {
-                return Err(Error::Preflight(format!(
-                    "table {qualified} has a composite primary key; this version of shoal supports a \
-                     single integer key column"
-                )));
-            }
-        };
-        let key_index = source.index_of(&key_column).ok_or_else(|| {
-            Error::Preflight(format!("primary key column {key_column} not found"))
-        })?;
-        let key_type = &source.columns[key_index];
-        if !INTEGER_TYPES.contains(&key_type.data_type.as_str())
-            || key_type.unsigned_bits() == Some(64)
-        {
-            return Err(Error::Preflight(format!(
-                "the primary key {qualified}.`{key_column}` is {}; this version of shoal supports \
-                 signed integer keys and unsigned ones up to INT",
-                key_type.column_type
-            )));
-        }
+        let (key, key_indices) = key_shape(&source, &qualified)?;
         if !names::fits(&table) {
             return Err(Error::Preflight(format!(
                 "table name `{table}` is too long for shoal's helper tables (64-character limit)"
@@ -269,8 +242,8 @@ impl Migration {
             source,
             source_columns: Vec::new(),
             shadow_columns: Vec::new(),
-            key_column,
-            key_index,
+            key,
+            key_indices,
             applier: None,
             lock_connection: None,
             stream: None,
@@ -699,7 +672,11 @@ impl Migration {
             &self.shadow_columns,
             source_indices,
             &source_types,
-            &self.key_column,
+            &self
+                .key_indices
+                .iter()
+                .map(|&index| self.source.columns[index].clone())
+                .collect::<Vec<_>>(),
         ));
         Ok(())
     }
@@ -851,9 +828,41 @@ impl Migration {
         }
         Ok(())
     }
+}
 
-    /// Quoted key column.
-    pub(super) fn quoted_key(&self) -> String {
-        quote_identifier(&self.key_column)
+/// The primary key's shape and each key column's index in row images, or the refusal naming
+/// what shoal cannot key on.
+fn key_shape(source: &TableInfo, qualified: &str) -> Result<(KeyShape, Vec<usize>), Error> {
+    if source.primary_key.is_empty() {
+        return Err(Error::Preflight(format!(
+            "table {qualified} has no primary key; shoal needs one to copy in chunks: add one first"
+        )));
     }
+    let mut kinds = Vec::new();
+    let mut indices = Vec::new();
+    for name in &source.primary_key {
+        let index = source.index_of(name).ok_or_else(|| {
+            Error::Preflight(format!(
+                "primary key column `{name}` of {qualified} not found"
+            ))
+        })?;
+        let column = &source.columns[index];
+        let kind =
+            KeyKind::of(&column.data_type, column.unsigned_bits().is_some()).ok_or_else(|| {
+                Error::Preflight(format!(
+                    "the primary key of {qualified} includes `{name}` of type {}; shoal keys on \
+                     integers, DECIMAL, CHAR/VARCHAR, BINARY/VARBINARY, DATE and DATETIME columns",
+                    column.column_type
+                ))
+            })?;
+        kinds.push(kind);
+        indices.push(index);
+    }
+    Ok((
+        KeyShape {
+            columns: source.primary_key.clone(),
+            kinds,
+        },
+        indices,
+    ))
 }

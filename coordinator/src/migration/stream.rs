@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use mysql_async::Value;
+use shoal_common::key::Key;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -127,16 +128,17 @@ impl Migration {
         Ok(())
     }
 
-    fn key_of(&self, row: &[Value]) -> Result<i64, Error> {
-        match row.get(self.key_index) {
-            Some(Value::Int(key)) => Ok(*key),
-            Some(Value::UInt(key)) => i64::try_from(*key).map_err(|_| {
-                Error::Binlog(format!("key {key} does not fit a signed 64-bit integer"))
-            }),
-            other => Err(Error::Binlog(format!(
-                "primary key value {other:?} is not an integer"
-            ))),
-        }
+    fn key_of(&self, row: &[Value]) -> Result<Key, Error> {
+        let values = self
+            .key_indices
+            .iter()
+            .map(|&index| {
+                row.get(index)
+                    .ok_or_else(|| Error::Binlog(format!("row image lacks key column {index}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        shoal_worker::keys::key_from_values(&self.key.kinds, values)
+            .map_err(|error| Error::Binlog(format!("primary key in the binlog: {error}")))
     }
 
     /// The stream's failure, if it ended.

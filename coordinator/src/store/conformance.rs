@@ -130,8 +130,8 @@ fn task(migration: &str, task: &str, chunk: u64) -> shoal_common::task::TaskSpec
         kind: TaskKind::Copy,
         chunk: ChunkId(chunk),
         range: ChunkRange {
-            lower: Some(lower),
-            upper: Some(lower + 10),
+            lower: Some(shoal_common::key::Key::int(lower)),
+            upper: Some(shoal_common::key::Key::int(lower + 10)),
         },
         fence_epoch: FenceEpoch(1),
         context: CopyContext {
@@ -142,7 +142,7 @@ fn task(migration: &str, task: &str, chunk: u64) -> shoal_common::task::TaskSpec
             fence_table: "_t_fence".to_owned(),
             source_columns: vec!["id".to_owned(), "v".to_owned()],
             shadow_columns: vec!["id".to_owned(), "v".to_owned()],
-            key_column: "id".to_owned(),
+            key_columns: vec!["id".to_owned()],
             copy_mode: CopyMode::Buffered,
             batch_rows: 100,
         },
