@@ -161,7 +161,7 @@ impl Migration {
         )?;
         let mut connection = pool.get_conn().await?;
         let server = catalog::check_server(&mut connection).await?;
-        let qualified = format!("`{schema}`.`{table}`");
+        let qualified = quote_qualified(&schema, &table);
         let source = catalog::read_table(&mut connection, &schema, &table)
             .await?
             .ok_or_else(|| {
@@ -220,6 +220,7 @@ impl Migration {
                 "table {qualified} has trigger `{trigger}`; shoal cannot carry triggers across the cut-over: drop it first"
             )));
         }
+        check_foreign_keys(&mut connection, &schema, &table, &qualified).await?;
         drop(connection);
         // Without an operator channel the intents stay as submitted (or as checkpointed).
         let (_, intents) = watch::channel(initial_intents);
@@ -865,4 +866,40 @@ fn key_shape(source: &TableInfo, qualified: &str) -> Result<(KeyShape, Vec<usize
         },
         indices,
     ))
+}
+
+/// Refuses a table that has foreign keys, or that other tables' foreign keys reference: the
+/// cut-over's rename would leave them pointing at the old table (or drop them with it).
+async fn check_foreign_keys(
+    connection: &mut Conn,
+    schema: &str,
+    table: &str,
+    qualified: &str,
+) -> Result<(), Error> {
+    let found: Option<(String, String, String, String, String)> = connection
+        .exec_first(
+            "SELECT CONSTRAINT_NAME, CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) \
+                OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) LIMIT 1",
+            (schema, table, schema, table),
+        )
+        .await?;
+    let Some((name, child_schema, child, parent_schema, parent)) = found else {
+        return Ok(());
+    };
+    let on_this_table = child_schema == schema && child == table;
+    let child = quote_qualified(&child_schema, &child);
+    let parent = quote_qualified(&parent_schema, &parent);
+    Err(Error::Preflight(if on_this_table {
+        format!(
+            "table {qualified} has foreign key `{name}` referencing {parent}; shoal cannot carry \
+             foreign keys across the cut-over: drop the constraint first"
+        )
+    } else {
+        format!(
+            "table {qualified} is referenced by foreign key `{name}` of {child}; shoal cannot \
+             carry foreign keys across the cut-over: drop the constraint first"
+        )
+    }))
 }

@@ -1,0 +1,213 @@
+//! Refusals: each bad input gets its own error naming the problem and the fix, and leaves the
+//! server as it was — the same tables, each with the same `SHOW CREATE TABLE` and the same
+//! `CHECKSUM TABLE`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_tests::scenario::{expect_success, shoal_run, wait_for_log};
+use shoal_tests::servers::{self, TestDatabase};
+
+/// Every table of the database with its definition and checksum.
+async fn snapshot(database: &TestDatabase) -> Vec<(String, String, Option<i64>)> {
+    let mut connection = database.connect().await.unwrap();
+    let tables: Vec<String> = connection
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for table in tables {
+        let quoted = format!("`{}`", table.replace('`', "``"));
+        let create: (String, String) = connection
+            .query_first(format!("SHOW CREATE TABLE {quoted}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let checksum: (String, Option<i64>) = connection
+            .query_first(format!("CHECKSUM TABLE {quoted}"))
+            .await
+            .unwrap()
+            .unwrap();
+        found.push((table, create.1, checksum.1));
+    }
+    found
+}
+
+/// Sets the database up with `setup`, runs `shoal run --alter <alter>` and expects it to fail
+/// with `expected` in its output and nothing changed.
+async fn refused(label: &str, setup: &[&str], alter: &str, expected: &str) {
+    let database = servers::shared().database(label).await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    for statement in setup {
+        connection.query_drop(*statement).await.unwrap();
+    }
+    let before = snapshot(&database).await;
+    let mut shoal = shoal_run(&database, alter, &[], "");
+    let status = shoal.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = shoal.logs();
+    assert!(!status.success(), "{label}: shoal accepted it:\n{logs}");
+    assert!(
+        logs.contains(expected),
+        "{label}: the error does not say {expected:?}:\n{logs}"
+    );
+    assert_eq!(
+        snapshot(&database).await,
+        before,
+        "{label}: the refusal changed the schema or the data:\n{logs}"
+    );
+}
+
+const TABLE: &str = "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NULL)";
+const ROWS: &str = "INSERT INTO t (id, a) SELECT seq, seq % 7 FROM seq_1_to_200";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_primary_key_is_refused() {
+    refused(
+        "no_pk",
+        &["CREATE TABLE t (id INT NOT NULL, a INT)", ROWS],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "has no primary key; shoal needs one",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_of_an_unsupported_type_is_refused() {
+    refused(
+        "double_pk",
+        &[
+            "CREATE TABLE t (id DOUBLE NOT NULL PRIMARY KEY, a INT)",
+            ROWS,
+        ],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "includes `id` of type double",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_on_or_to_the_table_are_refused() {
+    refused(
+        "fk_child",
+        &[
+            "CREATE TABLE p (id INT NOT NULL PRIMARY KEY)",
+            "INSERT INTO p SELECT seq FROM seq_1_to_10",
+            "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NULL, CONSTRAINT fk_p FOREIGN KEY (a) REFERENCES p (id))",
+            "INSERT INTO t SELECT seq, 1 + seq % 7 FROM seq_1_to_200",
+        ],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "has foreign key `fk_p` referencing",
+    )
+    .await;
+    refused(
+        "fk_parent",
+        &[
+            TABLE,
+            ROWS,
+            "CREATE TABLE c (id INT NOT NULL PRIMARY KEY, t_id INT, CONSTRAINT fk_t FOREIGN KEY (t_id) REFERENCES t (id))",
+            "INSERT INTO c SELECT seq, seq FROM seq_1_to_50",
+        ],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "is referenced by foreign key `fk_t`",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_a_trigger_is_refused() {
+    refused(
+        "trigger",
+        &[
+            TABLE,
+            ROWS,
+            "CREATE TRIGGER t_bump BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+        ],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "has trigger `t_bump`",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_shoal_cannot_run_are_refused() {
+    for (label, alter, expected) in [
+        (
+            "missing",
+            "ALTER TABLE nope ADD COLUMN x INT",
+            "does not exist; check the schema and the ALTER",
+        ),
+        ("not_alter", "DROP TABLE t", "not an ALTER TABLE statement"),
+        (
+            "two",
+            "ALTER TABLE t ADD COLUMN x INT; DROP TABLE t",
+            "pass exactly one statement",
+        ),
+        (
+            "unparsable",
+            "ALTER TABLE t ADD COLUMN (",
+            "the server refused the ALTER",
+        ),
+        (
+            "key_change",
+            "ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (id, a)",
+            "primary key",
+        ),
+        (
+            "other_schema",
+            "ALTER TABLE elsewhere.t ADD COLUMN x INT",
+            "names schema `elsewhere`",
+        ),
+    ] {
+        refused(label, &[TABLE, ROWS], alter, expected).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_and_overlong_names_are_refused() {
+    refused(
+        "leftover",
+        &[TABLE, ROWS, "CREATE TABLE _t_new (id INT PRIMARY KEY)"],
+        "ALTER TABLE t ADD COLUMN x INT",
+        "already exists (left by an earlier run?)",
+    )
+    .await;
+    let long = "t".repeat(60);
+    refused(
+        "long_name",
+        &[&format!(
+            "CREATE TABLE {long} (id INT NOT NULL PRIMARY KEY)"
+        )],
+        &format!("ALTER TABLE {long} ADD COLUMN x INT"),
+        "is too long for shoal's helper tables",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_migration_of_a_table_is_refused_while_the_first_runs() {
+    let database = servers::shared().database("second").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection.query_drop(TABLE).await.unwrap();
+    connection.query_drop(ROWS).await.unwrap();
+    let alter = "ALTER TABLE t ADD COLUMN x INT";
+    let mut first = shoal_run(&database, alter, &[], "checksum.before=1*sleep(8000)");
+    wait_for_log(&first, "failpoint hit", Duration::from_secs(60)).await;
+    let mut second = shoal_run(&database, alter, &[], "");
+    let status = second.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(
+        !status.success(),
+        "a second migration ran:\n{}",
+        second.logs()
+    );
+    assert!(
+        second.logs().contains("another migration of `"),
+        "the refusal does not name the running migration:\n{}",
+        second.logs()
+    );
+    expect_success(&mut first).await;
+}
