@@ -130,13 +130,6 @@ mod tests {
         Key::int(value)
     }
 
-    fn range(lower: Option<i64>, upper: Option<i64>) -> ChunkRange {
-        ChunkRange {
-            lower: lower.map(k),
-            upper: upper.map(k),
-        }
-    }
-
     #[test]
     fn last_image_wins_and_deletes_are_kept() {
         let mut buffer = ChangeBuffer::default();
@@ -186,12 +179,15 @@ mod tests {
         );
         assert_eq!(buffer.len(), 2, "nothing discarded");
         assert_eq!(
-            buffer.take_range(&range(Some(10), Some(20))),
+            buffer.take_range(&ChunkRange::ints(Some(10), Some(20))),
             vec![(k(10), Change::Upsert(10))]
         );
-        assert_eq!(buffer.take_range(&range(Some(20), Some(20))), vec![]);
         assert_eq!(
-            buffer.take_range(&range(Some(20), None)),
+            buffer.take_range(&ChunkRange::ints(Some(20), Some(20))),
+            vec![]
+        );
+        assert_eq!(
+            buffer.take_range(&ChunkRange::ints(Some(20), None)),
             vec![(k(25), Change::Upsert(25))]
         );
     }

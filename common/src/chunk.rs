@@ -62,6 +62,17 @@ impl ChunkRange {
     }
 }
 
+#[cfg(test)]
+impl ChunkRange {
+    /// A range over a single signed integer key (unit tests).
+    pub(crate) fn ints(lower: Option<i64>, upper: Option<i64>) -> Self {
+        Self {
+            lower: lower.map(Key::int),
+            upper: upper.map(Key::int),
+        }
+    }
+}
+
 impl fmt::Display for ChunkRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.lower {
@@ -463,10 +474,7 @@ mod tests {
     }
 
     fn range(lower: Option<i64>, upper: Option<i64>) -> ChunkRange {
-        ChunkRange {
-            lower: lower.map(k),
-            upper: upper.map(k),
-        }
+        ChunkRange::ints(lower, upper)
     }
 
     /// Plans every chunk, answering probes from `keys` (sorted) as the server would.

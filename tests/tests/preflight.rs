@@ -7,19 +7,13 @@
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use shoal_tests::scenario::{expect_success, shoal_run, wait_for_log};
+use shoal_tests::scenario::{expect_success, shoal_run, tables, wait_for_log};
 use shoal_tests::servers::{self, TestDatabase};
 
 /// Every table of the database with its definition and checksum.
 async fn snapshot(database: &TestDatabase) -> Vec<(String, String, Option<i64>)> {
     let mut connection = database.connect().await.unwrap();
-    let tables: Vec<String> = connection
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
+    let tables = tables(&mut connection, &database.name).await;
     let mut found = Vec::new();
     for table in tables {
         let quoted = format!("`{}`", table.replace('`', "``"));

@@ -126,6 +126,21 @@ pub async fn read_table(
     }))
 }
 
+/// The server's estimate of a table's rows (`information_schema.TABLES.TABLE_ROWS`), 0 if none.
+pub async fn estimated_rows(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<u64, Error> {
+    let rows: Option<Option<u64>> = connection
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await?;
+    Ok(rows.flatten().unwrap_or(0))
+}
+
 /// Whether a table exists.
 pub async fn table_exists(
     connection: &mut impl Queryable,

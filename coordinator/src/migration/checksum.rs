@@ -88,18 +88,10 @@ impl Migration {
         info!(migration_id = %self.options.id, lock_held = ?held, "checksum barrier");
         // Ranges are planned inside the snapshot, so probes see what the digests will.
         let source = self.qualified(&self.table);
-        let mut planner =
-            planning::new_planner(&mut sessions[0], (&self.schema, &self.table), &self.key).await?;
-        let keys = match planner.key_span() {
-            Some(span) => span,
-            None => sessions[0]
-                .exec_first(
-                    "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (&self.schema, &self.table),
-                )
-                .await?
-                .unwrap_or(0),
-        };
+        let rows =
+            super::catalog::estimated_rows(&mut sessions[0], &self.schema, &self.table).await?;
+        let mut planner = planning::new_planner(&mut sessions[0], &source, rows, &self.key).await?;
+        let keys = planner.key_span().unwrap_or(rows);
         let span = checksum_span(keys, threads);
         let mut ranges = Vec::new();
         while let Some((_, range)) =

@@ -279,25 +279,16 @@ impl Migration {
     pub(super) async fn copy_rows(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
         let source = self.qualified(&self.table);
+        let estimate =
+            super::catalog::estimated_rows(&mut connection, &self.schema, &self.table).await?;
         if self.planner.is_none() {
             self.planner = Some(
-                super::planning::new_planner(
-                    &mut connection,
-                    (&self.schema, &self.table),
-                    &self.key,
-                )
-                .await?,
+                super::planning::new_planner(&mut connection, &source, estimate, &self.key).await?,
             );
         }
-        let estimate: Option<u64> = connection
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&self.schema, &self.table),
-            )
-            .await?;
         let now_ms = crate::api::unix_millis_now();
         self.progress.send_modify(|progress| {
-            progress.rows_estimated = estimate.unwrap_or(0);
+            progress.rows_estimated = estimate;
             progress.copy_window = Some(super::CopyWindow {
                 started_ms: now_ms,
                 ended_ms: None,

@@ -5,22 +5,21 @@ use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 use shoal_common::chunk::{ChunkId, ChunkPlanner, ChunkRange, Probe, Step, dense};
 use shoal_common::key::{Key, KeyPart, KeyShape};
-use shoal_common::sql::quote_qualified;
 use shoal_worker::keys::{key_from_values, order_by, part_from_value, range_predicate};
 
 use super::Error;
 
-/// A planner for `schema`.`table`: a single integer key dense in its bounds (read now) is cut
-/// arithmetically, any other key by probing.
+/// A planner for `source` (quoted) of about `rows` rows: a single integer key dense in its
+/// bounds (read now) is cut arithmetically, any other key by probing.
 pub async fn new_planner(
     connection: &mut impl Queryable,
-    (schema, table): (&str, &str),
+    source: &str,
+    rows: u64,
     key: &KeyShape,
 ) -> Result<ChunkPlanner, Error> {
     if !key.is_integer() {
         return Ok(ChunkPlanner::probing());
     }
-    let source = quote_qualified(schema, table);
     let column = order_by(&key.columns);
     let bounds: Option<(Value, Value)> = connection
         .exec_first(
@@ -43,14 +42,8 @@ pub async fn new_planner(
         None => None,
     };
     if let Some((min, max)) = bounds {
-        let rows: Option<u64> = connection
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (schema, table),
-            )
-            .await?;
         let span = u128::try_from(max - min + 1).unwrap_or(u128::MAX);
-        if !dense(span, rows.unwrap_or(0)) {
+        if !dense(span, rows) {
             return Ok(ChunkPlanner::probing());
         }
     }
