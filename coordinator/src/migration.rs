@@ -81,6 +81,31 @@ pub enum Error {
     Lifecycle(#[from] shoal_common::lifecycle::TransitionError),
 }
 
+/// Server errors meaning the connection is gone (killed, lost, server shutting down).
+const CONNECTION_LOST_CODES: [u16; 4] = [2006, 2013, 1927, 1053];
+
+impl Error {
+    /// Whether the statement failed because its connection is gone: the same work on a fresh
+    /// connection may succeed.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            Error::Mysql(mysql_async::Error::Server(server)) => {
+                CONNECTION_LOST_CODES.contains(&server.code)
+            }
+            Error::Mysql(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a retry may cure it: a lost connection, a lock wait timeout, a deadlock or a
+    /// killed query.
+    pub fn is_transient(&self) -> bool {
+        self.connection_lost()
+            || matches!(self, Error::Mysql(mysql_async::Error::Server(server))
+                if matches!(server.code, 1205 | 1213 | 1317))
+    }
+}
+
 /// Which path made the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangePath {

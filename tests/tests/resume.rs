@@ -12,7 +12,7 @@ use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
     ALTER, assert_migrated_exactly, checkpoint, columns, expect_success, finish_writer, seeded,
-    shoal_run, start_writer, tables, wait_for_checkpoint, wait_for_shadow_rows,
+    shoal_run, start_writer, tables, wait_for_checkpoint, wait_for_log, wait_for_shadow_rows,
 };
 use shoal_tests::servers::{TestDatabase, unique_name};
 use shoal_tests::wait;
@@ -273,6 +273,48 @@ async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes()
     let logs = expect_success(&mut run).await;
     assert!(logs.contains("checkpoint write failed; retrying"), "{logs}");
     assert!(logs.contains("checkpoint written again"), "{logs}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// Found by the fault campaign: a killed connection of the owner's change flush failed the
+/// migration. The flush now applies the same changes again on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_connection_killed_inside_its_transaction_is_replaced() {
+    let (database, ledger) = seeded("flush_killed", 60_000).await;
+    let writer = start_writer(&database, ledger, 35).await;
+    // The first flush pauses 3 s inside its fenced transaction.
+    let mut run = shoal_run(&database, ALTER, &[], "flush.locked=1*sleep(3000)");
+    wait_for_log(&run, "failpoint=\"flush.locked\"", Duration::from_secs(60)).await;
+    // The flusher is the one connection idle inside a transaction for a second or more
+    // (server-side copies commit at once).
+    let mut connection = database.connect().await.unwrap();
+    let mut flushers: Vec<u64> = Vec::new();
+    for _ in 0..100 {
+        flushers = connection
+            .exec(
+                "SELECT p.ID FROM information_schema.PROCESSLIST p \
+                 JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+                 WHERE p.DB = ? AND p.COMMAND = 'Sleep' AND p.TIME >= 1",
+                (&database.name,),
+            )
+            .await
+            .unwrap();
+        if !flushers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(flushers.len(), 1, "one flush transaction: {flushers:?}");
+    connection
+        .exec_drop("KILL ?", (flushers[0],))
+        .await
+        .unwrap();
+    let logs = expect_success(&mut run).await;
+    assert!(
+        logs.contains("flush connection lost; reconnecting"),
+        "{logs}"
+    );
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }

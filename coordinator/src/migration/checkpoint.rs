@@ -34,18 +34,6 @@ use super::{Error, State};
 /// Delay before retrying a failed checkpoint write.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Server errors a retry may cure: lock wait, deadlock, lost or killed connection.
-const TRANSIENT_CODES: [u16; 7] = [1205, 1213, 2006, 2013, 1927, 1317, 1053];
-
-/// Whether a failed write may succeed if tried again.
-fn is_transient(error: &Error) -> bool {
-    match error {
-        Error::Mysql(mysql_async::Error::Server(server)) => TRANSIENT_CODES.contains(&server.code),
-        Error::Mysql(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
-        _ => false,
-    }
-}
-
 /// `ER_NO_SUCH_TABLE`.
 const NO_SUCH_TABLE: u16 = 1146;
 
@@ -298,7 +286,7 @@ impl Migration {
                 // The cut-over dropped the table: nothing left to save.
                 Ok(())
             }
-            Err(error) if is_transient(&error) => {
+            Err(error) if error.is_transient() => {
                 self.checkpoint_connection = None;
                 self.progress
                     .send_modify(|progress| progress.checkpoint_failures += 1);
@@ -439,7 +427,7 @@ impl Migration {
         loop {
             match self.write_checkpoint().await {
                 Ok(()) => return Ok(()),
-                Err(error) if is_transient(&error) && attempt < 3 => {
+                Err(error) if error.is_transient() && attempt < 3 => {
                     attempt += 1;
                     self.checkpoint_connection = None;
                     warn!(%error, attempt, "writing the cut-over marker failed; retrying");

@@ -180,14 +180,17 @@ impl Migration {
                     self.count_applied(applied);
                     return Ok(());
                 }
-                Err(Error::Mysql(mysql_async::Error::Server(error)))
-                    if matches!(error.code, 1205 | 1213) && attempt < MAX_APPLY_ATTEMPTS =>
-                {
+                Err(error) if error.is_transient() && attempt < MAX_APPLY_ATTEMPTS => {
+                    // Changes are last images and the transaction is fenced, so applying them
+                    // again (on a fresh connection if this one is gone) is safe; a new owner's
+                    // raised epoch still refuses the retry.
                     attempt += 1;
-                    warn!(
-                        code = error.code,
-                        attempt, "applying changes lost a lock conflict; retrying"
-                    );
+                    if error.connection_lost() {
+                        warn!(%error, attempt, "flush connection lost; reconnecting");
+                        *connection = self.pool.get_conn().await?;
+                    } else {
+                        warn!(%error, attempt, "applying changes lost a lock conflict; retrying");
+                    }
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
                 Err(error) => return Err(error),
