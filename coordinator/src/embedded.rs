@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use shoal_common::ids::{MigrationId, WorkerId};
 use shoal_common::lease::Verdict;
 use shoal_common::task::{CopyOutcome, LeasedTask};
+use shoal_proto::v1;
 use shoal_worker::executor::{SlotConfig, SourceError, TaskSource, run_slot};
 use shoal_worker::session::Targets;
 use tokio::sync::watch;
@@ -161,6 +162,19 @@ pub async fn run(
     workers.cancel();
     while slots.join_next().await.is_some() {}
     result
+}
+
+/// The dry run of one migration (`shoal plan` without a coordinator): checks and plan,
+/// changing nothing.
+pub async fn plan(options: MigrationOptions) -> Result<v1::PlanMigrationResponse, Error> {
+    let prepared = Migration::prepare(
+        options,
+        Arc::new(MemoryTaskStore::default()),
+        watch::channel(Progress::default()).0,
+        CancellationToken::new(),
+    )
+    .await;
+    crate::migration::plan::plan_or_refusal(prepared).await
 }
 
 /// A migration id for `shoal run`: the table and a random suffix.

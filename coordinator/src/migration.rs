@@ -25,9 +25,11 @@ pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
 pub mod owner;
+pub mod plan;
 pub mod planning;
 pub mod sentinel;
 mod stream;
+pub mod unique;
 
 use std::time::Duration;
 

@@ -272,6 +272,29 @@ impl Owners {
         Ok(id)
     }
 
+    /// The dry run of `spec`: its checks and plan, changing nothing.
+    pub async fn plan(
+        &self,
+        spec: &v1::MigrationSpec,
+    ) -> Result<v1::PlanMigrationResponse, Status> {
+        let record = record_of(spec)?;
+        let prepared = match self.options(&record, false) {
+            Ok(options) => {
+                Migration::prepare(
+                    options,
+                    Arc::clone(&self.inner.tasks),
+                    watch::channel(Progress::default()).0,
+                    CancellationToken::new(),
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        crate::migration::plan::plan_or_refusal(prepared)
+            .await
+            .map_err(|error| preflight_status(&error))
+    }
+
     /// Runs an owned migration in the background.
     async fn start(
         &self,

@@ -53,10 +53,6 @@ impl MigrationApi {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} arrives with the lifecycle issue"))
-}
-
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchMigrationResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -79,9 +75,13 @@ impl MigrationService for MigrationApi {
 
     async fn plan_migration(
         &self,
-        _request: Request<v1::PlanMigrationRequest>,
+        request: Request<v1::PlanMigrationRequest>,
     ) -> Result<Response<v1::PlanMigrationResponse>, Status> {
-        Err(not_yet("the dry-run plan"))
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        Ok(Response::new(self.owners.plan(&spec).await?))
     }
 
     async fn get_migration(

@@ -119,6 +119,36 @@ enum Command {
         after_help = "Example:\n  SHOAL_DSN='mysql://root:pw@127.0.0.1:3306/shop' \\\n    shoal run --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)' --threads 4\n\nExit code 0 when the table has its new schema, 1 (with a one-line reason) otherwise."
     )]
     Run(RunArgs),
+    /// The dry run: checks, the new table, the column mapping and estimates; changes nothing.
+    #[command(
+        after_help = "Examples:\n  SHOAL_DSN='mysql://root:pw@127.0.0.1:3306/shop' \\\n    shoal plan --alter 'ALTER TABLE orders ADD COLUMN note VARCHAR(64)'\n  shoal plan --target shop-primary --alter '…'   # asks the coordinator\n\nExit code 0 when shoal can run it, 1 when it refuses (the reason and the fix are printed)."
+    )]
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// Ask the coordinator (--coordinator) to plan on this target instead of a local DSN.
+    #[arg(long)]
+    target: Option<String>,
+    /// Schema of the table, with --target (default: the one the target's DSN selects).
+    #[arg(long, default_value = "")]
+    schema: String,
+    /// DSN of the server, selecting the schema (without --target).
+    #[arg(long, env = "SHOAL_DSN", hide_env_values = true)]
+    dsn: Option<String>,
+    /// File holding the DSN.
+    #[arg(long, env = "SHOAL_DSN_FILE")]
+    dsn_file: Option<std::path::PathBuf>,
+    /// The ALTER TABLE statement.
+    #[arg(long)]
+    alter: String,
+    /// Plan a copy without trying ALGORITHM=INSTANT first.
+    #[arg(long)]
+    no_instant: bool,
+    /// Key span of the first copy chunks (for the chunk estimate).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    chunk_rows: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,19 +338,153 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
     Ok(())
 }
 
-async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
-    use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
-    use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
-
-    let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
-    let dsn = match (&args.dsn, &args.dsn_file) {
+/// The DSN from --dsn (or SHOAL_DSN) or from --dsn-file.
+fn read_dsn(dsn: Option<&String>, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    Ok(match (dsn, file) {
         (Some(dsn), _) => dsn.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("read --dsn-file {}", path.display()))?
             .trim()
             .to_owned(),
         (None, None) => anyhow::bail!("give the server with --dsn, --dsn-file or SHOAL_DSN"),
+    })
+}
+
+async fn plan(
+    coordinator: &str,
+    token_file: Option<&std::path::Path>,
+    output: Output,
+    args: PlanArgs,
+) -> anyhow::Result<()> {
+    let response = match args.target {
+        Some(target) => client(coordinator, token_file)
+            .await?
+            .plan_migration(v1::PlanMigrationRequest {
+                spec: Some(v1::MigrationSpec {
+                    table: Some(v1::TableRef {
+                        target,
+                        schema: args.schema,
+                        table: String::new(),
+                    }),
+                    alter_statement: args.alter,
+                    options: Some(v1::MigrationOptions {
+                        no_instant: args.no_instant,
+                        ..Default::default()
+                    }),
+                }),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner(),
+        None => {
+            use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id};
+            let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
+            let options = shoal_coordinator::migration::MigrationOptions {
+                id: new_migration_id(&statement.table),
+                target: LOCAL_TARGET.to_owned(),
+                dsn: read_dsn(args.dsn.as_ref(), args.dsn_file.as_deref())?,
+                alter: args.alter.clone(),
+                threads: 1,
+                chunk_rows: args.chunk_rows,
+                target_chunk_time: std::time::Duration::ZERO,
+                copy_mode: shoal_common::task::CopyMode::default(),
+                keep_old_table: false,
+                no_instant: args.no_instant,
+                lock_wait_timeout: std::time::Duration::from_secs(5),
+                lease_ttl: std::time::Duration::from_secs(10),
+                checkpoint_interval: std::time::Duration::from_secs(50),
+                status_interval: std::time::Duration::from_secs(10),
+                strict: false,
+                defer_cutover: false,
+                owner: "plan".to_owned(),
+                fleet: None,
+                take_over: false,
+            };
+            shoal_coordinator::embedded::plan(options).await?
+        }
     };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&response))?),
+        Output::Table => print_plan(&response),
+    }
+    if response
+        .findings
+        .iter()
+        .any(|finding| finding.severity == v1::FindingSeverity::Refusal as i32)
+    {
+        anyhow::bail!("shoal refuses this migration (see above)");
+    }
+    Ok(())
+}
+
+fn severity_name(severity: i32) -> &'static str {
+    v1::FindingSeverity::try_from(severity).map_or("UNKNOWN", |severity| {
+        severity
+            .as_str_name()
+            .trim_start_matches("FINDING_SEVERITY_")
+    })
+}
+
+fn plan_json(plan: &v1::PlanMigrationResponse) -> serde_json::Value {
+    serde_json::json!({
+        "findings": plan.findings.iter().map(|finding| serde_json::json!({
+            "severity": severity_name(finding.severity),
+            "code": finding.code,
+            "message": finding.message,
+            "fix": finding.fix,
+        })).collect::<Vec<_>>(),
+        "new_table_ddl": plan.shadow_table_ddl,
+        "columns": plan.columns.iter().map(|mapping| serde_json::json!({
+            "new_column": mapping.new_column,
+            "source_column": mapping.source_column,
+        })).collect::<Vec<_>>(),
+        "estimated_rows": plan.estimated_rows,
+        "estimated_chunks": plan.estimated_chunks,
+        "estimated_copy_seconds": plan.estimated_copy_time.map(|time| time.seconds),
+    })
+}
+
+fn print_plan(plan: &v1::PlanMigrationResponse) {
+    for finding in &plan.findings {
+        println!(
+            "{:<8} {}: {}",
+            severity_name(finding.severity),
+            finding.code,
+            finding.message
+        );
+        if !finding.fix.is_empty() {
+            println!("         fix: {}", finding.fix);
+        }
+    }
+    if plan.shadow_table_ddl.is_empty() {
+        return;
+    }
+    println!(
+        "\nnew table:\n{}\n\ncolumns (new <- source):",
+        plan.shadow_table_ddl
+    );
+    for mapping in &plan.columns {
+        let source = if mapping.source_column.is_empty() {
+            "(its default, or generated by the server)"
+        } else {
+            mapping.source_column.as_str()
+        };
+        println!("  {} <- {source}", mapping.new_column);
+    }
+    println!(
+        "\nestimated rows {}, first-pass chunks {}, rough copy time {}s",
+        plan.estimated_rows,
+        plan.estimated_chunks,
+        plan.estimated_copy_time.map_or(0, |time| time.seconds)
+    );
+}
+
+async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
+    use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
+    use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
+
+    let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
+    let dsn = read_dsn(args.dsn.as_ref(), args.dsn_file.as_deref())?;
     let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
     let options = MigrationOptions {
         id: new_migration_id(&statement.table),
@@ -663,6 +827,15 @@ fn print_status(status: &v1::MigrationStatus) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_embedded(args).await,
+        Command::Plan(args) => {
+            plan(
+                &cli.coordinator,
+                cli.auth_token_file.as_deref(),
+                cli.output,
+                args,
+            )
+            .await
+        }
         Command::Submit(args) => {
             submit(
                 &mut client(&cli.coordinator, cli.auth_token_file.as_deref()).await?,

@@ -232,8 +232,34 @@ impl Migration {
         Ok(())
     }
 
+    /// After the copy skipped rows on unique-key conflicts: fails, naming a duplicated value,
+    /// if the source holds duplicates under a UNIQUE index the ALTER adds.
+    async fn refuse_duplicates(&mut self) -> Result<(), Error> {
+        if self.progress.borrow().unique_conflicts == 0 {
+            return Ok(());
+        }
+        let mut connection = self.pool.get_conn().await?;
+        let duplicate = super::unique::find_duplicate(
+            &mut connection,
+            &self.schema,
+            &self.table,
+            &names::shadow(&self.table),
+            &self.source_columns,
+        )
+        .await?;
+        match duplicate {
+            Some(duplicate) => Err(Error::Preflight(format!(
+                "{duplicate} in {}; remove the duplicates or drop UNIQUE from the ALTER (the \
+                 original table is untouched)",
+                self.qualified(&self.table)
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `Checksum`.
     pub(super) async fn checksum(&mut self) -> Result<(), Error> {
+        self.refuse_duplicates().await?;
         let mut repairs = 0;
         for pass in 1..=MAX_PASSES {
             let mismatched = self.checksum_pass().await?;
