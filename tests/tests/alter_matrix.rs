@@ -1,24 +1,217 @@
-//! ALTERs that must fail before cut-over: each names the problem, leaves the original table
-//! intact and written to, and leaves none of shoal's tables behind.
+//! The ALTER matrix under the writer. Each ALTER that must complete does, with the table equal to
+//! the writer's ledger and the new definition in place; each that must fail before cut-over names
+//! the problem, leaves the original table intact, exact and written to, and leaves none of
+//! shoal's tables behind. (ALTERs refused before anything runs are in `preflight.rs`.)
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use shoal_tests::scenario::{finish_writer, seeded, shoal_run, start_writer, tables};
+use shoal_tests::scenario::{
+    expect_success, finish_writer, seeded, shoal_run, start_writer, tables,
+};
+use shoal_tests::servers::TestDatabase;
 use shoal_tests::writer;
+
+async fn show_create(database: &TestDatabase) -> String {
+    let mut connection = database.connect().await.unwrap();
+    let create: (String, String) = connection
+        .query_first("SHOW CREATE TABLE orders")
+        .await
+        .unwrap()
+        .unwrap();
+    create.1
+}
+
+/// The table equals the writer's ledger and only `orders` is left.
+async fn assert_exact(database: &TestDatabase, expected: &writer::Ledger) {
+    let mut connection = database.connect().await.unwrap();
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    let differences = writer::differences(expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "{} differences; first: {:?}",
+        differences.len(),
+        &differences[..differences.len().min(5)]
+    );
+    assert_eq!(tables(&mut connection, &database.name).await, ["orders"]);
+}
+
+/// Seeds `orders`, runs `setup`, runs `alter` under the writer and expects it to complete
+/// exactly with each of `present` in the new definition and none of `absent`.
+async fn completes(label: &str, setup: &[&str], alter: &str, present: &[&str], absent: &[&str]) {
+    let (database, _) = seeded(label, 20_000).await;
+    let mut connection = database.connect().await.unwrap();
+    for statement in setup {
+        connection.query_drop(*statement).await.unwrap();
+    }
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    let writer = start_writer(&database, ledger, 51).await;
+    let mut run = shoal_run(&database, alter, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&database, &expected).await;
+    let create = show_create(&database).await;
+    for fragment in present {
+        assert!(
+            create.contains(fragment),
+            "{label}: no {fragment:?} in\n{create}"
+        );
+    }
+    for fragment in absent {
+        assert!(
+            !create.contains(fragment),
+            "{label}: {fragment:?} left in\n{create}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_column() {
+    completes(
+        "m_add_column",
+        &[],
+        "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a'",
+        &["`note` varchar(32) NOT NULL DEFAULT 'n/a'"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_column() {
+    completes(
+        "m_drop_column",
+        &[
+            "ALTER TABLE orders ADD COLUMN extra INT NULL",
+            "UPDATE orders SET extra = id",
+        ],
+        "ALTER TABLE orders DROP COLUMN extra",
+        &[],
+        &["`extra`"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widen_a_column_and_its_type() {
+    completes(
+        "m_widen",
+        &[],
+        "ALTER TABLE orders MODIFY c VARCHAR(200) NOT NULL, MODIFY k BIGINT NOT NULL",
+        &["`c` varchar(200) NOT NULL", "`k` bigint(20) NOT NULL"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrow_types_when_the_data_fits() {
+    // The writer's `k` stays below 1,000 and its `c` within 10 characters.
+    completes(
+        "m_narrow",
+        &[],
+        "ALTER TABLE orders MODIFY k SMALLINT NOT NULL, MODIFY c VARCHAR(16) NOT NULL",
+        &["`k` smallint(6) NOT NULL", "`c` varchar(16) NOT NULL"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_a_column_charset() {
+    completes(
+        "m_column_charset",
+        &[],
+        "ALTER TABLE orders MODIFY c VARCHAR(64) CHARACTER SET latin1 NOT NULL",
+        &["`c` varchar(64) CHARACTER SET latin1"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_drop_secondary_indexes_and_a_unique_index_on_unique_data() {
+    completes(
+        "m_indexes",
+        &[],
+        "ALTER TABLE orders DROP INDEX kk, ADD INDEX kc (k, c), ADD UNIQUE INDEX uk_uk (u, k)",
+        &["KEY `kc` (`k`,`c`)", "UNIQUE KEY `uk_uk` (`u`,`k`)"],
+        &["KEY `kk`"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_rebuild() {
+    completes(
+        "m_engine",
+        &[],
+        "ALTER TABLE orders ENGINE=InnoDB",
+        &["ENGINE=InnoDB"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_the_table_charset_and_collation() {
+    completes(
+        "m_table_charset",
+        &[],
+        "ALTER TABLE orders CONVERT TO CHARACTER SET latin1 COLLATE latin1_bin",
+        &["DEFAULT CHARSET=latin1 COLLATE=latin1_bin"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auto_increment_counter_is_carried_to_the_new_table() {
+    // The counter stands far above the largest key: copying rows alone would bring it back.
+    completes(
+        "m_auto_increment",
+        &[
+            "ALTER TABLE orders MODIFY id BIGINT NOT NULL AUTO_INCREMENT",
+            "ALTER TABLE orders AUTO_INCREMENT = 5000000",
+        ],
+        "ALTER TABLE orders ADD COLUMN note INT NULL",
+        &["AUTO_INCREMENT=5000000"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_below_the_data_fails_before_cut_over_naming_the_column_and_range() {
+    let (database, ledger) = seeded("m_narrow_fails", 20_000).await;
+    let before = show_create(&database).await;
+    let writer = start_writer(&database, ledger, 52).await;
+    let mut run = shoal_run(
+        &database,
+        "ALTER TABLE orders MODIFY k TINYINT NOT NULL",
+        &[],
+        "",
+    );
+    let status = run.wait_exit(Duration::from_secs(300)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "the migration completed:\n{logs}");
+    assert!(
+        logs.contains("raised warning 1264: Out of range value for column 'k'"),
+        "the error names the column and the chunk's key range:\n{logs}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&database, &expected).await;
+    assert_eq!(show_create(&database).await, before);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate() {
     // `k` is `seq % 1000`: every value is held by 20 rows.
     let (database, ledger) = seeded("unique_dups", 20_000).await;
     let mut connection = database.connect().await.unwrap();
-    let before: (String, String) = connection
-        .query_first("SHOW CREATE TABLE orders")
-        .await
-        .unwrap()
-        .unwrap();
+    let before = show_create(&database).await;
     let writer = start_writer(&database, ledger, 41).await;
     let mut run = shoal_run(
         &database,
@@ -51,14 +244,6 @@ async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate
     // The application goes on writing the original table, which is exact and unchanged in
     // shape; none of shoal's tables is left.
     let (expected, _) = finish_writer(writer, 200).await;
-    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
-    let differences = writer::differences(&expected, &actual);
-    assert!(differences.is_empty(), "{differences:?}");
-    let after: (String, String) = connection
-        .query_first("SHOW CREATE TABLE orders")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(after, before);
-    assert_eq!(tables(&mut connection, &database.name).await, ["orders"]);
+    assert_exact(&database, &expected).await;
+    assert_eq!(show_create(&database).await, before);
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
+use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
     expect_success, shoal_cli, shoal_run, start_fleet_coordinator, tables, wait_for_log,
@@ -39,12 +40,23 @@ async fn snapshot(database: &TestDatabase) -> Vec<(String, String, Option<i64>)>
 /// with `expected` in its output and nothing changed.
 async fn refused(label: &str, setup: &[&str], alter: &str, expected: &str) {
     let database = servers::shared().database(label).await.unwrap();
+    refused_in(&database, label, setup, alter, expected).await;
+}
+
+/// [`refused`] in an existing database.
+async fn refused_in(
+    database: &TestDatabase,
+    label: &str,
+    setup: &[&str],
+    alter: &str,
+    expected: &str,
+) {
     let mut connection = database.connect().await.unwrap();
     for statement in setup {
         connection.query_drop(*statement).await.unwrap();
     }
-    let before = snapshot(&database).await;
-    let mut shoal = shoal_run(&database, alter, &[], "");
+    let before = snapshot(database).await;
+    let mut shoal = shoal_run(database, alter, &[], "");
     let status = shoal.wait_exit(Duration::from_secs(120)).await.unwrap();
     let logs = shoal.logs();
     assert!(!status.success(), "{label}: shoal accepted it:\n{logs}");
@@ -53,7 +65,7 @@ async fn refused(label: &str, setup: &[&str], alter: &str, expected: &str) {
         "{label}: the error does not say {expected:?}:\n{logs}"
     );
     assert_eq!(
-        snapshot(&database).await,
+        snapshot(database).await,
         before,
         "{label}: the refusal changed the schema or the data:\n{logs}"
     );
@@ -314,4 +326,135 @@ async fn plan_prints_the_plan_and_changes_nothing() {
         written.is_empty(),
         "the plan wrote to the binlog: {written:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_binlog_privileges_is_refused_naming_them() {
+    let database = servers::shared().database("no_binlog_grant").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    // An account with every privilege on the schema and none on *.* (no binlog access).
+    let user = database.name.clone();
+    connection
+        .query_drop(format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'limited-test-password'"
+        ))
+        .await
+        .unwrap();
+    connection
+        .query_drop(format!(
+            "GRANT ALL PRIVILEGES ON `{user}`.* TO '{user}'@'127.0.0.1'"
+        ))
+        .await
+        .unwrap();
+    let limited = TestDatabase {
+        name: database.name.clone(),
+        dsn: format!(
+            "mysql://{user}:limited-test-password@127.0.0.1:{}/{user}",
+            servers::shared().mariadb.port
+        ),
+    };
+    refused_in(
+        &limited,
+        "no_binlog_grant",
+        &[TABLE, ROWS],
+        "ALTER TABLE t ADD COLUMN x INT",
+        &format!(
+            "the account '{user}'@'127.0.0.1' lacks privileges shoal needs: REPLICATION SLAVE, \
+             BINLOG MONITOR; grant them"
+        ),
+    )
+    .await;
+    connection
+        .query_drop(format!("DROP USER '{user}'@'127.0.0.1'"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_settings_shoal_cannot_read_are_each_refused() {
+    // A private server: these are global settings every test's migrations depend on.
+    let dir = tempfile::tempdir().unwrap();
+    let server = MariaDb::start(&dir.path().join("binlog_on")).unwrap();
+    server.info.root_sql("CREATE DATABASE settings").unwrap();
+    let database = TestDatabase {
+        name: "settings".to_owned(),
+        dsn: server.info.dsn("settings"),
+    };
+    let alter = "ALTER TABLE t ADD COLUMN x INT";
+    let mut setup: &[&str] = &[TABLE, ROWS];
+    for (label, global, expected) in [
+        (
+            "statement",
+            "SET GLOBAL binlog_format = 'STATEMENT'",
+            "binlog_format is STATEMENT; shoal needs ROW",
+        ),
+        (
+            "minimal",
+            "SET GLOBAL binlog_format = 'ROW'; SET GLOBAL binlog_row_image = 'MINIMAL'",
+            "binlog_row_image is MINIMAL; shoal needs FULL",
+        ),
+        (
+            "compressed",
+            "SET GLOBAL binlog_row_image = 'FULL'; SET GLOBAL log_bin_compress = ON",
+            "log_bin_compress=ON: compressed binlog events cannot be decoded",
+        ),
+    ] {
+        server.info.root_sql(global).unwrap();
+        refused_in(&database, label, setup, alter, expected).await;
+        setup = &[];
+    }
+    drop(server);
+
+    let off = MariaDb::start_with(&dir.path().join("binlog_off"), "skip-log-bin\n").unwrap();
+    off.info.root_sql("CREATE DATABASE settings").unwrap();
+    let database = TestDatabase {
+        name: "settings".to_owned(),
+        dsn: off.info.dsn("settings"),
+    };
+    refused_in(
+        &database,
+        "log_bin_off",
+        &[TABLE, ROWS],
+        alter,
+        "the binary log is off (log_bin=OFF)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_clauses_shoal_cannot_run_exactly_are_refused() {
+    for (label, alter, expected) in [
+        (
+            "rename_column",
+            "ALTER TABLE t RENAME COLUMN a TO b",
+            "RENAME COLUMN is not supported",
+        ),
+        (
+            "change_column",
+            "ALTER TABLE t CHANGE a b INT",
+            "CHANGE COLUMN is not supported",
+        ),
+        (
+            "rename_table",
+            "ALTER TABLE t RENAME TO t2",
+            "RENAME TO is not supported: rename the table with RENAME TABLE after the migration",
+        ),
+        (
+            "algorithm",
+            "ALTER TABLE t ADD COLUMN x INT, ALGORITHM=INPLACE",
+            "ALGORITHM= / LOCK= is not supported",
+        ),
+        (
+            "lock",
+            "ALTER TABLE t ADD COLUMN x INT, LOCK=NONE",
+            "ALGORITHM= / LOCK= is not supported",
+        ),
+        (
+            "drop_and_add",
+            "ALTER TABLE t DROP COLUMN a, ADD COLUMN a VARCHAR(8)",
+            "the ALTER drops column `a` and adds it again",
+        ),
+    ] {
+        refused(label, &[TABLE, ROWS], alter, expected).await;
+    }
 }

@@ -35,6 +35,12 @@ pub enum Error {
         /// Why, and what to do instead.
         why: &'static str,
     },
+    /// A column dropped and added again in one statement.
+    #[error(
+        "the ALTER drops column `{0}` and adds it again; shoal maps columns by name and would \
+         carry the old values into the new column: run the DROP and the ADD as two migrations"
+    )]
+    DropAndAdd(String),
     /// The statement names another schema than the one connected to.
     #[error("the ALTER names schema `{named}` but the DSN selects `{connected}`; they must match")]
     OtherSchema {
@@ -54,6 +60,9 @@ pub struct AlterStatement {
     pub table: String,
     /// Everything after the table name, verbatim.
     pub changes: String,
+    /// Whether the statement sets the table's `AUTO_INCREMENT` counter itself (then the
+    /// source's counter is not carried over).
+    pub sets_auto_increment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +184,65 @@ fn identifier(token: Option<&(Token, usize)>) -> Option<(String, usize)> {
     }
 }
 
+/// Keywords after `ADD` / `DROP` that name something other than a column.
+const NOT_A_COLUMN: [&str; 13] = [
+    "INDEX",
+    "KEY",
+    "UNIQUE",
+    "PRIMARY",
+    "FOREIGN",
+    "CONSTRAINT",
+    "FULLTEXT",
+    "SPATIAL",
+    "CHECK",
+    "PARTITION",
+    "PERIOD",
+    "SYSTEM",
+    "VECTOR",
+];
+
+/// The column a clause starting at `tokens[0]` (`ADD` or `DROP`) names, if it names one.
+fn clause_column(tokens: &[(Token, usize)]) -> Option<String> {
+    let mut at = 1;
+    if is_word(tokens.get(at), "COLUMN") {
+        at += 1;
+    }
+    // `IF EXISTS` / `IF NOT EXISTS`.
+    if is_word(tokens.get(at), "IF") {
+        at += 1;
+        if is_word(tokens.get(at), "NOT") {
+            at += 1;
+        }
+        at += 1;
+    }
+    match tokens.get(at) {
+        Some((Token::Word(upper, _), _)) if NOT_A_COLUMN.contains(&upper.as_str()) => None,
+        Some((Token::Symbol(_), _)) => None,
+        token => identifier(token).map(|(name, _)| name.to_lowercase()),
+    }
+}
+
+/// A column both dropped and added by one statement: shoal maps columns by name, so the old
+/// values would be carried into the new column.
+fn dropped_and_added(tokens: &[(Token, usize)]) -> Option<String> {
+    let mut dropped = Vec::new();
+    let mut added = Vec::new();
+    for (position, (token, _)) in tokens.iter().enumerate() {
+        let starts_clause = position == 0 || matches!(tokens[position - 1].0, Token::Symbol(','));
+        if !starts_clause {
+            continue;
+        }
+        if let Token::Word(word, _) = token {
+            match word.as_str() {
+                "DROP" => dropped.extend(clause_column(&tokens[position..])),
+                "ADD" => added.extend(clause_column(&tokens[position..])),
+                _ => {}
+            }
+        }
+    }
+    dropped.into_iter().find(|name| added.contains(name))
+}
+
 /// Parses and vets an `ALTER TABLE` statement.
 pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
     let trimmed = statement.trim().trim_end_matches(';').trim_end();
@@ -199,6 +267,9 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
         return Err(Error::Empty(table));
     }
     let rest = &tokens[next..];
+    if let Some(column) = dropped_and_added(rest) {
+        return Err(Error::DropAndAdd(column));
+    }
     for (position, (token, _)) in rest.iter().enumerate() {
         let following = rest.get(position + 1);
         match token {
@@ -240,10 +311,20 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
             _ => {}
         }
     }
+    // The table option `AUTO_INCREMENT [=] n`, not the column attribute.
+    let sets_auto_increment = rest.iter().enumerate().any(|(position, (token, _))| {
+        matches!(token, Token::Word(word, _) if word == "AUTO_INCREMENT")
+            && match rest.get(position + 1) {
+                Some((Token::Symbol('='), _)) => true,
+                Some((Token::Word(next, _), _)) => next.starts_with(|c: char| c.is_ascii_digit()),
+                _ => false,
+            }
+    });
     Ok(AlterStatement {
         schema,
         table,
         changes,
+        sets_auto_increment,
     })
 }
 
@@ -393,6 +474,35 @@ mod tests {
             mentions_table("ALTER TABLE `unterminated", "shop", "shop", "orders"),
             "unparsable: assume yes"
         );
+    }
+
+    #[test]
+    fn the_auto_increment_table_option_is_told_from_the_column_attribute() {
+        let sets = |sql: &str| parse(sql).unwrap().sets_auto_increment;
+        assert!(sets("ALTER TABLE t AUTO_INCREMENT = 500"));
+        assert!(sets("ALTER TABLE t ADD COLUMN x INT, AUTO_INCREMENT 9"));
+        assert!(!sets(
+            "ALTER TABLE t MODIFY id BIGINT NOT NULL AUTO_INCREMENT"
+        ));
+        assert!(!sets(
+            "ALTER TABLE t MODIFY id BIGINT AUTO_INCREMENT, ADD COLUMN x INT"
+        ));
+    }
+
+    #[test]
+    fn a_column_dropped_and_added_again_is_refused() {
+        assert_eq!(
+            parse("ALTER TABLE t DROP COLUMN c, ADD COLUMN c INT"),
+            Err(Error::DropAndAdd("c".to_owned()))
+        );
+        assert_eq!(
+            parse("ALTER TABLE t ADD `C` INT, DROP IF EXISTS c"),
+            Err(Error::DropAndAdd("c".to_owned()))
+        );
+        // Indexes of the same name as a column, and different columns, are fine.
+        assert!(parse("ALTER TABLE t DROP INDEX c, ADD INDEX c (c)").is_ok());
+        assert!(parse("ALTER TABLE t DROP COLUMN a, ADD COLUMN b INT").is_ok());
+        assert!(parse("ALTER TABLE t DROP COLUMN c, ADD INDEX k (c)").is_ok());
     }
 
     #[test]

@@ -181,10 +181,12 @@ impl ServerInfo {
 
 /// Checks the binlog settings shoal needs and returns server facts.
 pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo, Error> {
+    // The global settings: they are what the application's sessions log with.
     let (version, server_id, log_bin, format, image): (String, u32, i64, String, String) =
         connection
             .query_first(
-                "SELECT VERSION(), @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image",
+                "SELECT VERSION(), @@server_id, @@GLOBAL.log_bin, @@GLOBAL.binlog_format, \
+                 @@GLOBAL.binlog_row_image",
             )
             .await?
             .ok_or_else(|| Error::Preflight("the server returned no settings".to_owned()))?;
@@ -225,9 +227,138 @@ pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo,
     })
 }
 
+/// Privileges shoal needs on the table's schema (globally or on the schema).
+const SCHEMA_PRIVILEGES: [&str; 8] = [
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "LOCK TABLES",
+];
+
+/// The privileges shoal needs that `global` (granted on `*.*`) and `schema` (granted on the
+/// schema) lack, as `GRANT` names: reading the binlog needs `REPLICATION SLAVE` and one of
+/// `BINLOG MONITOR` (MariaDB 10.5+), `REPLICATION CLIENT` (MySQL) or `SUPER`.
+pub fn missing_privileges(global: &[String], schema: &[String]) -> Vec<&'static str> {
+    let granted = |list: &[String], privilege: &str| {
+        list.iter()
+            .any(|granted| granted.eq_ignore_ascii_case(privilege))
+    };
+    let mut missing = Vec::new();
+    if !granted(global, "REPLICATION SLAVE") {
+        missing.push("REPLICATION SLAVE");
+    }
+    if !["BINLOG MONITOR", "REPLICATION CLIENT", "SUPER"]
+        .iter()
+        .any(|privilege| granted(global, privilege))
+    {
+        missing.push("BINLOG MONITOR");
+    }
+    for privilege in SCHEMA_PRIVILEGES {
+        if !granted(global, privilege) && !granted(schema, privilege) {
+            missing.push(privilege);
+        }
+    }
+    missing
+}
+
+/// Refuses, naming them, when the account lacks privileges shoal needs on `schema`. Grants
+/// through roles are not listed where this looks: an account with an enabled role is let
+/// through (a missing privilege then fails the statement that needs it).
+pub async fn check_privileges(connection: &mut impl Queryable, schema: &str) -> Result<(), Error> {
+    let user: Option<String> = connection.query_first("SELECT CURRENT_USER()").await?;
+    let user = user.unwrap_or_default();
+    // `CURRENT_USER()` is `user@host`; grantees are written `'user'@'host'`.
+    let grantee = match user.rsplit_once('@') {
+        Some((name, host)) => format!("'{name}'@'{host}'"),
+        None => format!("'{user}'"),
+    };
+    let global: Vec<String> = connection
+        .exec(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = ?",
+            (&grantee,),
+        )
+        .await?;
+    let on_schema: Vec<String> = connection
+        .exec(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+             WHERE GRANTEE = ? AND ? LIKE TABLE_SCHEMA",
+            (&grantee, schema),
+        )
+        .await?;
+    let missing = missing_privileges(&global, &on_schema);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let roles: Option<i64> = connection
+        .query_first("SELECT COUNT(ROLE_NAME) FROM information_schema.ENABLED_ROLES")
+        .await?;
+    if roles.unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    Err(Error::Preflight(format!(
+        "the account {grantee} lacks privileges shoal needs: {}; grant them (REPLICATION SLAVE \
+         and BINLOG MONITOR on *.*, the others on {}.*)",
+        missing.join(", "),
+        shoal_common::sql::quote_identifier(schema)
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(privileges: &[&str]) -> Vec<String> {
+        privileges.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn privileges_come_from_the_global_or_the_schema_grant() {
+        let all_global = names(&[
+            "SELECT",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "CREATE",
+            "DROP",
+            "ALTER",
+            "LOCK TABLES",
+            "REPLICATION SLAVE",
+            "BINLOG MONITOR",
+        ]);
+        assert!(missing_privileges(&all_global, &[]).is_empty());
+        let replication = names(&["REPLICATION SLAVE", "REPLICATION CLIENT"]);
+        let on_schema = names(&[
+            "select",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "CREATE",
+            "DROP",
+            "ALTER",
+            "LOCK TABLES",
+        ]);
+        assert!(missing_privileges(&replication, &on_schema).is_empty());
+        assert_eq!(
+            missing_privileges(&[], &on_schema),
+            ["REPLICATION SLAVE", "BINLOG MONITOR"]
+        );
+        assert_eq!(
+            missing_privileges(&names(&["SUPER", "REPLICATION SLAVE"]), &names(&["SELECT"])),
+            [
+                "INSERT",
+                "UPDATE",
+                "DELETE",
+                "CREATE",
+                "DROP",
+                "ALTER",
+                "LOCK TABLES"
+            ]
+        );
+    }
 
     fn column(data_type: &str, column_type: &str) -> Column {
         Column {

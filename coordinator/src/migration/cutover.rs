@@ -62,7 +62,36 @@ impl Migration {
         result
     }
 
+    /// Carries the source's `AUTO_INCREMENT` counter to the shadow table, unless the ALTER sets
+    /// one: rows written with explicit keys raise the shadow's counter only to the largest key
+    /// plus one, so a counter above that (deleted rows at the end, an earlier
+    /// `AUTO_INCREMENT=`) would otherwise go back and reuse values.
+    async fn carry_auto_increment(&self) -> Result<(), Error> {
+        if self.statement.sets_auto_increment {
+            return Ok(());
+        }
+        let mut connection = self.pool.get_conn().await?;
+        let counter: Option<Option<u64>> = connection
+            .exec_first(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&self.schema, &self.table),
+            )
+            .await?;
+        if let Some(counter) = counter.flatten() {
+            // Never below what the shadow has: InnoDB keeps the larger of the two anyway.
+            connection
+                .query_drop(format!(
+                    "ALTER TABLE {} AUTO_INCREMENT = {counter}",
+                    self.qualified(&names::shadow(&self.table))
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn cutover_attempts(&mut self) -> Result<(), Error> {
+        self.carry_auto_increment().await?;
         for attempt in 1..=ATTEMPTS {
             self.check_cancelled()?;
             // Keep the locked window short: apply what has accumulated first.

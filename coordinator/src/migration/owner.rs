@@ -161,6 +161,7 @@ impl Migration {
         )?;
         let mut connection = pool.get_conn().await?;
         let server = catalog::check_server(&mut connection).await?;
+        catalog::check_privileges(&mut connection, &schema).await?;
         let qualified = quote_qualified(&schema, &table);
         let source = catalog::read_table(&mut connection, &schema, &table)
             .await?
