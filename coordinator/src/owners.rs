@@ -546,7 +546,20 @@ impl Owners {
                 .try_own(&id, &settings.owner, settings.owner_ttl)
                 .await?
             {
-                self.take_over(id, record).await;
+                // The list may be stale: an owner records a migration's end before it gives its
+                // lease up, so once the lease is ours an ended migration is no longer active.
+                // (Found by a failover test: a completed migration taken over again in that
+                // window was marked failed for want of a checkpoint.)
+                if store
+                    .active()
+                    .await?
+                    .iter()
+                    .any(|active| active.id == record.id)
+                {
+                    self.take_over(id, record).await;
+                } else {
+                    store.disown(&id, &settings.owner).await?;
+                }
             }
         }
         Ok(())

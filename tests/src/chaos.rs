@@ -407,6 +407,9 @@ pub async fn run_once(
     let seconds = started.elapsed().as_secs_f64();
     let stats = std::sync::Arc::clone(&writer.stats);
     let expected = writer.stop().await?;
+    // A fresh connection: the first one idled through every fault of the run (its read failed
+    // once, "bytes remaining on stream", in a full `make test`; not diagnosed).
+    let mut connection = database.connect().await?;
     let actual = writer::read_table(&mut connection, "orders").await?;
     let differences = writer::differences(&expected, &actual).len();
     let tables = scenario::tables(&mut connection, &database.name).await;

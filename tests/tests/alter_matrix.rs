@@ -40,7 +40,13 @@ async fn assert_exact(database: &TestDatabase, expected: &writer::Ledger) {
 
 /// Seeds `orders`, runs `setup`, runs `alter` under the writer and expects it to complete
 /// exactly with each of `present` in the new definition and none of `absent`.
-async fn completes(label: &str, setup: &[&str], alter: &str, present: &[&str], absent: &[&str]) {
+async fn completes(
+    label: &str,
+    setup: &[&str],
+    alter: &str,
+    present: &[&str],
+    absent: &[&str],
+) -> TestDatabase {
     let (database, _) = seeded(label, 20_000).await;
     let mut connection = database.connect().await.unwrap();
     for statement in setup {
@@ -65,6 +71,7 @@ async fn completes(label: &str, setup: &[&str], alter: &str, present: &[&str], a
             "{label}: {fragment:?} left in\n{create}"
         );
     }
+    database
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +148,28 @@ async fn add_and_drop_secondary_indexes_and_a_unique_index_on_unique_data() {
         &["KEY `kk`"],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_columns_are_recomputed_by_the_server_not_copied() {
+    let database = completes(
+        "m_generated",
+        &["ALTER TABLE orders ADD COLUMN kv INT AS (k * 2) VIRTUAL, \
+           ADD COLUMN ks VARCHAR(80) AS (CONCAT(c, '!')) STORED"],
+        "ALTER TABLE orders ADD COLUMN note INT NULL",
+        &[
+            "`kv` int(11) GENERATED ALWAYS AS (`k` * 2) VIRTUAL",
+            "`ks` varchar(80) GENERATED ALWAYS AS (concat(`c`,'!')) STORED",
+        ],
+        &[],
+    )
+    .await;
+    let mut connection = database.connect().await.unwrap();
+    let wrong: Option<i64> = connection
+        .query_first("SELECT COUNT(*) FROM orders WHERE kv <> k * 2 OR ks <> CONCAT(c, '!')")
+        .await
+        .unwrap();
+    assert_eq!(wrong, Some(0), "generated values match their expressions");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,7 +234,7 @@ impl Migration {
 
     /// After the copy skipped rows on unique-key conflicts: fails, naming a duplicated value,
     /// if the source holds duplicates under a UNIQUE index the ALTER adds.
-    async fn refuse_duplicates(&mut self) -> Result<(), Error> {
+    pub(super) async fn refuse_duplicates(&self) -> Result<(), Error> {
         if self.progress.borrow().unique_conflicts == 0 {
             return Ok(());
         }

@@ -452,6 +452,9 @@ impl Migration {
                         )));
                     }
                     reason if entry.attempts >= MAX_ATTEMPTS => {
+                        // Copies into a new UNIQUE index over duplicated values keep deadlocking
+                        // on its locks: name a duplicate rather than the symptom.
+                        self.refuse_duplicates().await?;
                         return Err(Error::Copy(format!(
                             "chunk {chunk} {} came back {MAX_ATTEMPTS} times (last: {reason:?})",
                             entry.range
