@@ -7,11 +7,14 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{expect_success, shoal_run, tables};
 use shoal_tests::servers;
+use shoal_tests::wait;
 use shoal_tests::writer::SplitMix;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +39,8 @@ fn quote(name: &str) -> String {
 
 type Ledger = BTreeMap<i64, (String, i64)>;
 
-/// Inserts, updates and deletes on `table` until stopped; returns what the table must hold and
-/// how many statements ran.
+/// Inserts, updates and deletes on `table` until stopped, counting statements in `statements`;
+/// returns what the table must hold.
 async fn write(
     dsn: String,
     table: String,
@@ -45,15 +48,15 @@ async fn write(
     mut ledger: Ledger,
     seed: u64,
     stop: CancellationToken,
-) -> (Ledger, u64) {
+    statements: Arc<AtomicU64>,
+) -> Ledger {
     let opts = mysql_async::Opts::from_url(&dsn).unwrap();
     let mut connection = mysql_async::Conn::new(opts).await.unwrap();
     let mut random = SplitMix::new(seed);
     let [key, text, number] = columns.map(|column| quote(&column));
     let table = quote(&table);
-    let mut statements = 0;
     while !stop.is_cancelled() {
-        statements += 1;
+        statements.fetch_add(1, Ordering::Relaxed);
         let id = 1 + random.below(3_000) as i64;
         let value = (
             format!("v'`\\{}", random.below(1_000)),
@@ -92,7 +95,7 @@ async fn write(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    (ledger, statements)
+    ledger
 }
 
 async fn migrate_one(seed: u64) {
@@ -135,6 +138,7 @@ async fn migrate_one(seed: u64) {
         .map(|id| (id, (format!("s{id}"), id % 100)))
         .collect();
     let stop = CancellationToken::new();
+    let statements = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(write(
         database.dsn.clone(),
         table.clone(),
@@ -142,6 +146,7 @@ async fn migrate_one(seed: u64) {
         ledger,
         seed,
         stop.clone(),
+        Arc::clone(&statements),
     ));
     let alter = format!(
         "ALTER TABLE {} ADD COLUMN {} INT NOT NULL DEFAULT 3, ADD INDEX {} ({text})",
@@ -156,9 +161,19 @@ async fn migrate_one(seed: u64) {
         "",
     );
     expect_success(&mut run).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Writes after the cut-over must land in the new table too.
+    let target = statements.load(Ordering::Relaxed) + 50;
+    wait::until(
+        "writes after the cut-over",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || async { (statements.load(Ordering::Relaxed) >= target).then_some(()) },
+    )
+    .await
+    .unwrap();
     stop.cancel();
-    let (expected, statements) = writer.await.unwrap();
+    let expected = writer.await.unwrap();
+    let statements = statements.load(Ordering::Relaxed);
     assert!(
         statements > 50,
         "seed {seed}: the writer ran ({statements} statements)"

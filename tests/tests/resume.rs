@@ -289,22 +289,26 @@ async fn a_flush_connection_killed_inside_its_transaction_is_replaced() {
     // The flusher is the one connection idle inside a transaction for a second or more
     // (server-side copies commit at once).
     let mut connection = database.connect().await.unwrap();
-    let mut flushers: Vec<u64> = Vec::new();
-    for _ in 0..100 {
-        flushers = connection
-            .exec(
-                "SELECT p.ID FROM information_schema.PROCESSLIST p \
-                 JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
-                 WHERE p.DB = ? AND p.COMMAND = 'Sleep' AND p.TIME >= 1",
-                (&database.name,),
-            )
-            .await
-            .unwrap();
-        if !flushers.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (flushers, _) = wait::until(
+        "the flush transaction to be idle for a second",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let mut connection = database.connect().await.ok()?;
+            let idle: Vec<u64> = connection
+                .exec(
+                    "SELECT p.ID FROM information_schema.PROCESSLIST p \
+                     JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+                     WHERE p.DB = ? AND p.COMMAND = 'Sleep' AND p.TIME >= 1",
+                    (&database.name,),
+                )
+                .await
+                .ok()?;
+            (!idle.is_empty()).then_some(idle)
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(flushers.len(), 1, "one flush transaction: {flushers:?}");
     connection
         .exec_drop("KILL ?", (flushers[0],))

@@ -134,12 +134,9 @@ struct PlanArgs {
     /// Schema of the table, with --target (default: the one the target's DSN selects).
     #[arg(long, default_value = "")]
     schema: String,
-    /// DSN of the server, selecting the schema (without --target).
-    #[arg(long, env = "SHOAL_DSN", hide_env_values = true)]
-    dsn: Option<String>,
-    /// File holding the DSN.
-    #[arg(long, env = "SHOAL_DSN_FILE")]
-    dsn_file: Option<std::path::PathBuf>,
+    /// The server, without --target.
+    #[command(flatten)]
+    server: DsnArgs,
     /// The ALTER TABLE statement.
     #[arg(long)]
     alter: String,
@@ -188,7 +185,7 @@ struct SubmitArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct RunArgs {
+struct DsnArgs {
     /// DSN of the server, selecting the schema: mysql://user:pass@host:port/schema.
     /// Prefer --dsn-file or SHOAL_DSN to keep the password out of the process list.
     #[arg(long, env = "SHOAL_DSN", hide_env_values = true)]
@@ -196,6 +193,27 @@ struct RunArgs {
     /// File holding the DSN.
     #[arg(long, env = "SHOAL_DSN_FILE")]
     dsn_file: Option<std::path::PathBuf>,
+}
+
+impl DsnArgs {
+    /// The DSN from --dsn (or SHOAL_DSN) or from --dsn-file.
+    fn read(&self) -> anyhow::Result<String> {
+        Ok(match (&self.dsn, &self.dsn_file) {
+            (Some(dsn), _) => dsn.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("read --dsn-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => anyhow::bail!("give the server with --dsn, --dsn-file or SHOAL_DSN"),
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The server.
+    #[command(flatten)]
+    server: DsnArgs,
     /// The ALTER TABLE statement.
     #[arg(long)]
     alter: String,
@@ -338,18 +356,6 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
     Ok(())
 }
 
-/// The DSN from --dsn (or SHOAL_DSN) or from --dsn-file.
-fn read_dsn(dsn: Option<&String>, file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    Ok(match (dsn, file) {
-        (Some(dsn), _) => dsn.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("read --dsn-file {}", path.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => anyhow::bail!("give the server with --dsn, --dsn-file or SHOAL_DSN"),
-    })
-}
-
 async fn plan(
     coordinator: &str,
     token_file: Option<&std::path::Path>,
@@ -382,7 +388,7 @@ async fn plan(
             let options = shoal_coordinator::migration::MigrationOptions {
                 id: new_migration_id(&statement.table),
                 target: LOCAL_TARGET.to_owned(),
-                dsn: read_dsn(args.dsn.as_ref(), args.dsn_file.as_deref())?,
+                dsn: args.server.read()?,
                 alter: args.alter.clone(),
                 threads: 1,
                 chunk_rows: args.chunk_rows,
@@ -484,7 +490,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
 
     let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
-    let dsn = read_dsn(args.dsn.as_ref(), args.dsn_file.as_deref())?;
+    let dsn = args.server.read()?;
     let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
     let options = MigrationOptions {
         id: new_migration_id(&statement.table),
