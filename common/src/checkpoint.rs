@@ -40,6 +40,12 @@ pub struct SpecRecord {
     pub keep_old_table: bool,
     /// Wait on the sentinel table before the cut-over.
     pub defer_cutover: bool,
+    /// Targets whose replication lag holds the copy (fleet migrations).
+    #[serde(default)]
+    pub replica_targets: Vec<String>,
+    /// Throttle limits.
+    #[serde(default)]
+    pub limits: crate::throttle::Limits,
 }
 
 /// What the operator asked of the running migration.
@@ -212,6 +218,8 @@ mod tests {
                     copy_mode: CopyMode::Server,
                     keep_old_table: false,
                     defer_cutover: false,
+                    replica_targets: Vec::new(),
+                    limits: crate::throttle::Limits::default(),
                 },
                 intents: IntentsRecord {
                     paused: false,

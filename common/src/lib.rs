@@ -37,3 +37,4 @@ pub mod sizing;
 pub mod sql;
 pub mod task;
 pub mod telemetry;
+pub mod throttle;

@@ -26,6 +26,11 @@ pub fn fence(table: &str) -> String {
     format!("_{table}_fence")
 }
 
+/// `_<t>_hb`: the replica-lag heartbeat row (written on the primary, read on each replica).
+pub fn heartbeat(table: &str) -> String {
+    format!("_{table}_hb")
+}
+
 /// `<t>_shoal_swap`: the shadow table's name during the cut-over rename. It sorts after `t`, so
 /// the RENAME (which takes its metadata locks in name order) queues on `t` before anything else.
 pub fn swap(table: &str) -> String {
@@ -39,12 +44,13 @@ pub fn swapped_out(table: &str) -> String {
 }
 
 /// Every helper table name of `table`.
-pub fn all(table: &str) -> [String; 6] {
+pub fn all(table: &str) -> [String; 7] {
     [
         shadow(table),
         old(table),
         checkpoint(table),
         fence(table),
+        heartbeat(table),
         swap(table),
         swapped_out(table),
     ]
@@ -67,6 +73,7 @@ mod tests {
         assert_eq!(old("orders"), "_orders_old");
         assert_eq!(checkpoint("orders"), "_orders_chkpnt");
         assert_eq!(fence("orders"), "_orders_fence");
+        assert_eq!(heartbeat("orders"), "_orders_hb");
         assert_eq!(swap("orders"), "orders_shoal_swap");
         assert_eq!(swapped_out("orders"), "orders_shoal_old");
         // MariaDB compares metadata-lock keys as NUL-terminated names: `t` sorts first.

@@ -54,6 +54,7 @@ pub struct StatusJson {
     state: String,
     outcome: String,
     paused: bool,
+    throttled: String,
     healthy: bool,
     message: String,
     state_entered_at: Option<String>,
@@ -96,6 +97,7 @@ pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
             })
             .unwrap_or_else(|_| "UNKNOWN".to_owned()),
         paused: status.paused,
+        throttled: status.throttled.clone(),
         healthy: status.healthy,
         message: status.message.clone(),
         state_entered_at: timestamp(status.state_entered_at.as_ref()),

@@ -15,7 +15,7 @@ use crate::migration::{Progress, State};
 use crate::registry::Outcome;
 
 /// Every metric the coordinator exports, with its help text (also the documented list).
-pub const METRICS: [(&str, &str); 18] = [
+pub const METRICS: [(&str, &str); 19] = [
     (
         "shoal_migration_state",
         "1 for the migration's current lifecycle state (label state), 0 for the others",
@@ -31,6 +31,10 @@ pub const METRICS: [(&str, &str); 18] = [
     (
         "shoal_migration_paused",
         "1 while the copy is paused by an operator",
+    ),
+    (
+        "shoal_migration_throttled",
+        "1 while the copy is held by the throttle (replica lag, Threads_running, history list)",
     ),
     ("shoal_rows_copied", "Rows copied into the shadow table"),
     (
@@ -143,6 +147,8 @@ pub fn observe(id: &MigrationId, progress: &Progress, outcome: &Outcome, now_ms:
     gauge!("shoal_migration_running", "migration" => label()).set(f64::from(u8::from(running)));
     gauge!("shoal_migration_paused", "migration" => label())
         .set(f64::from(u8::from(progress.paused)));
+    gauge!("shoal_migration_throttled", "migration" => label())
+        .set(f64::from(u8::from(progress.throttled.is_some())));
     gauge!("shoal_rows_copied", "migration" => label()).set(progress.rows_copied as f64);
     gauge!("shoal_rows_estimated", "migration" => label()).set(progress.rows_estimated as f64);
     gauge!("shoal_chunks_leased", "migration" => label()).set(progress.chunks_in_flight as f64);

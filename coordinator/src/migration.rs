@@ -29,6 +29,7 @@ pub mod plan;
 pub mod planning;
 pub mod sentinel;
 mod stream;
+pub mod throttle;
 pub mod unique;
 
 use std::time::Duration;
@@ -75,6 +76,9 @@ pub enum Error {
     /// Another owner took the migration over (INV-O1): stop at once, clean nothing up.
     #[error("deposed: {0}")]
     Deposed(String),
+    /// A throttle check gave up (a replica's lag unknown for too long); the table is untouched.
+    #[error("throttle: {0}")]
+    Throttle(String),
     /// Checkpoints cannot be written; the migration stops rather than run on unsaved.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
@@ -162,6 +166,10 @@ pub struct MigrationOptions {
     /// owner's connections recorded in the checkpoint are killed, and the advisory lock is
     /// waited for.
     pub take_over: bool,
+    /// Replicas whose lag holds the copy.
+    pub replicas: Vec<throttle::Replica>,
+    /// Throttle limits (replica lag, `Threads_running`, history list length).
+    pub limits: shoal_common::throttle::Limits,
 }
 
 impl std::fmt::Debug for MigrationOptions {
@@ -176,6 +184,8 @@ impl std::fmt::Debug for MigrationOptions {
             .field("target_chunk_time", &self.target_chunk_time)
             .field("copy_mode", &self.copy_mode)
             .field("owner", &self.owner)
+            .field("replicas", &self.replicas)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +249,8 @@ pub struct Progress {
     pub path: Option<ChangePath>,
     /// Whether the copy is paused by the operator.
     pub paused: bool,
+    /// Why the copy is held by the throttle, while it is.
+    pub throttled: Option<String>,
     /// The last transitions and when the current state was entered.
     pub history: shoal_common::lifecycle::History,
     /// Checkpoints written, and write attempts that failed (and were retried).
@@ -288,6 +300,7 @@ impl Default for Progress {
             cutover_blocked: Duration::ZERO,
             path: None,
             paused: false,
+            throttled: None,
             history: shoal_common::lifecycle::History::default(),
             checkpoints: 0,
             checkpoint_failures: 0,

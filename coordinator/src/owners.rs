@@ -100,7 +100,7 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
     } else {
         table.schema.clone()
     };
-    let options = spec.options.unwrap_or_default();
+    let options = spec.options.clone().unwrap_or_default();
     Ok(MigrationRecord {
         id: new_migration_id(&statement.table).to_string(),
         target: table.target.clone(),
@@ -129,7 +129,22 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
             .map_or(5_000, |timeout| {
                 u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
             }),
+        replica_targets: options.replica_targets.clone(),
+        limits: limits_of(&options),
     })
+}
+
+/// The throttle limits a request asks for (unset durations take the defaults).
+fn limits_of(options: &v1::MigrationOptions) -> shoal_common::throttle::Limits {
+    let defaults = shoal_common::throttle::Limits::default();
+    shoal_common::throttle::Limits {
+        max_replica_lag: crate::api::std_duration(options.max_replica_lag.as_ref())
+            .unwrap_or(defaults.max_replica_lag),
+        unknown_lag_abort_after: crate::api::std_duration(options.unknown_lag_abort_after.as_ref())
+            .unwrap_or(defaults.unknown_lag_abort_after),
+        max_threads_running: options.max_threads_running,
+        max_history_list_length: options.max_history_list_length,
+    }
 }
 
 /// The spec a record stands for (what status answers show).
@@ -154,6 +169,13 @@ fn spec_of(record: &MigrationRecord) -> v1::MigrationSpec {
                 CopyMode::Buffered => v1::CopyMode::Buffered as i32,
                 CopyMode::Server => v1::CopyMode::Server as i32,
             },
+            replica_targets: record.replica_targets.clone(),
+            max_replica_lag: Some(crate::api::proto_duration(record.limits.max_replica_lag)),
+            unknown_lag_abort_after: Some(crate::api::proto_duration(
+                record.limits.unknown_lag_abort_after,
+            )),
+            max_threads_running: record.limits.max_threads_running,
+            max_history_list_length: record.limits.max_history_list_length,
             ..v1::MigrationOptions::default()
         }),
     }
@@ -209,6 +231,19 @@ impl Owners {
             dsn = with_database(&dsn, &record.schema);
         }
         let settings = &self.inner.settings;
+        let lock_wait_timeout = Duration::from_millis(record.lock_wait_timeout_ms);
+        let replicas = record
+            .replica_targets
+            .iter()
+            .map(|name| {
+                let dsn = self.inner.targets.dsn(name)?;
+                crate::migration::throttle::Replica::from_dsn(
+                    &dsn,
+                    Some(name.clone()),
+                    lock_wait_timeout,
+                )
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(MigrationOptions {
             id: MigrationId::parse(record.id.clone())
                 .map_err(|error| Error::Preflight(format!("migration id: {error}")))?,
@@ -230,6 +265,8 @@ impl Owners {
             owner: settings.owner.clone(),
             fleet: Some(settings.fleet.clone()),
             take_over,
+            replicas,
+            limits: record.limits,
         })
     }
 
@@ -676,6 +713,8 @@ impl Owners {
                 strict: false,
                 defer_cutover: detail.spec.defer_cutover,
                 lock_wait_timeout_ms: 5_000,
+                replica_targets: detail.spec.replica_targets.clone(),
+                limits: detail.spec.limits,
             };
             let id = MigrationId::parse(record.id.clone())
                 .map_err(|error| Error::Preflight(format!("migration id: {error}")))?;

@@ -181,6 +181,7 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         state: state as i32,
         outcome: proto_outcome as i32,
         paused: progress.paused,
+        throttled: progress.throttled.clone().unwrap_or_default(),
         healthy,
         message,
         state_entered_at: progress
@@ -201,11 +202,16 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
             .collect(),
         progress: Some(v1::Progress {
             summary: format!(
-                "{}: {} of ~{} rows copied, {} changes applied",
+                "{}: {} of ~{} rows copied, {} changes applied{}",
                 progress.state,
                 progress.rows_copied,
                 progress.rows_estimated,
-                progress.changes_applied
+                progress.changes_applied,
+                progress
+                    .throttled
+                    .as_deref()
+                    .map(|reason| format!("; throttled: {reason}"))
+                    .unwrap_or_default()
             ),
             rows_copied: progress.rows_copied,
             rows_estimated: progress.rows_estimated,

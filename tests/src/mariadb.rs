@@ -191,6 +191,47 @@ impl MariaDb {
         })
     }
 
+    /// A replica of `primary` (server id 2), replicating from the primary's current binlog
+    /// position; returns once both replication threads run.
+    pub fn start_replica_of(dir: &Path, primary: &MariaDbInfo) -> anyhow::Result<Self> {
+        let replica = Self::start_with(dir, "server_id=2\nread_only=ON\n")?;
+        let status = primary.root_sql("SHOW MASTER STATUS")?;
+        let mut fields = status.split_whitespace();
+        let (Some(file), Some(position)) = (fields.next(), fields.next()) else {
+            bail!("SHOW MASTER STATUS on the primary returned {status:?}");
+        };
+        replica.info.root_sql(&format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
+             MASTER_USER='{TEST_USER}', MASTER_PASSWORD='{TEST_PASSWORD}', \
+             MASTER_LOG_FILE='{file}', MASTER_LOG_POS={position}, MASTER_USE_GTID=no; \
+             START SLAVE",
+            primary.port
+        ))?;
+        until_blocking(
+            "the replica's threads to run",
+            START_TIMEOUT,
+            Duration::from_millis(100),
+            || {
+                // ON once both the I/O and the SQL thread run.
+                let status = replica
+                    .info
+                    .root_sql("SHOW GLOBAL STATUS LIKE 'Slave_running'")
+                    .ok()?;
+                status.contains("ON").then_some(())
+            },
+        )
+        .with_context(|| {
+            format!(
+                "replica status:\n{}",
+                replica
+                    .info
+                    .root_sql("SHOW SLAVE STATUS\\G")
+                    .unwrap_or_default()
+            )
+        })?;
+        Ok(replica)
+    }
+
     /// Lets the server outlive this handle (for servers shared across test processes, which a
     /// reaper stops instead).
     pub fn detach(mut self) -> MariaDbInfo {

@@ -182,6 +182,21 @@ struct SubmitArgs {
     /// starting afresh.
     #[arg(long)]
     strict: bool,
+    /// A target (resolved like --target) whose replication lag holds the copy (repeatable).
+    #[arg(long = "replica-target")]
+    replica_targets: Vec<String>,
+    /// Hold the copy while any replica lags more than this (0 turns the check off).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    max_replica_lag: std::time::Duration,
+    /// Fail the migration (before cut-over) when a replica's lag stays unknown this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    unknown_lag_abort_after: std::time::Duration,
+    /// Hold the copy while the primary's Threads_running is above this (0: off).
+    #[arg(long, default_value_t = 0)]
+    max_threads_running: u64,
+    /// Hold the copy while InnoDB's history list length is above this (0: off).
+    #[arg(long, default_value_t = 0)]
+    max_history_list_length: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -257,9 +272,77 @@ struct RunArgs {
     /// migration's row in it is deleted.
     #[arg(long)]
     defer_cutover: bool,
+    /// Throttle limits.
+    #[command(flatten)]
+    throttle: ThrottleArgs,
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     log_format: shoal_common::telemetry::LogFormat,
+}
+
+/// When the copy holds (hands out no new chunk).
+#[derive(Debug, clap::Args)]
+struct ThrottleArgs {
+    /// A replica whose lag holds the copy (repeatable): mysql://user:pass@host:port. shoal
+    /// writes a heartbeat row on the primary and reads it there.
+    #[arg(long = "replica-dsn")]
+    replica_dsns: Vec<String>,
+    /// A file holding one replica DSN (repeatable); keeps the password out of the process list.
+    #[arg(long = "replica-dsn-file")]
+    replica_dsn_files: Vec<std::path::PathBuf>,
+    /// Hold the copy while any replica lags more than this (0 turns the check off).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    max_replica_lag: std::time::Duration,
+    /// Fail the migration (before cut-over) when a replica's lag stays unknown this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    unknown_lag_abort_after: std::time::Duration,
+    /// Hold the copy while the primary's Threads_running is above this (0: off).
+    #[arg(long, default_value_t = 0)]
+    max_threads_running: u64,
+    /// Hold the copy while InnoDB's history list length is above this (0: off); a long
+    /// transaction holding a read view makes it grow.
+    #[arg(long, default_value_t = 0)]
+    max_history_list_length: u64,
+}
+
+impl ThrottleArgs {
+    /// The replicas and limits.
+    fn resolve(
+        &self,
+        lock_wait_timeout: std::time::Duration,
+    ) -> anyhow::Result<(
+        Vec<shoal_coordinator::migration::throttle::Replica>,
+        shoal_common::throttle::Limits,
+    )> {
+        let mut dsns = self.replica_dsns.clone();
+        for path in &self.replica_dsn_files {
+            dsns.push(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("read --replica-dsn-file {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        let replicas = dsns
+            .iter()
+            .map(|dsn| {
+                shoal_coordinator::migration::throttle::Replica::from_dsn(
+                    dsn,
+                    None,
+                    lock_wait_timeout,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            replicas,
+            shoal_common::throttle::Limits {
+                max_replica_lag: self.max_replica_lag,
+                unknown_lag_abort_after: self.unknown_lag_abort_after,
+                max_threads_running: self.max_threads_running,
+                max_history_list_length: self.max_history_list_length,
+            },
+        ))
+    }
 }
 
 /// The coordinator's MigrationService, every call carrying the bearer token if there is one.
@@ -405,6 +488,8 @@ async fn plan(
                 owner: "plan".to_owned(),
                 fleet: None,
                 take_over: false,
+                replicas: Vec::new(),
+                limits: shoal_common::throttle::Limits::default(),
             };
             shoal_coordinator::embedded::plan(options).await?
         }
@@ -492,6 +577,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
     let dsn = args.server.read()?;
     let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
+    let (replicas, limits) = args.throttle.resolve(args.lock_wait_timeout)?;
     let options = MigrationOptions {
         id: new_migration_id(&statement.table),
         target: LOCAL_TARGET.to_owned(),
@@ -516,6 +602,8 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         ),
         fleet: None,
         take_over: false,
+        replicas,
+        limits,
     };
     let id = options.id.clone();
     let (progress, watcher) = tokio::sync::watch::channel(Progress::default());
@@ -570,8 +658,13 @@ async fn report_progress(
         } else {
             0.0
         };
+        let throttled = progress
+            .throttled
+            .as_deref()
+            .map(|reason| format!(", throttled: {reason}"))
+            .unwrap_or_default();
         eprintln!(
-            "shoal: {} rows {}/{} (~{percent:.0}%), chunks {} done {} in flight, changes applied {} buffered {}",
+            "shoal: {} rows {}/{} (~{percent:.0}%), chunks {} done {} in flight, changes applied {} buffered {}{throttled}",
             progress.state,
             progress.rows_copied,
             progress.rows_estimated,
@@ -610,6 +703,13 @@ fn status_line(status: &v1::MigrationStatus) -> String {
     )
 }
 
+fn proto_duration(duration: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
 async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
     let request = v1::SubmitMigrationRequest {
         spec: Some(v1::MigrationSpec {
@@ -621,10 +721,7 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
             alter_statement: args.alter,
             options: Some(v1::MigrationOptions {
                 threads: args.threads,
-                target_chunk_time: Some(prost_types::Duration {
-                    seconds: i64::try_from(args.target_chunk_time.as_secs()).unwrap_or(i64::MAX),
-                    nanos: i32::try_from(args.target_chunk_time.subsec_nanos()).unwrap_or(0),
-                }),
+                target_chunk_time: Some(proto_duration(args.target_chunk_time)),
                 keep_old_table: args.keep_old_table,
                 no_instant: args.no_instant,
                 defer_cutover: args.defer_cutover,
@@ -633,6 +730,11 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
                     shoal_common::task::CopyMode::Buffered => v1::CopyMode::Buffered as i32,
                     shoal_common::task::CopyMode::Server => v1::CopyMode::Server as i32,
                 },
+                replica_targets: args.replica_targets,
+                max_replica_lag: Some(proto_duration(args.max_replica_lag)),
+                unknown_lag_abort_after: Some(proto_duration(args.unknown_lag_abort_after)),
+                max_threads_running: args.max_threads_running,
+                max_history_list_length: args.max_history_list_length,
                 ..Default::default()
             }),
         }),

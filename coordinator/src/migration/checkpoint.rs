@@ -182,6 +182,13 @@ impl Migration {
                 copy_mode: self.options.copy_mode,
                 keep_old_table: self.options.keep_old_table,
                 defer_cutover: self.options.defer_cutover,
+                replica_targets: self
+                    .options
+                    .replicas
+                    .iter()
+                    .filter_map(|replica| replica.target.clone())
+                    .collect(),
+                limits: self.options.limits,
             },
             intents: IntentsRecord {
                 paused: intents.paused,

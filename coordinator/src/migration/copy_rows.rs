@@ -18,6 +18,7 @@ use shoal_common::ids::{FenceEpoch, TaskId};
 use shoal_common::key::Key;
 use shoal_common::names;
 use shoal_common::task::{CopyContext, ReturnReason, TaskKind, TaskSpec};
+use shoal_common::throttle::Verdict;
 use tracing::{Instrument, info, warn};
 
 use super::Error;
@@ -318,6 +319,7 @@ impl Migration {
                 )
             })
             .collect();
+        let throttle = self.start_throttle();
         loop {
             self.check_cancelled()?;
             let intents = *self.intents.borrow();
@@ -325,7 +327,14 @@ impl Migration {
                 self.duties.force();
             }
             self.publish_paused(intents.paused);
-            let window = if intents.paused {
+            let verdict = throttle
+                .as_ref()
+                .map_or(Verdict::Go, |monitor| monitor.verdict.borrow().clone());
+            if let Verdict::Abort(reason) = &verdict {
+                return Err(Error::Throttle(reason.clone()));
+            }
+            self.publish_throttled(verdict.held());
+            let window = if intents.paused || verdict.held().is_some() {
                 0
             } else {
                 (intents.threads.max(1) as usize) * 2
@@ -522,6 +531,7 @@ impl Migration {
                 window.ended_ms = Some(now_ms);
             }
         });
+        self.publish_throttled(None);
         info!(migration_id = %self.options.id, "all chunks copied");
         Ok(())
     }

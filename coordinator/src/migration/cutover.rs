@@ -283,7 +283,11 @@ impl Migration {
     /// `Close`: drops shoal's tables (and `_t_old` unless kept) and releases the lock.
     pub(super) async fn close(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
-        let mut drop_list = vec![names::checkpoint(&self.table), names::fence(&self.table)];
+        let mut drop_list = vec![
+            names::checkpoint(&self.table),
+            names::fence(&self.table),
+            names::heartbeat(&self.table),
+        ];
         if !self.options.keep_old_table {
             drop_list.push(names::old(&self.table));
         }

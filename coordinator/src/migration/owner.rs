@@ -619,6 +619,7 @@ impl Migration {
                 self.qualified(&names::fence(&self.table))
             ))
             .await?;
+        self.create_heartbeat(&mut connection).await?;
         self.prepare_columns(&mut connection).await?;
         let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
         self.owner_epoch = next_owner_epoch(self.store.owner_epoch(&self.options.id).await?, None);
@@ -765,6 +766,7 @@ impl Migration {
             return Ok(Resume::Fresh);
         }
         self.created_tables = true;
+        self.create_heartbeat(&mut connection).await?;
         self.prepare_columns(&mut connection).await?;
         if let Some(plan) = &saved.detail.plan {
             let (planner, ledger, undrained) = plan.restore();
@@ -822,6 +824,7 @@ impl Migration {
             names::shadow(&self.table),
             names::checkpoint(&self.table),
             names::fence(&self.table),
+            names::heartbeat(&self.table),
             names::swap(&self.table),
         ] {
             connection

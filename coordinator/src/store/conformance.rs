@@ -373,6 +373,8 @@ pub async fn migration_store<F, Fut>(
         strict: false,
         defer_cutover: false,
         lock_wait_timeout_ms: 5000,
+        replica_targets: vec!["replica".to_owned()],
+        limits: shoal_common::throttle::Limits::default(),
     };
     store.register(&record).await.expect("register");
     store.register(&record).await.expect("register twice");

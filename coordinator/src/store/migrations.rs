@@ -48,6 +48,12 @@ pub struct MigrationRecord {
     pub defer_cutover: bool,
     /// Bound on lock waits, in milliseconds.
     pub lock_wait_timeout_ms: u64,
+    /// Targets whose replication lag holds the copy.
+    #[serde(default)]
+    pub replica_targets: Vec<String>,
+    /// Throttle limits.
+    #[serde(default)]
+    pub limits: shoal_common::throttle::Limits,
 }
 
 /// What operators asked of a migration, through any coordinator; its owner applies it.

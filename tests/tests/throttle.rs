@@ -1,0 +1,363 @@
+//! Throttling (design "Throttling"): the copy holds while a real replica's SQL thread is
+//! stopped (lag measured from shoal's heartbeat row) and while a long transaction keeps the
+//! InnoDB history list long, and resumes when the cause goes away; the table ends exact under
+//! the writer. Each test runs its own private servers: both conditions are server-wide.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_tests::mariadb::MariaDb;
+use shoal_tests::processes::ShoalProcess;
+use shoal_tests::scenario::{
+    ALTER, assert_migrated_exactly, expect_success, finish_writer, shoal_run, start_writer,
+    wait_for_log, wait_for_shadow_rows,
+};
+use shoal_tests::servers::TestDatabase;
+use shoal_tests::{wait, writer};
+
+/// A database `name` on `server` holding `orders` with `rows` rows, and its content.
+async fn seeded_on(server: &MariaDb, name: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
+    server
+        .info
+        .root_sql(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let database = TestDatabase {
+        name: name.to_owned(),
+        dsn: server.info.dsn(name),
+    };
+    let mut connection = database.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", rows).await.unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    (database, ledger)
+}
+
+/// One `shoal run` progress line: rows copied, chunks in flight, and the throttle's reason.
+#[derive(Debug, Clone, PartialEq)]
+struct ProgressLine {
+    rows_copied: u64,
+    in_flight: u64,
+    throttled: Option<String>,
+}
+
+/// Every progress line `shoal run` printed so far, in order.
+fn progress_lines(run: &ShoalProcess) -> Vec<ProgressLine> {
+    run.logs()
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("shoal: CopyRows rows ")?;
+            let rows_copied = rest.split('/').next()?.parse().ok()?;
+            let in_flight = rest
+                .split(" done ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            let throttled = rest
+                .split_once(", throttled: ")
+                .map(|(_, reason)| reason.to_owned());
+            Some(ProgressLine {
+                rows_copied,
+                in_flight,
+                throttled,
+            })
+        })
+        .collect()
+}
+
+/// Waits until the copy is held for a reason containing `cause` with no chunk in flight, then
+/// watches three more progress lines (six seconds): the copy must not advance while held.
+/// Returns the rows copied while held.
+async fn assert_held(run: &ShoalProcess, cause: &str) -> u64 {
+    let held = |line: &ProgressLine| {
+        line.in_flight == 0
+            && line
+                .throttled
+                .as_deref()
+                .is_some_and(|reason| reason.contains(cause))
+    };
+    let (first, _) = wait::until(
+        "a progress line showing the copy held with no chunk in flight",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let lines = progress_lines(run);
+            lines
+                .iter()
+                .position(held)
+                .map(|index| (index, lines[index].rows_copied))
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}; log:\n{}", run.logs()));
+    let (index, rows) = first;
+    wait::until(
+        "three more progress lines",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { (progress_lines(run).len() > index + 3).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let lines = progress_lines(run);
+    for line in &lines[index..index + 4] {
+        assert!(
+            held(line),
+            "the copy stayed held: {line:?}; log:\n{}",
+            run.logs()
+        );
+        assert_eq!(
+            line.rows_copied,
+            rows,
+            "the copy did not advance while held; log:\n{}",
+            run.logs()
+        );
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_holds_while_a_replica_stops_applying_and_resumes_when_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = MariaDb::start(&dir.path().join("primary")).unwrap();
+    let replica = MariaDb::start_replica_of(&dir.path().join("replica"), &primary.info).unwrap();
+    let (database, ledger) = seeded_on(&primary, "lagged", 40_000).await;
+    let writer = start_writer(&database, ledger, 71).await;
+    let replica_dsn = replica.info.dsn("lagged");
+    // 200 chunks of 200 keys, each 100 ms on the server: the copy lasts about ten seconds.
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &[
+            "--replica-dsn",
+            &replica_dsn,
+            "--max-replica-lag",
+            "2s",
+            "--chunk-rows",
+            "200",
+            "--target-chunk-time",
+            "0",
+        ],
+        "copy.server_sleep=sleep(100)",
+    );
+    wait_for_shadow_rows(&database, 1_000).await;
+    replica.info.root_sql("STOP SLAVE SQL_THREAD").unwrap();
+    let held_at = assert_held(&run, "lags").await;
+    assert!(held_at < 40_000, "the copy was held before it ended");
+    assert!(
+        !run.logs().contains("Seconds_Behind_Master"),
+        "lag comes from the heartbeat"
+    );
+    replica.info.root_sql("START SLAVE SQL_THREAD").unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(log.contains("copy no longer throttled"), "log:\n{log}");
+    assert!(
+        !log.contains(shoal_tests::mariadb::TEST_PASSWORD),
+        "the replica's password is never logged"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+    // The replica applied the whole migration, cut-over included.
+    let replica_database = TestDatabase {
+        name: "lagged".to_owned(),
+        dsn: replica_dsn,
+    };
+    let converged = wait::until(
+        "the replica to converge",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let mut connection = replica_database.connect().await.ok()?;
+            let actual = writer::read_table(&mut connection, "orders").await.ok()?;
+            writer::differences(&expected, &actual)
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(converged.is_ok(), "{converged:?}");
+}
+
+/// The primary's InnoDB history list length, as shoal reads it.
+async fn history_list_length(connection: &mut mysql_async::Conn) -> u64 {
+    connection
+        .query_first(
+            "SELECT `COUNT` FROM information_schema.INNODB_METRICS \
+             WHERE NAME = 'trx_rseg_history_len'",
+        )
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_holds_while_a_read_view_keeps_the_history_list_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MariaDb::start(&dir.path().join("server")).unwrap();
+    let (database, ledger) = seeded_on(&server, "history", 20_000).await;
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop("CREATE TABLE churn (id INT PRIMARY KEY, v INT NOT NULL); INSERT INTO churn VALUES (1, 0)")
+        .await
+        .unwrap();
+    // A long transaction holding a read view: purge cannot remove anything committed after it.
+    let mut long = database.connect().await.unwrap();
+    long.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .unwrap();
+    let _: Option<u64> = long.query_first("SELECT v FROM churn").await.unwrap();
+    for _ in 0..3_000 {
+        connection
+            .query_drop("UPDATE churn SET v = v + 1 WHERE id = 1")
+            .await
+            .unwrap();
+    }
+    let length = history_list_length(&mut connection).await;
+    assert!(length >= 3_000, "history list length {length}");
+    let writer = start_writer(&database, ledger, 72).await;
+    let mut run = shoal_run(&database, ALTER, &["--max-history-list-length", "1500"], "");
+    wait_for_log(
+        &run,
+        "InnoDB history list length is",
+        Duration::from_secs(60),
+    )
+    .await;
+    let held_at = assert_held(&run, "history list length").await;
+    assert_eq!(
+        held_at, 0,
+        "nothing was copied while the read view was open"
+    );
+    long.query_drop("COMMIT").await.unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(log.contains("copy no longer throttled"), "log:\n{log}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_lag_stays_unknown_holds_the_copy_then_fails_it_cleanly() {
+    let (database, ledger) = shoal_tests::scenario::seeded("unknown_lag", 5_000).await;
+    let writer = start_writer(&database, ledger, 73).await;
+    // Nothing listens there: the replica's lag cannot be read.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("mysql://shoal:secret-replica-password@127.0.0.1:{port}/x");
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &[
+            "--replica-dsn",
+            &unreachable,
+            "--unknown-lag-abort-after",
+            "3s",
+        ],
+        "",
+    );
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let log = run.logs();
+    assert!(!status.success(), "log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "the lag of replica 127.0.0.1:{port} has been unknown for "
+        )),
+        "log:\n{log}"
+    );
+    assert!(
+        !log.contains("secret-replica-password"),
+        "the replica's password is never logged:\n{log}"
+    );
+    let held = progress_lines(&run);
+    assert!(
+        held.iter().all(|line| line.rows_copied == 0),
+        "nothing was copied: {held:?}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    let mut connection = database.connect().await.unwrap();
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    assert!(writer::differences(&expected, &actual).is_empty());
+    assert_eq!(
+        shoal_tests::scenario::tables(&mut connection, &database.name).await,
+        ["orders"],
+        "shoal's tables are removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_migration_shows_why_it_is_held_and_fails_when_lag_stays_unknown() {
+    let (database, ledger) = shoal_tests::scenario::seeded("fleet_unknown_lag", 2_000).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = vec![
+        ("SHOAL_TARGET_LOCAL", database.dsn.clone()),
+        (
+            "SHOAL_TARGET_GHOST",
+            format!("mysql://shoal:secret-replica-password@127.0.0.1:{port}/x"),
+        ),
+    ];
+    let coordinator =
+        shoal_tests::scenario::start_fleet_coordinator("fleet_unknown_lag", env).await;
+    let id = shoal_tests::scenario::submit(
+        &coordinator.url,
+        &[
+            "--replica-target",
+            "ghost",
+            "--unknown-lag-abort-after",
+            "4s",
+        ],
+    )
+    .await;
+    let (held, _) = wait::until(
+        "the status to say why the copy is held",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let status = coordinator.status(&id).await.ok()?;
+            status.throttled.contains("lag unknown").then_some(status)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        held.throttled
+            .contains(&format!("replica 127.0.0.1:{port}: lag unknown")),
+        "{held:?}"
+    );
+    let (failed, _) = wait::until(
+        "the migration to fail",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let status = coordinator.status(&id).await.ok()?;
+            (status.outcome == shoal_proto::v1::Outcome::Failed as i32).then_some(status)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        failed.message.contains("has been unknown for"),
+        "{failed:?}"
+    );
+    assert!(!format!("{failed:?}").contains("secret-replica-password"));
+    assert!(
+        !coordinator
+            .process
+            .logs()
+            .contains("secret-replica-password"),
+        "the replica's password is never logged"
+    );
+    let mut connection = database.connect().await.unwrap();
+    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
+    assert!(writer::differences(&ledger, &actual).is_empty());
+    assert_eq!(
+        shoal_tests::scenario::tables(&mut connection, &database.name).await,
+        ["orders"]
+    );
+}
