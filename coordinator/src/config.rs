@@ -66,6 +66,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<std::path::PathBuf>,
 
+    /// TLS (and mutual TLS) for gRPC and the status API.
+    #[command(flatten)]
+    pub tls: shoal_proto::tls::ServerTlsArgs,
+
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -7,7 +7,8 @@
 //! - [`server`]: the process: binds, serves gRPC (plus health and reflection), drains on
 //!   shutdown.
 //! - [`api`]: the gRPC services (`MigrationService`, `WorkService`) and error mapping.
-//! - [`http`]: the JSON status API for dashboards (same statuses as gRPC) and `/metrics`.
+//! - [`http`]: the JSON status API for dashboards (same statuses as gRPC) and `/metrics`;
+//!   [`tls_listener`] serves it over TLS.
 //! - [`metrics`]: the Prometheus metrics of the migrations this replica owns.
 //! - [`embedded`]: `shoal run`, one process with in-process workers and an in-memory store.
 //! - [`migration`]: one online schema change, phase by phase, as its owner runs it.
@@ -28,3 +29,4 @@ pub mod owners;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tls_listener;

@@ -128,6 +128,8 @@ impl Coordinator {
             .map(Token::from_file)
             .transpose()
             .context("--auth-token-file")?;
+        let grpc_tls = self.config.tls.grpc().context("TLS")?;
+        let http_tls = self.config.tls.http().context("TLS")?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<MigrationServiceServer<MigrationApi>>()
@@ -163,17 +165,17 @@ impl Coordinator {
             let listener = TcpListener::bind(http)
                 .await
                 .with_context(|| format!("listen on {http} (--http)"))?;
-            info!(address = %http, "status API listening");
+            info!(address = %http, tls = http_tls.is_some(), "status API listening");
             let router = crate::http::router(owners.clone(), token.clone());
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    warn!(%error, "status API stopped");
+            match http_tls {
+                Some(config) => {
+                    let listener = crate::tls_listener::TlsListener::new(listener, config)?;
+                    tokio::spawn(serve_http(listener, router, shutdown.clone()));
                 }
-            });
+                None => {
+                    tokio::spawn(serve_http(listener, router, shutdown.clone()));
+                }
+            }
         }
         let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners.clone());
         let work_api = WorkApi::new(
@@ -189,9 +191,15 @@ impl Coordinator {
             coordinator_id = %self.id,
             %address,
             worker_ttl = ?self.timing.ttl,
+            tls = grpc_tls.is_some(),
+            mutual_tls = self.config.tls.tls_client_ca.is_some(),
             "coordinator listening"
         );
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(config) = grpc_tls {
+            server = server.tls_config(config).context("gRPC TLS")?;
+        }
+        server
             // Health stays open: probes carry no token.
             .add_service(health_service)
             .add_service(InterceptedService::new(
@@ -217,6 +225,20 @@ impl Coordinator {
         owners.wait_stopped(Duration::from_secs(10)).await;
         info!(coordinator_id = %self.id, "coordinator stopped");
         Ok(())
+    }
+}
+
+/// Serves the status API on `listener` until `stop`.
+async fn serve_http<L>(listener: L, router: axum::Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(error) = served {
+        warn!(%error, "status API stopped");
     }
 }
 

@@ -5,12 +5,14 @@
 //! - `shoal/v1/migration.proto`: `MigrationService`, what people and services call.
 //! - `shoal/v1/work.proto`: `WorkService`, what workers call.
 //!
-//! [`auth`] holds the bearer token the calls carry when the fleet requires one.
+//! [`auth`] holds the bearer token the calls carry when the fleet requires one; [`tls`] the
+//! TLS (and mutual TLS) flags and configurations.
 //!
 //! Ids travel as strings and integers on the wire; `shoal-common` turns them into newtypes at
 //! the edge.
 
 pub mod auth;
+pub mod tls;
 
 /// The `shoal.v1` package.
 pub mod v1 {

@@ -25,5 +25,6 @@ pub mod redis_server;
 pub mod scenario;
 pub mod servers;
 pub mod system;
+pub mod tls;
 pub mod wait;
 pub mod writer;

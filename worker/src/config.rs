@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<std::path::PathBuf>,
 
+    /// TLS to the coordinator (an https:// --coordinator), and this worker's certificate for
+    /// mutual TLS.
+    #[command(flatten)]
+    pub tls: shoal_proto::tls::ClientTlsArgs,
+
     /// Address of the Prometheus `/metrics` endpoint; off when unset.
     #[arg(long, env = "SHOAL_HTTP")]
     pub http: Option<std::net::SocketAddr>,

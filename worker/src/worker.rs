@@ -87,6 +87,10 @@ impl Worker {
             .with_context(|| format!("--coordinator {:?} is not a URL", config.coordinator))?
             .connect_timeout(CALL_TIMEOUT)
             .tcp_nodelay(true);
+        let endpoint = match config.tls.config(&config.coordinator).context("TLS")? {
+            Some(tls) => endpoint.tls_config(tls).context("TLS")?,
+            None => endpoint,
+        };
         let token = config
             .auth_token_file
             .as_deref()

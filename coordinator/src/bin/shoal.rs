@@ -38,6 +38,11 @@ struct Cli {
     #[arg(long, global = true, env = "SHOAL_AUTH_TOKEN_FILE")]
     auth_token_file: Option<std::path::PathBuf>,
 
+    /// TLS to the coordinator (an https:// --coordinator), and a client certificate for
+    /// coordinators that require one.
+    #[command(flatten)]
+    tls: shoal_proto::tls::ClientTlsArgs,
+
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -348,13 +353,21 @@ impl ThrottleArgs {
 /// The coordinator's MigrationService, every call carrying the bearer token if there is one.
 type Client = MigrationServiceClient<InterceptedService<Channel, BearerToken>>;
 
-async fn client(address: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
+async fn client(
+    address: &str,
+    token_file: Option<&std::path::Path>,
+    tls: &shoal_proto::tls::ClientTlsArgs,
+) -> anyhow::Result<Client> {
     let token = token_file
         .map(Token::from_file)
         .transpose()
         .context("--auth-token-file")?;
     let endpoint = Endpoint::from_shared(address.to_owned())
         .with_context(|| format!("--coordinator {address:?} is not a URL"))?;
+    let endpoint = match tls.config(address).context("TLS")? {
+        Some(config) => endpoint.tls_config(config).context("TLS")?,
+        None => endpoint,
+    };
     let channel = endpoint
         .connect()
         .await
@@ -442,11 +455,12 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
 async fn plan(
     coordinator: &str,
     token_file: Option<&std::path::Path>,
+    tls: &shoal_proto::tls::ClientTlsArgs,
     output: Output,
     args: PlanArgs,
 ) -> anyhow::Result<()> {
     let response = match args.target {
-        Some(target) => client(coordinator, token_file)
+        Some(target) => client(coordinator, token_file, tls)
             .await?
             .plan_migration(v1::PlanMigrationRequest {
                 spec: Some(v1::MigrationSpec {
@@ -939,6 +953,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             plan(
                 &cli.coordinator,
                 cli.auth_token_file.as_deref(),
+                &cli.tls,
                 cli.output,
                 args,
             )
@@ -946,21 +961,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Submit(args) => {
             submit(
-                &mut client(&cli.coordinator, cli.auth_token_file.as_deref()).await?,
+                &mut client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls).await?,
                 args,
             )
             .await
         }
         Command::Watch { id } => {
             watch(
-                &mut client(&cli.coordinator, cli.auth_token_file.as_deref()).await?,
+                &mut client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls).await?,
                 id,
                 cli.output,
             )
             .await
         }
         Command::Status { id } => {
-            let response = client(&cli.coordinator, cli.auth_token_file.as_deref())
+            let response = client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .get_migration(v1::GetMigrationRequest { migration_id: id })
                 .await
@@ -977,7 +992,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pause { id } => {
-            client(&cli.coordinator, cli.auth_token_file.as_deref())
+            client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .pause_migration(v1::PauseMigrationRequest {
                     migration_id: id.clone(),
@@ -989,7 +1004,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Release { id } => {
-            client(&cli.coordinator, cli.auth_token_file.as_deref())
+            client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .release_cutover(v1::ReleaseCutoverRequest {
                     migration_id: id.clone(),
@@ -1000,7 +1015,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Resume { id } => {
-            client(&cli.coordinator, cli.auth_token_file.as_deref())
+            client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .resume_migration(v1::ResumeMigrationRequest {
                     migration_id: id.clone(),
@@ -1011,7 +1026,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Volume { id, threads } => {
-            client(&cli.coordinator, cli.auth_token_file.as_deref())
+            client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .set_volume(v1::SetVolumeRequest {
                     migration_id: id.clone(),
@@ -1024,7 +1039,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cancel { id } => {
-            client(&cli.coordinator, cli.auth_token_file.as_deref())
+            client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls)
                 .await?
                 .cancel_migration(v1::CancelMigrationRequest {
                     migration_id: id.clone(),
@@ -1036,7 +1051,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workers => {
-            let mut client = client(&cli.coordinator, cli.auth_token_file.as_deref()).await?;
+            let mut client =
+                client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls).await?;
             let response = client
                 .list_workers(v1::ListWorkersRequest {})
                 .await
@@ -1044,7 +1060,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_workers(&response.into_inner().workers, cli.output)
         }
         Command::List => {
-            let mut client = client(&cli.coordinator, cli.auth_token_file.as_deref()).await?;
+            let mut client =
+                client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls).await?;
             let response = client
                 .list_migrations(v1::ListMigrationsRequest::default())
                 .await
@@ -1057,6 +1074,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let coordinator = cli.coordinator.clone();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<NotCompleted>() => {
@@ -1065,6 +1083,15 @@ async fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("shoal: {error:#}");
+            let text = format!("{error:#}");
+            if text.contains("transport error") || text.contains("operation was canceled") {
+                eprintln!(
+                    "shoal: hint: the connection to {coordinator} failed below gRPC. A coordinator \
+                     serving TLS needs an https:// address and --tls-ca; one with \
+                     --tls-client-ca also needs --tls-cert and --tls-key (a certificate its CA \
+                     signed)."
+                );
+            }
             ExitCode::FAILURE
         }
     }
