@@ -19,6 +19,7 @@
 pub mod alter;
 pub mod apply;
 pub mod binlog;
+pub mod capacity;
 pub mod catalog;
 pub mod checkpoint;
 pub mod checksum;

@@ -24,6 +24,26 @@ pub async fn seeded(label: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
     (database, ledger)
 }
 
+/// A database `name` on a private `server` holding `orders` with `rows` rows, and its content.
+pub async fn seeded_on(
+    server: &crate::mariadb::MariaDb,
+    name: &str,
+    rows: u64,
+) -> (TestDatabase, writer::Ledger) {
+    server
+        .info
+        .root_sql(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let database = TestDatabase {
+        name: name.to_owned(),
+        dsn: server.info.dsn(name),
+    };
+    let mut connection = database.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", rows).await.unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    (database, ledger)
+}
+
 /// Asserts the migrated table has the new schema and equals the ledger exactly.
 pub async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer::Ledger) {
     let mut connection = database.connect().await.unwrap();

@@ -276,3 +276,45 @@ async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate
     assert_exact(&database, &expected).await;
     assert_eq!(show_create(&database).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_names_the_first_row_that_does_not_fit() {
+    // One value in 5,000 does not fit TINYINT, in the middle of a chunk; both copy modes.
+    for mode in ["server", "buffered"] {
+        let database = shoal_tests::servers::shared()
+            .database(&format!("m_narrow_row_{mode}"))
+            .await
+            .unwrap();
+        let mut connection = database.connect().await.unwrap();
+        connection
+            .query_drop(
+                "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NOT NULL); \
+                 INSERT INTO t SELECT seq, seq % 100 FROM seq_1_to_5000; \
+                 UPDATE t SET a = 1000 WHERE id = 3456",
+            )
+            .await
+            .unwrap();
+        let mut run = shoal_run(
+            &database,
+            "ALTER TABLE t MODIFY a TINYINT NOT NULL",
+            &[
+                "--copy-mode",
+                mode,
+                "--chunk-rows",
+                "1000",
+                "--target-chunk-time",
+                "0",
+            ],
+            "",
+        );
+        let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+        let logs = run.logs();
+        assert!(!status.success(), "{mode}: completed:\n{logs}");
+        assert!(
+            logs.contains("Out of range value for column 'a'")
+                && logs.contains("(the first such row: `id` = 3456)"),
+            "{mode}: the error names the row:\n{logs}"
+        );
+        assert_eq!(tables(&mut connection, &database.name).await, ["t"]);
+    }
+}

@@ -1,11 +1,14 @@
-//! Changes captured from the binlog are written exactly as the copy writes them, for the column
-//! types a table commonly has. Rows are changed all through the copy (so every change goes
-//! through the binlog path), the writer stops before the checksum, and then: the checksum needs
-//! no repair (the change path wrote the same bytes as the copy), and the kept old table equals
-//! the new one column by column, compared by the server.
+//! Every column type a table commonly has, migrated under a writer and compared with the writer's
+//! own expectation. The writer changes rows (inserts, replaces, updates, deletes, key moves) all
+//! through the copy, the checksum and the cut-over and after it, and after each statement reads
+//! back, as the server renders it, the row it touched: that ledger is the expectation. At the
+//! end the new table must equal it row for row, the checksum must have needed no repair (the
+//! change path wrote the same bytes as the copy), and generated columns hold what the server
+//! computes.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -19,11 +22,19 @@ const CREATE: &str = "CREATE TABLE typed (
     e ENUM('alpha','beta','gamma') NULL, st SET('x','y','z') NULL,
     amount DECIMAL(12,4) NULL, f DOUBLE NULL, j JSON NULL, b VARBINARY(16) NULL,
     txt TEXT CHARACTER SET utf8mb4 NULL, latin VARCHAR(20) CHARACTER SET latin1 NULL,
-    u INT UNSIGNED NULL, big BIGINT NULL, bits BIT(5) NULL, yr YEAR NULL
+    u INT UNSIGNED NULL, big BIGINT NULL, bits BIT(5) NULL, yr YEAR NULL,
+    blob_col MEDIUMBLOB NULL, wide DECIMAL(65,30) NULL, fl FLOAT NULL,
+    gv INT AS (u % 7) VIRTUAL,
+    gs VARCHAR(40) AS (CONCAT(COALESCE(e, '-'), '/', COALESCE(yr, 0))) STORED
 ) ENGINE=InnoDB";
 
-const COLUMNS: &str =
-    "id, ts, dt, d, tm, e, st, amount, f, j, HEX(b), txt, latin, u, big, bits + 0, yr";
+/// The columns the writer writes (the generated ones are computed by the server).
+const WRITTEN: &str =
+    "id, ts, dt, d, tm, e, st, amount, f, j, b, txt, latin, u, big, bits, yr, blob_col, wide, fl";
+
+/// Every column as compared (binary ones as hex, BIT as a number).
+const COLUMNS: &str = "id, ts, dt, d, tm, e, st, amount, f, j, HEX(b), txt, latin, u, big, \
+     bits + 0, yr, MD5(blob_col), LENGTH(blob_col), wide, fl, gv, gs";
 
 fn random_row(id: i64, random: &mut SplitMix) -> String {
     fn pick(random: &mut SplitMix, choices: &[&str]) -> String {
@@ -92,6 +103,25 @@ fn random_row(id: i64, random: &mut SplitMix) -> String {
         ),
         pick(random, &["b'00000'", "b'11111'", "b'10101'"]),
         pick(random, &["1901", "2155", "2024"]),
+        pick(
+            random,
+            &[
+                "X''",
+                "X'00'",
+                "RANDOM_BYTES(1024)",
+                "REPEAT(X'00FF', 20000)",
+            ],
+        ),
+        pick(
+            random,
+            &[
+                "'99999999999999999999999999999999999.999999999999999999999999999999'",
+                "'-0.000000000000000000000000000001'",
+                "0",
+                "'12345.678901234567890123456789012345'",
+            ],
+        ),
+        pick(random, &["1.5", "-3.4e38", "1.17549e-38", "0"]),
     ];
     let values: Vec<String> = values
         .into_iter()
@@ -106,8 +136,83 @@ fn random_row(id: i64, random: &mut SplitMix) -> String {
     format!("({id}, {})", values.join(", "))
 }
 
+/// One row, every value as an SQL literal (whole, unlike `Debug`, which abbreviates bytes).
+fn render(row: mysql_async::Row) -> String {
+    row.unwrap()
+        .iter()
+        .map(|value| value.as_sql(false))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows of `typed` (or one row, with `id`) as the server renders them.
+async fn read(connection: &mut mysql_async::Conn, id: Option<i64>) -> BTreeMap<i64, String> {
+    let rows: Vec<mysql_async::Row> = match id {
+        Some(id) => connection
+            .exec(format!("SELECT {COLUMNS} FROM typed WHERE id = ?"), (id,))
+            .await
+            .unwrap(),
+        // The binary protocol both ways, so that values are typed alike.
+        None => connection
+            .exec(format!("SELECT {COLUMNS} FROM typed"), ())
+            .await
+            .unwrap(),
+    };
+    rows.into_iter()
+        .map(|row| (row.get::<i64, _>(0).unwrap(), render(row)))
+        .collect()
+}
+
+/// One random change; on success the ledger follows it (the writer is the only one).
+async fn change(
+    connection: &mut mysql_async::Conn,
+    random: &mut SplitMix,
+    rows: i64,
+    ledger: &mut BTreeMap<i64, String>,
+) -> bool {
+    let id = i64::try_from(random.below(u64::try_from(rows * 2 + 200).unwrap())).unwrap() - 100;
+    let (statement, touched) = match random.below(5) {
+        0 => (
+            format!(
+                "REPLACE INTO typed ({WRITTEN}) VALUES {}",
+                random_row(id, random)
+            ),
+            vec![id],
+        ),
+        1 => (format!("DELETE FROM typed WHERE id = {id}"), vec![id]),
+        2 => (
+            format!("UPDATE typed SET id = {} WHERE id = {id}", id + 100_000),
+            vec![id, id + 100_000],
+        ),
+        3 => (
+            format!(
+                "UPDATE typed SET e = NULL, st = NULL, j = NULL, txt = NULL, blob_col = NULL, \
+                 wide = NULL, fl = NULL, u = NULL WHERE id = {id}"
+            ),
+            vec![id],
+        ),
+        _ => (
+            format!(
+                "UPDATE typed SET ts = FROM_UNIXTIME({}.5), e = 'gamma', st = 'y,z', amount = amount + 1, \
+                 j = JSON_ARRAY({id}), txt = CONCAT(COALESCE(txt, ''), '✓'), bits = b'00011', \
+                 wide = COALESCE(wide, 0) + 0.000000000000000000000000000001, yr = 2001 WHERE id = {id}",
+                1_500_000_000 + id
+            ),
+            vec![id],
+        ),
+    };
+    if connection.query_drop(&statement).await.is_err() {
+        return false;
+    }
+    for id in touched {
+        ledger.remove(&id);
+        ledger.extend(read(connection, Some(id)).await);
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binlog_changes_of_many_column_types_are_written_exactly() {
+async fn every_column_type_migrates_exactly_under_a_writer() {
     let database = servers::shared().database("column_types").await.unwrap();
     let mut connection = database.connect().await.unwrap();
     connection.query_drop(CREATE).await.unwrap();
@@ -118,10 +223,15 @@ async fn binlog_changes_of_many_column_types_are_written_exactly() {
             .map(|id| random_row(id * 2, &mut random))
             .collect();
         connection
-            .query_drop(format!("INSERT INTO typed VALUES {}", values.join(", ")))
+            .query_drop(format!(
+                "INSERT INTO typed ({WRITTEN}) VALUES {}",
+                values.join(", ")
+            ))
             .await
             .unwrap();
     }
+    let mut ledger = read(&mut connection, None).await;
+    assert_eq!(ledger.len(), 3_000);
 
     let args: Vec<String> = [
         "run",
@@ -132,7 +242,6 @@ async fn binlog_changes_of_many_column_types_are_written_exactly() {
         "1",
         "--chunk-rows",
         "50",
-        "--keep-old-table",
     ]
     .iter()
     .map(|arg| (*arg).to_owned())
@@ -146,66 +255,60 @@ async fn binlog_changes_of_many_column_types_are_written_exactly() {
     ];
     let mut shoal = ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap();
 
-    // Change rows (updates, deletes, inserts, key moves) until the copy is done.
-    let mut changes = 0;
-    while !shoal.logs().contains("failpoint hit") {
-        assert!(
-            shoal.try_exit_status().unwrap().is_none(),
-            "shoal ended early:\n{}",
-            shoal.logs()
-        );
-        let id = (random.below(rows as u64 * 2 + 200) as i64) - 100;
-        let statement = match random.below(4) {
-            0 => format!("REPLACE INTO typed VALUES {}", random_row(id, &mut random)),
-            1 => format!("DELETE FROM typed WHERE id = {id}"),
-            2 => format!("UPDATE typed SET id = {} WHERE id = {id}", id + 100_000),
-            _ => format!(
-                "UPDATE typed SET ts = FROM_UNIXTIME({}.5), e = 'gamma', st = 'y,z', amount = amount + 1, \
-                 j = JSON_ARRAY({id}), txt = CONCAT(COALESCE(txt, ''), '✓'), bits = b'00011' WHERE id = {id}",
-                1_500_000_000 + id
-            ),
-        };
-        if connection.query_drop(&statement).await.is_ok() {
-            changes += 1;
+    // Change rows through the copy, the checksum and the cut-over, then after it.
+    let mut before_checksum = 0;
+    while shoal.try_exit_status().unwrap().is_none() {
+        if change(&mut connection, &mut random, rows, &mut ledger).await
+            && !shoal.logs().contains("failpoint hit")
+        {
+            before_checksum += 1;
         }
     }
-    assert!(changes > 100, "only {changes} changes during the copy");
+    assert!(
+        before_checksum > 100,
+        "only {before_checksum} changes during the copy"
+    );
     let status = shoal.wait_exit(Duration::from_secs(120)).await.unwrap();
     assert!(
         status.success(),
         "shoal run failed ({status}):\n{}",
         shoal.logs()
     );
+    let mut after = 0;
+    while after < 100 {
+        if change(&mut connection, &mut random, rows, &mut ledger).await {
+            after += 1;
+        }
+    }
     assert!(
         shoal.logs().contains(" 0 range(s) repaired"),
         "the change path must write the same bytes as the copy (no repair needed):\n{}",
         shoal.logs()
     );
-    let old: Vec<mysql_async::Row> = connection
-        .query(format!("SELECT {COLUMNS} FROM _typed_old ORDER BY id"))
-        .await
-        .unwrap();
-    let new: Vec<mysql_async::Row> = connection
-        .query(format!("SELECT {COLUMNS} FROM typed ORDER BY id"))
-        .await
-        .unwrap();
-    let render = |rows: &[mysql_async::Row]| -> Vec<String> {
-        rows.iter()
-            .map(|row| format!("{:?}", row.clone().unwrap()))
-            .collect()
-    };
-    let (old, new) = (render(&old), render(&new));
-    assert_eq!(old.len(), new.len());
-    let differing: Vec<(&String, &String)> = old
+    let actual = read(&mut connection, None).await;
+    assert_eq!(ledger.len(), actual.len(), "row count");
+    let differing: Vec<(&String, Option<&String>)> = ledger
         .iter()
-        .zip(&new)
-        .filter(|(a, b)| a != b)
+        .map(|(id, row)| (row, actual.get(id)))
+        .filter(|(row, actual)| Some(*row) != *actual)
         .take(3)
         .collect();
-    assert!(differing.is_empty(), "old and new differ: {differing:#?}");
-    let unchanged_count: Option<i64> = connection
-        .query_first("SELECT COUNT(*) FROM typed WHERE extra IS NOT NULL")
+    assert!(
+        differing.is_empty(),
+        "ledger and table differ: {differing:#?}"
+    );
+    let columns: Vec<String> = connection
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
+             AND TABLE_NAME = 'typed' AND COLUMN_NAME = 'extra'",
+            (&database.name,),
+        )
         .await
         .unwrap();
-    assert_eq!(unchanged_count, Some(0));
+    assert_eq!(columns, ["extra"], "the ALTER took effect");
+    assert_eq!(
+        shoal_tests::scenario::tables(&mut connection, &database.name).await,
+        ["typed"],
+        "shoal's tables are removed"
+    );
 }

@@ -10,7 +10,8 @@ use mysql_async::prelude::Queryable;
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
-    expect_success, shoal_cli, shoal_run, start_fleet_coordinator, tables, wait_for_log,
+    ALTER, assert_migrated_exactly, expect_success, finish_writer, shoal_cli, shoal_run,
+    start_fleet_coordinator, start_writer, tables, wait_for_log,
 };
 use shoal_tests::servers::{self, TestDatabase};
 
@@ -51,12 +52,24 @@ async fn refused_in(
     alter: &str,
     expected: &str,
 ) {
+    refused_with(database, label, setup, alter, &[], expected).await;
+}
+
+/// [`refused_in`] with `extra` flags for `shoal run`.
+async fn refused_with(
+    database: &TestDatabase,
+    label: &str,
+    setup: &[&str],
+    alter: &str,
+    extra: &[&str],
+    expected: &str,
+) {
     let mut connection = database.connect().await.unwrap();
     for statement in setup {
         connection.query_drop(*statement).await.unwrap();
     }
     let before = snapshot(database).await;
-    let mut shoal = shoal_run(database, alter, &[], "");
+    let mut shoal = shoal_run(database, alter, extra, "");
     let status = shoal.wait_exit(Duration::from_secs(120)).await.unwrap();
     let logs = shoal.logs();
     assert!(!status.success(), "{label}: shoal accepted it:\n{logs}");
@@ -457,4 +470,109 @@ async fn alter_clauses_shoal_cannot_run_exactly_are_refused() {
     ] {
         refused(label, &[TABLE, ROWS], alter, expected).await;
     }
+}
+
+/// A small tmpfs mounted for one test (unmounted when dropped), where this machine allows it.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Self> {
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| Self(path.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_enough_free_disk_for_a_second_copy_and_its_binlog_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    // Declared before the server: dropped (unmounted) after it stops.
+    let Some(_disk) = SmallDisk::mount(&disk, "512m") else {
+        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs");
+        return;
+    };
+    let server = MariaDb::start_with(
+        &disk.join("server"),
+        "innodb_log_file_size=16M\ninnodb_buffer_pool_size=64M\nplugin_load_add=disks\n",
+    )
+    .unwrap();
+    server.info.root_sql("CREATE DATABASE disk").unwrap();
+    let database = TestDatabase {
+        name: "disk".to_owned(),
+        dsn: server.info.dsn("disk"),
+    };
+    let batches: Vec<String> = (0..5)
+        .map(|batch| {
+            format!(
+                "INSERT INTO t (id, a, pad) SELECT seq, seq % 7, REPEAT('x', 1000) \
+                 FROM seq_{}_to_{}",
+                batch * 30_000 + 1,
+                (batch + 1) * 30_000
+            )
+        })
+        .collect();
+    let mut setup = vec![
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NULL, pad VARCHAR(1000) NOT NULL)",
+    ];
+    setup.extend(batches.iter().map(String::as_str));
+    setup.push("ANALYZE TABLE t");
+    refused_in(
+        &database,
+        "free_disk",
+        &setup,
+        "ALTER TABLE t ADD COLUMN x INT",
+        "not enough free disk: the copy needs about",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binlog_retention_shorter_than_the_estimate_warns_or_refuses_with_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MariaDb::start_with(
+        &dir.path().join("server"),
+        // With the DISKS plugin: the free-disk check runs and passes.
+        "binlog_expire_logs_seconds=1\nplugin_load_add=disks\n",
+    )
+    .unwrap();
+    let (database, ledger) = shoal_tests::scenario::seeded_on(&server, "retention", 60_000).await;
+    let mut connection = database.connect().await.unwrap();
+    connection.query_drop("ANALYZE TABLE orders").await.unwrap();
+    refused_with(
+        &database,
+        "retention",
+        &[],
+        ALTER,
+        &["--strict"],
+        "binlogs are kept 1 s (binlog_expire_logs_seconds), shorter than this migration's \
+         estimated",
+    )
+    .await;
+    let writer = start_writer(&database, ledger, 91).await;
+    let mut run = shoal_run(&database, ALTER, &[], "");
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains("binlogs are kept 1 s") && log.contains("--strict refuses to start"),
+        "the run warns:\n{log}"
+    );
+    assert!(
+        !log.contains("free disk not checked"),
+        "DISKS was read:\n{log}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
 }

@@ -11,27 +11,11 @@ use mysql_async::prelude::Queryable;
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, expect_success, finish_writer, shoal_run, start_writer,
-    wait_for_log, wait_for_shadow_rows,
+    ALTER, assert_migrated_exactly, expect_success, finish_writer, seeded_on, shoal_run,
+    start_writer, wait_for_log, wait_for_shadow_rows,
 };
 use shoal_tests::servers::TestDatabase;
 use shoal_tests::{wait, writer};
-
-/// A database `name` on `server` holding `orders` with `rows` rows, and its content.
-async fn seeded_on(server: &MariaDb, name: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
-    server
-        .info
-        .root_sql(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let database = TestDatabase {
-        name: name.to_owned(),
-        dsn: server.info.dsn(name),
-    };
-    let mut connection = database.connect().await.unwrap();
-    writer::seed(&mut connection, "orders", rows).await.unwrap();
-    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
-    (database, ledger)
-}
 
 /// One `shoal run` progress line: rows copied, chunks in flight, and the throttle's reason.
 #[derive(Debug, Clone, PartialEq)]

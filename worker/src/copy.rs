@@ -54,7 +54,7 @@ pub enum Error {
         held: u64,
     },
     /// A copy statement raised a warning that would lose or change data.
-    #[error("copy of {range} raised warning {code}: {message}")]
+    #[error("copy of {range} raised warning {code}: {message}{}", row_note(.row.as_deref()))]
     Warning {
         /// The range copied.
         range: ChunkRange,
@@ -62,6 +62,10 @@ pub enum Error {
         code: u16,
         /// Server message.
         message: String,
+        /// Position in the range's key order of the row the warning names (`at row N`).
+        row_offset: Option<u64>,
+        /// That row's primary key, e.g. "`id` = 150", once looked up.
+        row: Option<String>,
     },
     /// A server or connection error.
     #[error("mysql: {0}")]
@@ -90,11 +94,24 @@ fn column_list(columns: &[String]) -> String {
         .join(", ")
 }
 
+fn row_note(row: Option<&str>) -> String {
+    row.map(|row| format!(" (the first such row: {row})"))
+        .unwrap_or_default()
+}
+
+/// The row number a server warning names ("… at row 17"), counted from 1.
+fn warning_row(message: &str) -> Option<u64> {
+    let (_, rest) = message.rsplit_once(" at row ")?;
+    rest.trim_end().parse().ok().filter(|row| *row > 0)
+}
+
 /// Reads `SHOW WARNINGS` after a copy or repair statement: fails on any warning but a
 /// duplicate key; returns the duplicates on keys other than `PRIMARY` (rows skipped).
+/// `first_row` is the position, in the range's key order, of the statement's first row.
 pub async fn check_warnings(
     transaction: &mut impl Queryable,
     range: &ChunkRange,
+    first_row: u64,
 ) -> Result<Vec<String>, Error> {
     let warnings: Vec<(String, u16, String)> = transaction.query("SHOW WARNINGS").await?;
     let mut unique_conflicts = Vec::new();
@@ -108,7 +125,9 @@ pub async fn check_warnings(
         return Err(Error::Warning {
             range: range.clone(),
             code,
+            row_offset: warning_row(&message).map(|row| first_row + row - 1),
             message,
+            row: None,
         });
     }
     Ok(unique_conflicts)
@@ -215,15 +234,23 @@ pub async fn copy_chunk(
     }
     let rows_written = match buffered_rows {
         None => {
+            // In key order, so that a warning's row number names a key.
             let sql = format!(
                 "INSERT IGNORE INTO {shadow} ({shadow_columns}) SELECT {source_columns} \
-                 FROM {source} FORCE INDEX (PRIMARY) WHERE {predicate}"
+                 FROM {source} FORCE INDEX (PRIMARY) WHERE {predicate} ORDER BY {key}"
             );
             let started = Instant::now();
-            transaction.exec_drop(sql, params).await?;
+            transaction.exec_drop(sql, params.clone()).await?;
             statement_time += started.elapsed();
             let written = transaction.affected_rows();
-            conflicts.extend(check_warnings(&mut transaction, &spec.range).await?);
+            match check_warnings(&mut transaction, &spec.range, 0).await {
+                Ok(found) => conflicts.extend(found),
+                Err(error) => {
+                    return Err(
+                        name_row(&mut transaction, context, &predicate, params, error).await,
+                    );
+                }
+            }
             written
         }
         Some(rows) => {
@@ -235,6 +262,7 @@ pub async fn copy_chunk(
             let mut batch_rows = 0;
             let mut batch_bytes = 0;
             let total = rows.len();
+            let mut batch_start = 0;
             for (index, row) in rows.into_iter().enumerate() {
                 let values = row.unwrap();
                 batch_bytes += row_bytes(&values);
@@ -242,18 +270,32 @@ pub async fn copy_chunk(
                 batch_rows += 1;
                 let last = index + 1 == total;
                 if batch_rows >= max_rows || batch_bytes >= MAX_BATCH_BYTES || last {
-                    let (affected, took) = insert_batch(
+                    let inserted = insert_batch(
                         &mut transaction,
                         &shadow,
                         &shadow_columns,
                         width,
                         &mut batch,
-                        spec,
+                        (spec, batch_start),
                         &mut conflicts,
                     )
-                    .await?;
+                    .await;
+                    let (affected, took) = match inserted {
+                        Ok(done) => done,
+                        Err(error) => {
+                            return Err(name_row(
+                                &mut transaction,
+                                context,
+                                &predicate,
+                                params,
+                                error,
+                            )
+                            .await);
+                        }
+                    };
                     written += affected;
                     statement_time += took;
+                    batch_start = index as u64 + 1;
                     batch_rows = 0;
                     batch_bytes = 0;
                 }
@@ -278,7 +320,7 @@ async fn insert_batch(
     shadow_columns: &str,
     width: usize,
     batch: &mut Vec<Value>,
-    spec: &TaskSpec,
+    (spec, first_row): (&TaskSpec, u64),
     conflicts: &mut Vec<String>,
 ) -> Result<(u64, Duration), Error> {
     let rows = batch.len() / width;
@@ -292,13 +334,85 @@ async fn insert_batch(
     transaction.exec_drop(sql, params).await?;
     let took = started.elapsed();
     let affected = transaction.affected_rows();
-    conflicts.extend(check_warnings(transaction, &spec.range).await?);
+    conflicts.extend(check_warnings(transaction, &spec.range, first_row).await?);
     Ok((affected, took))
+}
+
+/// Fills in the primary key of the row a copy warning points at, read from the source in the
+/// copy's key order (best effort: the error stands without it).
+async fn name_row(
+    transaction: &mut impl Queryable,
+    context: &shoal_common::task::CopyContext,
+    predicate: &str,
+    mut params: Vec<Value>,
+    error: Error,
+) -> Error {
+    let Error::Warning {
+        range,
+        code,
+        message,
+        row_offset: Some(offset),
+        row: None,
+    } = error
+    else {
+        return error;
+    };
+    let columns = column_list(&context.key_columns);
+    let sql = format!(
+        "SELECT {columns} FROM {} FORCE INDEX (PRIMARY) WHERE {predicate} ORDER BY {} LIMIT 1 \
+         OFFSET ?",
+        quote_qualified(&context.schema, &context.source_table),
+        order_by(&context.key_columns)
+    );
+    params.push(Value::UInt(offset));
+    let found: Option<Row> = transaction.exec_first(sql, params).await.ok().flatten();
+    let row = found.map(|row| {
+        let values: Vec<String> = row
+            .unwrap()
+            .iter()
+            .map(|value| value.as_sql(false))
+            .collect();
+        if values.len() == 1 {
+            format!("{columns} = {}", values[0])
+        } else {
+            format!("({columns}) = ({})", values.join(", "))
+        }
+    });
+    Error::Warning {
+        range,
+        code,
+        message,
+        row_offset: Some(offset),
+        row,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_name_their_row_and_the_error_its_key() {
+        assert_eq!(
+            warning_row("Out of range value for column 'k' at row 17"),
+            Some(17)
+        );
+        assert_eq!(warning_row("Data truncated for column 'c' at row 0"), None);
+        assert_eq!(warning_row("Incorrect string value"), None);
+        let warning = Error::Warning {
+            range: ChunkRange::ALL,
+            code: 1264,
+            message: "Out of range value for column 'k' at row 3".into(),
+            row_offset: Some(2),
+            row: Some("`id` = 150".into()),
+        };
+        assert!(
+            warning
+                .to_string()
+                .ends_with("at row 3 (the first such row: `id` = 150)"),
+            "{warning}"
+        );
+    }
 
     #[test]
     fn only_transient_server_errors_are_retryable() {
@@ -315,6 +429,8 @@ mod tests {
             range: ChunkRange::ALL,
             code: 1265,
             message: "truncated".into(),
+            row_offset: None,
+            row: None,
         };
         assert!(
             !warning.is_retryable(),

@@ -191,6 +191,19 @@ impl Migration {
                         )));
                     }
                 }
+                let rows = catalog::estimated_rows(&mut connection, &schema, &table).await?;
+                let concerns =
+                    super::capacity::check(&mut connection, &schema, &table, rows, options.strict)
+                        .await?;
+                for concern in concerns {
+                    if concern.refuse {
+                        return Err(Error::Preflight(format!(
+                            "{qualified}: {}; {}",
+                            concern.message, concern.fix
+                        )));
+                    }
+                    warn!(code = concern.code, fix = %concern.fix, "{}", concern.message);
+                }
                 None
             }
         };

@@ -197,6 +197,29 @@ impl Migration {
         ));
         let estimated_rows =
             catalog::estimated_rows(&mut connection, &self.schema, &self.table).await?;
+        for concern in super::capacity::check(
+            &mut connection,
+            &self.schema,
+            &self.table,
+            estimated_rows,
+            self.options.strict,
+        )
+        .await?
+        {
+            let severity = if concern.refuse {
+                v1::FindingSeverity::Refusal
+            } else if concern.code == "free_disk_unknown" {
+                v1::FindingSeverity::Info
+            } else {
+                v1::FindingSeverity::Warning
+            };
+            findings.push(finding(
+                severity,
+                concern.code,
+                concern.message,
+                &concern.fix,
+            ));
+        }
         let key: Vec<String> = self
             .source
             .primary_key
