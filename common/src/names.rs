@@ -43,6 +43,27 @@ pub fn swapped_out(table: &str) -> String {
     format!("{table}_shoal_old")
 }
 
+/// Longest user-level lock name MySQL 8 accepts.
+pub const MAX_LOCK_NAME: usize = 64;
+
+/// The advisory lock that keeps two migrations off one table: `shoal/<schema>.<t>`, or, when that
+/// is longer than MySQL allows, `shoal/<FNV-1a of it>/<its first characters>` (stable across
+/// processes and versions, unlike std's hasher).
+pub fn advisory_lock(schema: &str, table: &str) -> String {
+    let full = format!("shoal/{schema}.{table}");
+    if full.chars().count() <= MAX_LOCK_NAME {
+        return full;
+    }
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head: String = format!("{schema}.{table}")
+        .chars()
+        .take(MAX_LOCK_NAME - 23)
+        .collect();
+    format!("shoal/{hash:016x}/{head}")
+}
+
 /// Every helper table name of `table`.
 pub fn all(table: &str) -> [String; 7] {
     [
@@ -66,6 +87,23 @@ pub fn fits(table: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advisory_lock_names_fit_and_stay_distinct() {
+        assert_eq!(advisory_lock("shop", "orders"), "shoal/shop.orders");
+        let long = advisory_lock(&"s".repeat(64), &"t".repeat(64));
+        assert_eq!(long.chars().count(), MAX_LOCK_NAME);
+        assert!(long.starts_with("shoal/"));
+        let other = advisory_lock(&"s".repeat(64), &format!("{}u", "t".repeat(63)));
+        assert_ne!(long, other, "same prefix, different tables");
+        assert_eq!(
+            long,
+            advisory_lock(&"s".repeat(64), &"t".repeat(64)),
+            "stable"
+        );
+        let unicode = advisory_lock(&"名".repeat(60), "t");
+        assert_eq!(unicode.chars().count(), MAX_LOCK_NAME);
+    }
 
     #[test]
     fn helper_names_and_length_limit() {

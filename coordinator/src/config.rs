@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<std::path::PathBuf>,
 
+    /// Most shoal migrations copying on one MySQL server at once, across every process that
+    /// sets it (advisory locks `shoal/slot/<i>`); a migration over the cap is refused. 0: no cap.
+    #[arg(long, env = "SHOAL_MAX_CONCURRENT_MIGRATIONS", default_value_t = 0)]
+    pub max_concurrent_migrations: u32,
+
     /// TLS (and mutual TLS) for gRPC and the status API.
     #[command(flatten)]
     pub tls: shoal_proto::tls::ServerTlsArgs,

@@ -171,6 +171,8 @@ pub struct MigrationOptions {
     pub replicas: Vec<throttle::Replica>,
     /// Throttle limits (replica lag, `Threads_running`, history list length).
     pub limits: shoal_common::throttle::Limits,
+    /// Most shoal migrations copying on one server at once (advisory-lock slots); 0: no cap.
+    pub max_concurrent_migrations: u32,
 }
 
 impl std::fmt::Debug for MigrationOptions {

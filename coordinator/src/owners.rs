@@ -55,6 +55,8 @@ pub struct OwnerSettings {
     pub checkpoint_interval: Duration,
     /// Status line cadence.
     pub status_interval: Duration,
+    /// Per-server cap on shoal migrations copying at once (0: none).
+    pub max_concurrent_migrations: u32,
 }
 
 /// A migration running on this coordinator.
@@ -267,6 +269,7 @@ impl Owners {
             take_over,
             replicas,
             limits: record.limits,
+            max_concurrent_migrations: settings.max_concurrent_migrations,
         })
     }
 

@@ -151,6 +151,7 @@ impl Coordinator {
                 owner_ttl: self.config.owner_ttl,
                 checkpoint_interval: self.config.checkpoint_interval,
                 status_interval: self.config.status_interval,
+                max_concurrent_migrations: self.config.max_concurrent_migrations,
             },
             Arc::clone(&self.migrations),
             Arc::clone(&self.tasks),

@@ -1,4 +1,4 @@
-//! Hostile identifiers: table, column and index names built from backticks, quotes, spaces,
+//! Hostile identifiers: schema, table, column and index names built from backticks, quotes, spaces,
 //! backslashes, `%`/`_`, dots, unicode (identifiers are utf8mb3: no 4-byte characters) and
 //! reserved words, generated from seeds, round-trip
 //! through every statement shoal builds (shadow, copy, change apply, checksum, cut-over). Each
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{expect_success, shoal_run, tables};
-use shoal_tests::servers;
+use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 use shoal_tests::writer::SplitMix;
 use tokio_util::sync::CancellationToken;
@@ -98,12 +98,42 @@ async fn write(
     ledger
 }
 
+/// Every byte but ASCII letters and digits as `%XX`: a schema name in a DSN's path.
+fn percent_encoded(name: &str) -> String {
+    name.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A database with a generated hostile name (and a unique suffix).
+async fn hostile_database(random: &mut SplitMix, seed: u64) -> TestDatabase {
+    let name = format!(
+        "{}{}",
+        name(random, "s"),
+        servers::unique_name(&format!("_{seed}"))
+    );
+    let mariadb = &servers::shared().mariadb;
+    let opts = mysql_async::Opts::from_url(&mariadb.dsn("")).unwrap();
+    let mut connection = mysql_async::Conn::new(opts).await.unwrap();
+    connection
+        .query_drop(format!("CREATE DATABASE {}", quote(&name)))
+        .await
+        .unwrap_or_else(|error| panic!("seed {seed}: create database {name:?}: {error}"));
+    TestDatabase {
+        dsn: mariadb.dsn(&percent_encoded(&name)),
+        name,
+    }
+}
+
 async fn migrate_one(seed: u64) {
     let mut random = SplitMix::new(seed);
-    let database = servers::shared()
-        .database(&format!("hostile_{seed}"))
-        .await
-        .unwrap();
+    let database = hostile_database(&mut random, seed).await;
     let table = name(&mut random, "t");
     let columns = [
         name(&mut random, "k"),
@@ -115,7 +145,10 @@ async fn migrate_one(seed: u64) {
         name(&mut random, "a"),
         name(&mut random, "j"),
     );
-    println!("seed {seed}: table {table:?}, columns {columns:?}, index {index:?}");
+    println!(
+        "seed {seed}: schema {:?}, table {table:?}, columns {columns:?}, index {index:?}",
+        database.name
+    );
     let [key, text, number] = columns.clone().map(|column| quote(&column));
     let mut connection = database.connect().await.unwrap();
     connection

@@ -190,6 +190,36 @@ async fn statements_shoal_cannot_run_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_schema_is_refused_and_not_created() {
+    let database = servers::shared().database("schema_probe").await.unwrap();
+    let missing = format!("{}_missing", database.name);
+    let dsn = database
+        .dsn
+        .replace(&format!("/{}", database.name), &format!("/{missing}"));
+    let absent = TestDatabase {
+        name: missing.clone(),
+        dsn,
+    };
+    let mut shoal = shoal_run(&absent, "ALTER TABLE t ADD COLUMN x INT", &[], "");
+    let status = shoal.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let logs = shoal.logs();
+    assert!(!status.success(), "{logs}");
+    assert!(
+        logs.contains(&format!("schema `{missing}` does not exist on the server")),
+        "{logs}"
+    );
+    let mut connection = database.connect().await.unwrap();
+    let found: Vec<String> = connection
+        .exec(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (&missing,),
+        )
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "the schema was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_and_overlong_names_are_refused() {
     refused(
         "leftover",
@@ -232,6 +262,42 @@ async fn a_second_migration_of_a_table_is_refused_while_the_first_runs() {
         second.logs()
     );
     expect_success(&mut first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_over_the_per_server_cap_is_refused_until_a_slot_frees() {
+    let first_db = servers::shared().database("cap_first").await.unwrap();
+    let second_db = servers::shared().database("cap_second").await.unwrap();
+    for database in [&first_db, &second_db] {
+        let mut connection = database.connect().await.unwrap();
+        connection.query_drop(TABLE).await.unwrap();
+        connection.query_drop(ROWS).await.unwrap();
+    }
+    let alter = "ALTER TABLE t ADD COLUMN x INT";
+    let cap = ["--max-concurrent-migrations", "1"];
+    let mut first = shoal_run(&first_db, alter, &cap, "checksum.before=1*sleep(8000)");
+    wait_for_log(&first, "failpoint hit", Duration::from_secs(60)).await;
+    let before = snapshot(&second_db).await;
+    let mut second = shoal_run(&second_db, alter, &cap, "");
+    let status = second.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let logs = second.logs();
+    assert!(
+        !status.success(),
+        "a second migration ran over the cap:\n{logs}"
+    );
+    assert!(
+        logs.contains("this server already runs 1 shoal migration(s), the cap"),
+        "{logs}"
+    );
+    assert_eq!(
+        snapshot(&second_db).await,
+        before,
+        "the refusal changed nothing"
+    );
+    expect_success(&mut first).await;
+    // The slot is free again.
+    let mut third = shoal_run(&second_db, alter, &cap, "");
+    expect_success(&mut third).await;
 }
 
 /// Binlog events written since `from` (file, position) that name `database`.

@@ -280,6 +280,10 @@ struct RunArgs {
     /// Throttle limits.
     #[command(flatten)]
     throttle: ThrottleArgs,
+    /// Most shoal migrations copying on this server at once, across every process that sets it
+    /// (advisory locks `shoal/slot/<i>`); over the cap the run is refused. 0: no cap.
+    #[arg(long, env = "SHOAL_MAX_CONCURRENT_MIGRATIONS", default_value_t = 0)]
+    max_concurrent_migrations: u32,
     /// Log line format: text or json.
     #[arg(long, env = "SHOAL_LOG_FORMAT", default_value = "text")]
     log_format: shoal_common::telemetry::LogFormat,
@@ -504,6 +508,7 @@ async fn plan(
                 take_over: false,
                 replicas: Vec::new(),
                 limits: shoal_common::throttle::Limits::default(),
+                max_concurrent_migrations: 0,
             };
             shoal_coordinator::embedded::plan(options).await?
         }
@@ -618,6 +623,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         take_over: false,
         replicas,
         limits,
+        max_concurrent_migrations: args.max_concurrent_migrations,
     };
     let id = options.id.clone();
     let (progress, watcher) = tokio::sync::watch::channel(Progress::default());

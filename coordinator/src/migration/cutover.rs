@@ -300,10 +300,7 @@ impl Migration {
             .await?;
         self.created_tables = false;
         self.leave_sentinel().await;
-        if let Some(mut lock) = self.lock_connection.take() {
-            let name = format!("shoal/{}.{}", self.schema, self.table);
-            let _ = lock.exec_drop("DO RELEASE_LOCK(?)", (&name,)).await;
-        }
+        self.release_lock().await;
         Ok(())
     }
 }

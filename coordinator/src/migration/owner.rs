@@ -159,7 +159,14 @@ impl Migration {
             options.lock_wait_timeout,
             options.threads as usize + 4,
         )?;
-        let mut connection = pool.get_conn().await?;
+        let mut connection = pool.get_conn().await.map_err(|error| match error {
+            // ER_BAD_DB_ERROR
+            mysql_async::Error::Server(server) if server.code == 1049 => Error::Preflight(format!(
+                "schema `{schema}` does not exist on the server; check the DSN's /<schema> \
+                 (and the ALTER's schema)"
+            )),
+            other => other.into(),
+        })?;
         let server = catalog::check_server(&mut connection).await?;
         catalog::check_privileges(&mut connection, &schema).await?;
         let qualified = quote_qualified(&schema, &table);
@@ -533,7 +540,7 @@ impl Migration {
     /// owner still holds the lock), then waits for the lock.
     async fn lock(&mut self) -> Result<(), Error> {
         let mut connection = self.pool.get_conn().await?;
-        let name = format!("shoal/{}.{}", self.schema, self.table);
+        let name = names::advisory_lock(&self.schema, &self.table);
         let mut wait = 0;
         if self.options.take_over
             && let Some(saved) = &self.resume
@@ -567,14 +574,44 @@ impl Migration {
                 self.schema, self.table
             )));
         }
+        self.take_slot(&mut connection, wait).await?;
         self.lock_connection = Some(connection);
         Ok(())
     }
 
-    async fn release_lock(&mut self) {
+    /// The per-server cap: one of `max_concurrent_migrations` advisory locks `shoal/slot/<i>`,
+    /// held on the lock connection with the table's lock (a taken-over owner's slot went with
+    /// its killed connection).
+    async fn take_slot(&self, connection: &mut Conn, wait: u64) -> Result<(), Error> {
+        let cap = self.options.max_concurrent_migrations;
+        if cap == 0 {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        loop {
+            for slot in 0..cap {
+                let got: Option<i64> = connection
+                    .exec_first("SELECT GET_LOCK(?, 0)", (format!("shoal/slot/{slot}"),))
+                    .await?;
+                if got == Some(1) {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = connection.query_drop("DO RELEASE_ALL_LOCKS()").await;
+                return Err(Error::Preflight(format!(
+                    "this server already runs {cap} shoal migration(s), the cap \
+                     (--max-concurrent-migrations {cap}); wait for one to finish or raise the cap"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    pub(super) async fn release_lock(&mut self) {
         if let Some(mut connection) = self.lock_connection.take() {
-            let name = format!("shoal/{}.{}", self.schema, self.table);
-            if let Err(error) = connection.exec_drop("DO RELEASE_LOCK(?)", (&name,)).await {
+            // The table's lock and the server slot.
+            if let Err(error) = connection.query_drop("DO RELEASE_ALL_LOCKS()").await {
                 warn!(%error, "release the advisory lock; it ends with the connection");
             }
         }
