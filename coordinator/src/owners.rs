@@ -97,6 +97,14 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
     }
     let statement = crate::migration::alter::parse(&spec.alter_statement)
         .map_err(|error| Status::invalid_argument(error.to_string()))?;
+    if !table.table.is_empty() && table.table != statement.table {
+        return Err(Status::invalid_argument(format!(
+            "the ALTER alters table `{}` but the request names table `{}`; send the ALTER of \
+             the table you named (or leave spec.table.table empty)",
+            statement.table.replace('`', "``"),
+            table.table.replace('`', "``")
+        )));
+    }
     let schema = if table.schema.is_empty() {
         statement.schema.clone().unwrap_or_default()
     } else {

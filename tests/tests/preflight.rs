@@ -220,6 +220,47 @@ async fn a_missing_schema_is_refused_and_not_created() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alter_of_another_table_than_the_one_named_is_refused() {
+    let database = servers::shared().database("other_table").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection.query_drop(TABLE).await.unwrap();
+    connection.query_drop(ROWS).await.unwrap();
+    connection
+        .query_drop("CREATE TABLE u (id INT NOT NULL PRIMARY KEY)")
+        .await
+        .unwrap();
+    let before = snapshot(&database).await;
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let coordinator = start_fleet_coordinator("other_table", env).await;
+    let refused = coordinator
+        .migration_client()
+        .await
+        .unwrap()
+        .submit_migration(shoal_proto::v1::SubmitMigrationRequest {
+            spec: Some(shoal_proto::v1::MigrationSpec {
+                table: Some(shoal_proto::v1::TableRef {
+                    target: "local".to_owned(),
+                    schema: String::new(),
+                    table: "u".to_owned(),
+                }),
+                alter_statement: "ALTER TABLE t ADD COLUMN x INT".to_owned(),
+                options: None,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("the ALTER alters table `t` but the request names table `u`"),
+        "{refused:?}"
+    );
+    assert_eq!(snapshot(&database).await, before, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_and_overlong_names_are_refused() {
     refused(
         "leftover",
