@@ -135,18 +135,24 @@ impl Migration {
         // Re-check ownership under the lock; the lock on the checkpoint table keeps a new owner
         // from raising the epoch until the rename is queued (INV-O1).
         if let Err(error) = self.check_owner(&mut holder, false).await {
-            holder.query_drop("UNLOCK TABLES").await?;
+            // A lost connection took its lock with it.
+            let _ = holder.query_drop("UNLOCK TABLES").await;
             return Err(error);
         }
+        shoal_worker::failpoint::hit("cutover.locked", &format!("holder={}", holder.id())).await;
         let renamer = match self.queue_rename(&mut holder, lock_wait).await {
             Ok(renamer) => renamer,
             Err(error) => {
-                holder.query_drop("UNLOCK TABLES").await?;
+                let _ = holder.query_drop("UNLOCK TABLES").await;
                 self.restore_shadow_name().await?;
                 return Err(error);
             }
         };
-        holder.query_drop("UNLOCK TABLES").await?;
+        if let Err(error) = holder.query_drop("UNLOCK TABLES").await {
+            // C1 is gone (killed, lost) and its lock with it: the queued rename ran or runs
+            // now. Its own outcome decides, not this error.
+            warn!(migration_id = %self.options.id, %error, "the lock connection was lost after the rename was queued; its lock went with it");
+        }
         let renamed = renamer
             .await
             .map_err(|join| Error::Cutover(format!("rename task failed: {join}")))?;
@@ -236,6 +242,11 @@ impl Migration {
             if let Some(Some(state)) = &state
                 && state.to_ascii_lowercase().contains("metadata lock")
             {
+                shoal_worker::failpoint::hit(
+                    "cutover.queued",
+                    &format!("holder={} renamer={renamer_id}", holder.id()),
+                )
+                .await;
                 return Ok(handle);
             }
             if handle.is_finished() || started.elapsed() > RENAME_QUEUE_DEADLINE {
