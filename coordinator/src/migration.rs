@@ -88,6 +88,9 @@ pub enum Error {
     Lifecycle(#[from] shoal_common::lifecycle::TransitionError),
 }
 
+/// How long the owner waits for a server that refuses new connections before failing.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Server errors meaning the connection is gone (killed, lost, server shutting down).
 const CONNECTION_LOST_CODES: [u16; 4] = [2006, 2013, 1927, 1053];
 

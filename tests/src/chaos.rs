@@ -46,11 +46,28 @@ pub enum Fault {
     KillBinlogStream,
     /// Redis killed and restarted empty on the same port.
     RestartRedis,
+    /// MySQL refuses new connections for three seconds (`max_connections` at its floor, held
+    /// full) while
+    /// shoal's copy connections and binlog stream are killed, so that they must reconnect.
+    /// Server-wide: only for campaigns on a private server (`make chaos`).
+    RefuseConnections,
 }
 
 impl Fault {
     /// Every fault class, each claimed survivable.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
+        Fault::KillWorker,
+        Fault::KillOwner,
+        Fault::StopWorker,
+        Fault::StopOwner,
+        Fault::KillCopyConnections,
+        Fault::KillBinlogStream,
+        Fault::RestartRedis,
+        Fault::RefuseConnections,
+    ];
+
+    /// The classes that touch nothing server-wide: safe on a server other tests share.
+    pub const SHARED_SERVER: [Fault; 7] = [
         Fault::KillWorker,
         Fault::KillOwner,
         Fault::StopWorker,
@@ -114,12 +131,8 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(
-        database: &TestDatabase,
-        redis_url: &str,
-        namespace: &str,
-    ) -> anyhow::Result<Self> {
-        let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    async fn start(shoal_dsn: &str, redis_url: &str, namespace: &str) -> anyhow::Result<Self> {
+        let env = vec![("SHOAL_TARGET_LOCAL", shoal_dsn.to_owned())];
         let ttl = format!("{}ms", TTL.as_millis());
         let options = CoordinatorOptions {
             redis_url: Some(redis_url.to_owned()),
@@ -222,6 +235,11 @@ async fn kill_connections(database: &TestDatabase, which: &str) -> u64 {
     let Ok(mut connection) = database.connect().await else {
         return 0;
     };
+    kill_on(&mut connection, database, which).await
+}
+
+/// [`kill_connections`] from an open connection.
+async fn kill_on(connection: &mut mysql_async::Conn, database: &TestDatabase, which: &str) -> u64 {
     let ids: Vec<u64> = connection
         .exec(
             format!(
@@ -239,6 +257,41 @@ async fn kill_connections(database: &TestDatabase, which: &str) -> u64 {
         }
     }
     killed
+}
+
+/// Fills `max_connections` (at its floor of 10) with held connections, kills shoal's copy
+/// connections and
+/// binlog stream (they must reconnect and are refused), waits `window`, and restores it.
+pub async fn refuse_connections(
+    database: &TestDatabase,
+    window: Duration,
+) -> anyhow::Result<String> {
+    let mut admin = database.connect().await?;
+    let previous: u64 = admin
+        .query_first("SELECT @@GLOBAL.max_connections")
+        .await?
+        .unwrap_or(500);
+    // MariaDB's floor is 10: hold enough connections that every new one is over the limit
+    // (accounts with SUPER or CONNECTION ADMIN, like these, are let in regardless).
+    let mut fillers = Vec::new();
+    for _ in 0..12 {
+        fillers.push(database.connect().await?);
+    }
+    admin.query_drop("SET GLOBAL max_connections = 10").await?;
+    let killed = kill_on(
+        &mut admin,
+        database,
+        "INFO LIKE '%`\\_orders\\_new`%' OR INFO LIKE 'SELECT SLEEP(%' OR COMMAND = 'Binlog Dump'",
+    )
+    .await;
+    tokio::time::sleep(window).await;
+    admin
+        .query_drop(format!("SET GLOBAL max_connections = {previous}"))
+        .await?;
+    drop(fillers);
+    Ok(format!(
+        "refused new connections for {window:?} after killing {killed} connection(s)"
+    ))
 }
 
 /// Injects `fault`; returns what it touched.
@@ -324,23 +377,33 @@ async fn inject(
             redis.restart()?;
             "Redis restarted empty".to_owned()
         }
+        Fault::RefuseConnections => refuse_connections(database, Duration::from_secs(3)).await?,
     })
 }
 
-/// Runs one migration under the writer with `faults` faults; `run_seed` picks them.
+/// Runs one migration under the writer with `faults` faults drawn from `classes`; `run_seed`
+/// picks them. The fleet connects with `shoal_dsn` (default: the database's own DSN, whose
+/// account the harness also uses for its faults and checks).
 pub async fn run_once(
     database: &TestDatabase,
     redis: &mut RedisServer,
     rows: u64,
     faults: u32,
     run_seed: u64,
+    classes: &[Fault],
+    shoal_dsn: Option<&str>,
 ) -> anyhow::Result<RunReport> {
     let mut random = SplitMix::new(run_seed);
     let mut connection = database.connect().await?;
     writer::seed(&mut connection, "orders", rows).await?;
     let ledger = writer::read_table(&mut connection, "orders").await?;
     let namespace = crate::servers::unique_name("chaos");
-    let mut fleet = Fleet::start(database, &redis.info.url(), &namespace).await?;
+    let mut fleet = Fleet::start(
+        shoal_dsn.unwrap_or(&database.dsn),
+        &redis.info.url(),
+        &namespace,
+    )
+    .await?;
     let writer = Writer::start(
         &database.dsn,
         "orders",
@@ -377,7 +440,7 @@ pub async fn run_once(
                     .unwrap_or_default()
             },
         );
-        let fault = Fault::ALL[random.below(Fault::ALL.len() as u64) as usize];
+        let fault = classes[random.below(classes.len() as u64) as usize];
         let detail = inject(fault, &mut fleet, redis, database, &id, &mut random).await?;
         eprintln!("chaos: {fault} in {state}: {detail}");
         injected.push(Injected {

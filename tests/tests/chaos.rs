@@ -14,9 +14,17 @@ async fn a_short_seeded_campaign_loses_nothing() {
     let scratch = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start(&scratch.path().join("redis")).unwrap();
     let database = servers::shared().database("chaos_short").await.unwrap();
-    let report = chaos::run_once(&database, &mut redis, 200_000, 5, 0x5eed_0001)
-        .await
-        .unwrap();
+    let report = chaos::run_once(
+        &database,
+        &mut redis,
+        200_000,
+        5,
+        0x5eed_0001,
+        &chaos::Fault::SHARED_SERVER,
+        None,
+    )
+    .await
+    .unwrap();
     chaos::summarize(std::slice::from_ref(&report));
     assert_eq!(
         report.faults.len(),

@@ -11,7 +11,8 @@ use nix::sys::signal::Signal;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
 use shoal_tests::scenario::{
-    self, ALTER, assert_migrated_exactly, seeded, shoal_cli, wait_for_log, watch_to_completion,
+    self, ALTER, assert_migrated_exactly, expect_success, finish_writer, seeded, seeded_on,
+    shoal_cli, start_writer, wait_for_log, wait_for_shadow_rows, watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -357,5 +358,49 @@ async fn stale_reports_are_refused_over_grpc() {
     let _worker = start_worker("worker", &coordinator.url, 2, &env).unwrap();
     let watched = watch_to_completion(&coordinator, &id).await;
     assert!(watched.contains("OUTCOME_COMPLETED"), "{watched}");
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_connections_for_seconds_is_waited_out() {
+    // A private server: the fault is server-wide.
+    let dir = tempfile::tempdir().unwrap();
+    let server = shoal_tests::mariadb::MariaDb::start(&dir.path().join("server")).unwrap();
+    let (database, ledger) = seeded_on(&server, "refusing", 100_000).await;
+    // shoal under an account with only the grants it needs: accounts with SUPER or CONNECTION
+    // ADMIN are never refused for `max_connections`.
+    server
+        .info
+        .root_sql(
+            "CREATE USER 'limited'@'127.0.0.1' IDENTIFIED BY 'limited-pw'; \
+             GRANT REPLICATION SLAVE, BINLOG MONITOR, PROCESS ON *.* TO 'limited'@'127.0.0.1'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES \
+             ON `refusing`.* TO 'limited'@'127.0.0.1'",
+        )
+        .unwrap();
+    let limited = TestDatabase {
+        name: database.name.clone(),
+        dsn: format!(
+            "mysql://limited:limited-pw@127.0.0.1:{}/refusing",
+            server.info.port
+        ),
+    };
+    let writer = start_writer(&database, ledger, 98).await;
+    let mut run = scenario::shoal_run(
+        &limited,
+        ALTER,
+        &["--chunk-rows", "500", "--target-chunk-time", "0"],
+        "copy.server_sleep=sleep(20)",
+    );
+    wait_for_shadow_rows(&database, 5_000).await;
+    let injected = shoal_tests::chaos::refuse_connections(&database, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains("the server refuses new connections; retrying"),
+        "the fault hit shoal ({injected}):\n{log}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }

@@ -480,7 +480,7 @@ async fn an_account_without_binlog_privileges_is_refused_naming_them() {
         "ALTER TABLE t ADD COLUMN x INT",
         &format!(
             "the account '{user}'@'127.0.0.1' lacks privileges shoal needs: REPLICATION SLAVE, \
-             BINLOG MONITOR; grant them"
+             BINLOG MONITOR, PROCESS; grant them"
         ),
     )
     .await;

@@ -77,8 +77,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Mysql(mysql_async::Error::Server(server)) => {
-                // Lock wait timeout, deadlock, lost connection during query, killed query.
-                matches!(server.code, 1205 | 1213 | 2013 | 1317 | 1927)
+                // Lock wait timeout, deadlock, lost connection during query, killed query, too
+                // many connections (server or account).
+                matches!(server.code, 1205 | 1213 | 2013 | 1317 | 1927 | 1040 | 1203)
             }
             Error::Mysql(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
             _ => false,
@@ -176,7 +177,9 @@ pub async fn copy_chunk(
     let (predicate, params) = range_predicate(&context.key_columns, &spec.range);
     let key = order_by(&context.key_columns);
 
-    let mut connection = pool.get_conn().await?;
+    // A server refusing connections for a while: wait a little here, then hand the task back.
+    let mut connection =
+        crate::session::patiently(Duration::from_secs(10), || pool.get_conn()).await?;
     connection_id.store(connection.id(), Ordering::SeqCst);
     let mut statement_time = Duration::ZERO;
     let mut conflicts = Vec::new();

@@ -98,6 +98,47 @@ pub fn with_database(dsn: &str, schema: &str) -> String {
     result
 }
 
+/// Whether `error` means the server refuses new connections for now (too many connections, the
+/// account's connection limit, a refused or reset socket while it restarts): waiting may cure it.
+pub fn refused_for_now(error: &mysql_async::Error) -> bool {
+    match error {
+        mysql_async::Error::Server(server) => matches!(server.code, 1040 | 1203),
+        mysql_async::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `connect` again while the server refuses new connections, for up to `patience`, with
+/// back-off; any other error, or the last refusal, is returned.
+pub async fn patiently<T, F, Fut>(
+    patience: Duration,
+    mut connect: F,
+) -> Result<T, mysql_async::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, mysql_async::Error>>,
+{
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match connect().await {
+            Ok(value) => return Ok(value),
+            Err(error) if refused_for_now(&error) && started.elapsed() < patience => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "the server refuses new connections; retrying");
+                tokio::time::sleep(shoal_common::backoff::delay(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(2),
+                    0.5,
+                ))
+                .await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Builds a pool for `dsn` with shoal's session settings.
 pub fn pool_for(
     name: &str,

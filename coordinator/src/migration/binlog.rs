@@ -261,7 +261,9 @@ pub async fn read_stream(
     sender: mpsc::Sender<StreamMsg>,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    let mut connection = Conn::new(opts).await?;
+    let mut connection =
+        shoal_worker::session::patiently(super::CONNECT_PATIENCE, || Conn::new(opts.clone()))
+            .await?;
     connection
         .query_drop("SET @master_heartbeat_period = 500000000")
         .await?;

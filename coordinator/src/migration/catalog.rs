@@ -241,7 +241,8 @@ const SCHEMA_PRIVILEGES: [&str; 8] = [
 
 /// The privileges shoal needs that `global` (granted on `*.*`) and `schema` (granted on the
 /// schema) lack, as `GRANT` names: reading the binlog needs `REPLICATION SLAVE` and one of
-/// `BINLOG MONITOR` (MariaDB 10.5+), `REPLICATION CLIENT` (MySQL) or `SUPER`.
+/// `BINLOG MONITOR` (MariaDB 10.5+), `REPLICATION CLIENT` (MySQL) or `SUPER`; a takeover needs
+/// `PROCESS` to see the previous owner's transactions.
 pub fn missing_privileges(global: &[String], schema: &[String]) -> Vec<&'static str> {
     let granted = |list: &[String], privilege: &str| {
         list.iter()
@@ -256,6 +257,10 @@ pub fn missing_privileges(global: &[String], schema: &[String]) -> Vec<&'static 
         .any(|privilege| granted(global, privilege))
     {
         missing.push("BINLOG MONITOR");
+    }
+    // A takeover finds a stalled owner's transaction in information_schema.INNODB_TRX.
+    if !granted(global, "PROCESS") {
+        missing.push("PROCESS");
     }
     for privilege in SCHEMA_PRIVILEGES {
         if !granted(global, privilege) && !granted(schema, privilege) {
@@ -300,8 +305,8 @@ pub async fn check_privileges(connection: &mut impl Queryable, schema: &str) -> 
         return Ok(());
     }
     Err(Error::Preflight(format!(
-        "the account {grantee} lacks privileges shoal needs: {}; grant them (REPLICATION SLAVE \
-         and BINLOG MONITOR on *.*, the others on {}.*)",
+        "the account {grantee} lacks privileges shoal needs: {}; grant them (REPLICATION SLAVE, \
+         BINLOG MONITOR and PROCESS on *.*, the others on {}.*)",
         missing.join(", "),
         shoal_common::sql::quote_identifier(schema)
     )))
@@ -319,18 +324,21 @@ mod tests {
     fn privileges_come_from_the_global_or_the_schema_grant() {
         let on_schema = names(&SCHEMA_PRIVILEGES);
         let mut all_global = on_schema.clone();
-        all_global.extend(names(&["REPLICATION SLAVE", "BINLOG MONITOR"]));
+        all_global.extend(names(&["REPLICATION SLAVE", "BINLOG MONITOR", "PROCESS"]));
         assert!(missing_privileges(&all_global, &[]).is_empty());
-        let replication = names(&["REPLICATION SLAVE", "REPLICATION CLIENT"]);
+        let replication = names(&["REPLICATION SLAVE", "REPLICATION CLIENT", "PROCESS"]);
         let mut lower_case = on_schema.clone();
         lower_case[0] = lower_case[0].to_lowercase();
         assert!(missing_privileges(&replication, &lower_case).is_empty());
         assert_eq!(
             missing_privileges(&[], &on_schema),
-            ["REPLICATION SLAVE", "BINLOG MONITOR"]
+            ["REPLICATION SLAVE", "BINLOG MONITOR", "PROCESS"]
         );
         assert_eq!(
-            missing_privileges(&names(&["SUPER", "REPLICATION SLAVE"]), &names(&["SELECT"])),
+            missing_privileges(
+                &names(&["SUPER", "REPLICATION SLAVE", "PROCESS"]),
+                &names(&["SELECT"])
+            ),
             SCHEMA_PRIVILEGES[1..]
         );
     }

@@ -120,7 +120,7 @@ impl Migration {
     /// stream's start, nothing is planned yet.
     pub(super) async fn create_checkpoint(&mut self, start: &BinlogPos) -> Result<(), Error> {
         if self.checkpoint_connection.is_none() {
-            self.checkpoint_connection = Some(self.pool.get_conn().await?);
+            self.checkpoint_connection = Some(self.connect().await?);
         }
         let detail = self.detail()?;
         let table = self.checkpoint_table();
@@ -211,7 +211,7 @@ impl Migration {
 
     /// Flushes every change whose chunk is drained, then records (P, S) with the owner epoch.
     pub(super) async fn write_checkpoint(&mut self) -> Result<(), Error> {
-        let mut flusher = self.pool.get_conn().await?;
+        let mut flusher = self.connect().await?;
         self.flush_ready(&mut flusher).await?;
         drop(flusher);
         let position = self
@@ -219,7 +219,7 @@ impl Migration {
             .clone()
             .ok_or_else(|| Error::Checkpoint("no stream position yet".to_owned()))?;
         if self.checkpoint_connection.is_none() {
-            self.checkpoint_connection = Some(self.pool.get_conn().await?);
+            self.checkpoint_connection = Some(self.connect().await?);
         }
         let detail = self.detail()?;
         let watermark = self.ledger.low_watermark().0;
@@ -364,7 +364,7 @@ impl Migration {
     /// which waits for any flush of the old owner in flight (INV-O1).
     pub(super) async fn claim(&mut self, saved: &Saved, live_epoch: u64) -> Result<(), Error> {
         let epoch = shoal_common::checkpoint::next_owner_epoch(live_epoch, Some(saved.owner_epoch));
-        let mut updater = self.pool.get_conn().await?;
+        let mut updater = self.connect().await?;
         let updater_id = updater.id();
         let sql = format!(
             "UPDATE {} SET owner_epoch = ? WHERE id = 1 AND owner_epoch < ?",
@@ -378,7 +378,7 @@ impl Migration {
         // lock, and the raise waits for it: kill whatever blocks the raise (only shoal's own
         // transactions lock that row). MariaDB (and MySQL 5.7) list lock waits in
         // information_schema; MySQL 8 moved them to performance_schema.data_lock_waits.
-        let mut watcher = self.pool.get_conn().await?;
+        let mut watcher = self.connect().await?;
         while !raise.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let blockers: Vec<u64> = watcher

@@ -41,9 +41,9 @@ impl Migration {
     async fn barrier(&mut self, count: usize) -> Result<(Vec<Conn>, Duration), Error> {
         let mut sessions = Vec::with_capacity(count);
         for _ in 0..count {
-            sessions.push(self.pool.get_conn().await?);
+            sessions.push(self.connect().await?);
         }
-        let mut lock = self.pool.get_conn().await?;
+        let mut lock = self.connect().await?;
         lock.query_drop("SET SESSION lock_wait_timeout = 5").await?;
         let source = self.qualified(&self.table);
         let shadow = self.qualified(&names::shadow(&self.table));
@@ -176,7 +176,7 @@ impl Migration {
         self.repairing.push(range.clone());
         let chunk = ChunkId(REPAIR_CHUNK_BASE + sequence);
         let fence = self.qualified(&names::fence(&self.table));
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         // A previous owner may have repaired under this id: bump its epoch then (INV-F1).
         connection
             .exec_drop(
@@ -238,7 +238,7 @@ impl Migration {
         if self.progress.borrow().unique_conflicts == 0 {
             return Ok(());
         }
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let duplicate = super::unique::find_duplicate(
             &mut connection,
             &self.schema,

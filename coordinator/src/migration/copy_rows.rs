@@ -91,7 +91,7 @@ impl Migration {
     /// returns the new epoch (INV-F1).
     pub(super) async fn bump_fence(&self, chunk: ChunkId) -> Result<FenceEpoch, Error> {
         let fence = self.qualified(&names::fence(&self.table));
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         connection
             .exec_drop(
                 format!("UPDATE {fence} SET epoch = epoch + 1 WHERE chunk = ?"),
@@ -188,7 +188,7 @@ impl Migration {
                     attempt += 1;
                     if error.connection_lost() {
                         warn!(%error, attempt, "flush connection lost; reconnecting");
-                        *connection = self.pool.get_conn().await?;
+                        *connection = self.connect().await?;
                     } else {
                         warn!(%error, attempt, "applying changes lost a lock conflict; retrying");
                     }
@@ -281,7 +281,7 @@ impl Migration {
     /// drained are fenced again and recopied (each copy clears its range first), the rest of the
     /// key space is planned from where the planner stood.
     pub(super) async fn copy_rows(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let source = self.qualified(&self.table);
         let estimate =
             super::catalog::estimated_rows(&mut connection, &self.schema, &self.table).await?;
@@ -571,7 +571,7 @@ impl Migration {
 
     /// Holds a paused migration after the copy, applying changes meanwhile.
     pub(super) async fn wait_while_paused(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         while self.intents.borrow().paused {
             if !self.progress.borrow().paused {
                 self.duties.force();
@@ -589,7 +589,7 @@ impl Migration {
 
     /// `ApplyChangeset`: catch up with the server's current position and apply everything.
     pub(super) async fn apply_changeset(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(300)).await?;
         self.flush_ready(&mut connection).await?;

@@ -70,7 +70,7 @@ impl Migration {
         if self.statement.sets_auto_increment {
             return Ok(());
         }
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let counter: Option<Option<u64>> = connection
             .exec_first(
                 "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
@@ -95,7 +95,7 @@ impl Migration {
         for attempt in 1..=ATTEMPTS {
             self.check_cancelled()?;
             // Keep the locked window short: apply what has accumulated first.
-            let mut connection = self.pool.get_conn().await?;
+            let mut connection = self.connect().await?;
             let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
             self.catch_up(&target, Duration::from_secs(60)).await?;
             self.flush_ready(&mut connection).await?;
@@ -123,7 +123,7 @@ impl Migration {
     async fn swap(&mut self) -> Result<Duration, Error> {
         let source = self.qualified(&self.table);
         let lock_wait = self.options.lock_wait_timeout.as_secs().max(1);
-        let mut holder = self.pool.get_conn().await?;
+        let mut holder = self.connect().await?;
         holder
             .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
             .await?;
@@ -162,7 +162,7 @@ impl Migration {
             return Err(error);
         }
         shoal_worker::failpoint::hit("cutover.after_rename", self.options.id.as_str()).await;
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         connection
             .query_drop(format!(
                 "RENAME TABLE {} TO {}",
@@ -176,7 +176,7 @@ impl Migration {
 
     /// Gives the shadow table back its `_t_new` name after a failed attempt (if it was renamed).
     pub(super) async fn restore_shadow_name(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let swap = names::swap(&self.table);
         if super::catalog::table_exists(&mut connection, &self.schema, &swap).await? {
             connection
@@ -199,7 +199,7 @@ impl Migration {
     ) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
         let target = binlog::current_position(holder, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
-        let mut flusher = self.pool.get_conn().await?;
+        let mut flusher = self.connect().await?;
         self.flush_ready(&mut flusher).await?;
         if !self.buffer.is_empty() {
             return Err(Error::Cutover(format!(
@@ -221,7 +221,7 @@ impl Migration {
             .await?;
         drop(flusher);
         self.cutting_over = true;
-        let mut renamer = self.pool.get_conn().await?;
+        let mut renamer = self.connect().await?;
         renamer
             .query_drop(format!("SET SESSION lock_wait_timeout = {}", lock_wait + 5))
             .await?;
@@ -271,7 +271,7 @@ impl Migration {
 
     /// Step 7: `t` is the former shadow table and `_t_old` the former original.
     async fn verify_swap(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let old_exists =
             super::catalog::table_exists(&mut connection, &self.schema, &names::old(&self.table))
                 .await?;
@@ -293,7 +293,7 @@ impl Migration {
 
     /// `Close`: drops shoal's tables (and `_t_old` unless kept) and releases the lock.
     pub(super) async fn close(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let mut drop_list = vec![
             names::checkpoint(&self.table),
             names::fence(&self.table),

@@ -528,7 +528,7 @@ impl Migration {
 
     /// `AnalyzeTable`: fresh index statistics on the shadow table before it takes traffic.
     async fn analyze(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let shadow = self.qualified(&names::shadow(&self.table));
         let _: Vec<mysql_async::Row> = connection.query(format!("ANALYZE TABLE {shadow}")).await?;
         Ok(())
@@ -539,7 +539,7 @@ impl Migration {
     /// lock's holder if the checkpoint names it as the previous owner's connection (a stalled
     /// owner still holds the lock), then waits for the lock.
     async fn lock(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let name = names::advisory_lock(&self.schema, &self.table);
         let mut wait = 0;
         if self.options.take_over
@@ -608,6 +608,15 @@ impl Migration {
         }
     }
 
+    /// A connection of the migration's pool, waiting (up to [`super::CONNECT_PATIENCE`]) while
+    /// the server refuses new connections.
+    pub(super) async fn connect(&self) -> Result<Conn, Error> {
+        Ok(
+            shoal_worker::session::patiently(super::CONNECT_PATIENCE, || self.pool.get_conn())
+                .await?,
+        )
+    }
+
     pub(super) async fn release_lock(&mut self) {
         if let Some(mut connection) = self.lock_connection.take() {
             // The table's lock and the server slot.
@@ -619,7 +628,7 @@ impl Migration {
 
     /// Tries the change natively with `ALGORITHM=INSTANT`. True if it ran.
     async fn try_instant(&mut self) -> Result<bool, Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         match connection
             .query_drop(self.statement.instant(&self.schema))
             .await
@@ -643,7 +652,7 @@ impl Migration {
     /// `Initial`: shadow table from `CREATE TABLE … LIKE` plus the user's ALTER text, the fence
     /// table, the binlog position, the checkpoint table with the first checkpoint, the stream.
     async fn initial(&mut self) -> Result<(), Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let source = self.qualified(&self.table);
         let shadow_name = names::shadow(&self.table);
         let shadow = self.qualified(&shadow_name);
@@ -738,7 +747,7 @@ impl Migration {
     /// still in the binlog, takes ownership (fencing the previous owner), restores the plan and
     /// restarts the stream at P.
     async fn resume_from(&mut self, saved: Saved) -> Result<Resume, Error> {
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let live_epoch = self.store.owner_epoch(&self.options.id).await?;
         if saved.detail.cutover != CutoverMarker::NotStarted {
             let mut present = Vec::new();
@@ -869,7 +878,7 @@ impl Migration {
             return Ok(());
         }
         self.checkpoint_connection = None;
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         for helper in [
             names::shadow(&self.table),
             names::checkpoint(&self.table),

@@ -119,7 +119,7 @@ impl Migration {
     pub async fn plan(&self) -> Result<v1::PlanMigrationResponse, Error> {
         let mut findings = Vec::new();
         let qualified = self.qualified(&self.table);
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         // A temporary table hides a base table of the same name in this session only.
         let scratch = names::shadow(&self.table);
         let scratch_qualified = quote_qualified(&self.schema, &scratch);

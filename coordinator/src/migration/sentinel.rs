@@ -57,7 +57,7 @@ impl Migration {
         if !self.options.defer_cutover || self.intents.borrow().released {
             return Ok(());
         }
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         connection
             .query_drop(format!(
                 "CREATE TABLE IF NOT EXISTS {} (migration_id VARCHAR(255) NOT NULL PRIMARY KEY, \
@@ -87,7 +87,7 @@ impl Migration {
     /// again.
     pub(super) async fn wait_on_sentinel(&mut self) -> Result<bool, Error> {
         let started = Instant::now();
-        let mut connection = self.pool.get_conn().await?;
+        let mut connection = self.connect().await?;
         let rows = self.sentinel_has_rows(&mut connection).await?;
         shoal_worker::failpoint::hit("sentinel.before_ready", self.options.id.as_str()).await;
         if rows {

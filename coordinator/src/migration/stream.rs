@@ -27,7 +27,8 @@ fn connection_lost(error: &Error) -> bool {
             | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
         ) => true,
         Error::Mysql(mysql_async::Error::Server(server)) => {
-            matches!(server.code, 1053 | 1927 | 2013)
+            // Shutdown, killed, lost; too many connections (a reconnect was refused).
+            matches!(server.code, 1053 | 1927 | 2013 | 1040 | 1203)
         }
         Error::Binlog(message) => {
             message.starts_with("no binlog event or heartbeat")

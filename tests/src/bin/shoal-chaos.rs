@@ -7,7 +7,7 @@
 //! `--rows N` (default 200,000).
 
 use anyhow::{Context, bail};
-use shoal_tests::chaos::{self, RunReport};
+use shoal_tests::chaos::{self, Fault, RunReport};
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::servers::TestDatabase;
@@ -42,12 +42,32 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
+/// The fleet's account: only the grants shoal needs (`docs/operations.md`), so that
+/// `RefuseConnections` refuses it (SUPER and CONNECTION ADMIN accounts are always let in).
+fn create_shoal_account(mariadb: &MariaDb) -> anyhow::Result<()> {
+    mariadb.info.root_sql(
+        "CREATE USER 'fleet'@'127.0.0.1' IDENTIFIED BY 'fleet-test-password'; \
+         GRANT REPLICATION SLAVE, BINLOG MONITOR, PROCESS ON *.* TO 'fleet'@'127.0.0.1'; \
+         GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES \
+         ON `chaos\\_%`.* TO 'fleet'@'127.0.0.1'",
+    )?;
+    Ok(())
+}
+
+fn shoal_dsn(mariadb: &MariaDb, database: &str) -> String {
+    format!(
+        "mysql://fleet:fleet-test-password@127.0.0.1:{}/{database}",
+        mariadb.info.port
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let scratch = tempfile::Builder::new().prefix("shoal-chaos-").tempdir()?;
     let mariadb = MariaDb::start(&scratch.path().join("mariadb"))?;
     let mut redis = RedisServer::start(&scratch.path().join("redis"))?;
+    create_shoal_account(&mariadb)?;
     println!(
         "## Campaign: seed {}, {} run(s), {} fault(s) per run, {} rows\n",
         args.seed, args.runs, args.faults, args.rows
@@ -66,8 +86,16 @@ async fn main() -> anyhow::Result<()> {
             name,
         };
         eprintln!("chaos: run {index} (seed {run_seed:#x})");
-        let report =
-            chaos::run_once(&database, &mut redis, args.rows, args.faults, run_seed).await?;
+        let report = chaos::run_once(
+            &database,
+            &mut redis,
+            args.rows,
+            args.faults,
+            run_seed,
+            &Fault::ALL,
+            Some(&shoal_dsn(&mariadb, &database.name)),
+        )
+        .await?;
         eprintln!(
             "chaos: run {index}: {} after {} fault(s), {} difference(s), {:.1} s",
             report.outcome,
