@@ -93,6 +93,11 @@ pub struct Injected {
     pub state: String,
     /// What the injection touched (or why it touched nothing).
     pub detail: String,
+    /// Seconds after the run started.
+    pub at: f64,
+    /// Seconds until the migration made progress again (more rows copied, a later state, or
+    /// its end); `None` if it never did.
+    pub recovered_after: Option<f64>,
 }
 
 /// How one run ended.
@@ -420,6 +425,17 @@ pub async fn run_once(
         &["--threads", "2", "--target-chunk-time", "0"],
     )
     .await;
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn(sample_progress(
+        fleet
+            .coordinators
+            .iter()
+            .map(|(_, coordinator)| coordinator.url.clone())
+            .collect(),
+        id.clone(),
+        started,
+        stop_sampling.clone(),
+    ));
     let mut injected = Vec::new();
     let mut outcome = None;
     for _ in 0..faults {
@@ -441,12 +457,15 @@ pub async fn run_once(
             },
         );
         let fault = classes[random.below(classes.len() as u64) as usize];
+        let at = started.elapsed().as_secs_f64();
         let detail = inject(fault, &mut fleet, redis, database, &id, &mut random).await?;
         eprintln!("chaos: {fault} in {state}: {detail}");
         injected.push(Injected {
             fault,
             state,
             detail,
+            at,
+            recovered_after: None,
         });
     }
     // Wait for the end; a run that has not ended STUCK_AFTER its last fault is stuck.
@@ -468,6 +487,11 @@ pub async fn run_once(
         .map(|(status, _)| status),
     };
     let seconds = started.elapsed().as_secs_f64();
+    stop_sampling.cancel();
+    let samples = sampler.await.unwrap_or_default();
+    for fault in &mut injected {
+        fault.recovered_after = recovery(&samples, fault.at);
+    }
     let stats = std::sync::Arc::clone(&writer.stats);
     let expected = writer.stop().await?;
     // A fresh connection: the first one idled through every fault of the run (its read failed
@@ -500,6 +524,18 @@ pub async fn run_once(
         ("chunks fenced", count("chunk fenced")),
         ("chunks returned", count("chunk returned; fencing")),
         (
+            "chunks recopied by resumes",
+            logs.split("chunks_to_recopy=")
+                .skip(1)
+                .filter_map(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum(),
+        ),
+        (
             "writer deletes",
             stats.deletes.load(std::sync::atomic::Ordering::Relaxed),
         ),
@@ -522,11 +558,58 @@ pub async fn run_once(
     })
 }
 
+/// One status sample: seconds since the run started, state, rows copied, and whether it ended.
+type Sample = (f64, i32, u64, bool);
+
+/// Samples the migration's status from any coordinator every 100 ms until `stop`.
+async fn sample_progress(
+    urls: Vec<String>,
+    id: String,
+    started: Instant,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    while !stop.is_cancelled() {
+        for url in &urls {
+            let Ok(mut client) =
+                v1::migration_service_client::MigrationServiceClient::connect(url.clone()).await
+            else {
+                continue;
+            };
+            let request = v1::GetMigrationRequest {
+                migration_id: id.clone(),
+            };
+            if let Ok(response) = client.get_migration(request).await
+                && let Some(status) = response.into_inner().status
+            {
+                samples.push((
+                    started.elapsed().as_secs_f64(),
+                    status.state,
+                    status.progress.map_or(0, |progress| progress.rows_copied),
+                    status.outcome != v1::Outcome::Running as i32,
+                ));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    samples
+}
+
+/// Seconds from `at` until a sample shows progress beyond the last sample before `at`.
+fn recovery(samples: &[Sample], at: f64) -> Option<f64> {
+    let before = samples.iter().rev().find(|sample| sample.0 <= at)?;
+    samples
+        .iter()
+        .find(|sample| sample.0 > at && (sample.3 || sample.1 > before.1 || sample.2 > before.2))
+        .map(|sample| sample.0 - at)
+}
+
 /// Prints a campaign's reports as markdown; returns whether every run survived.
 pub fn summarize(reports: &[RunReport]) -> bool {
     println!("| run seed | faults (state) | outcome | differences | leftovers | seconds |");
     println!("|---|---|---|---:|---|---:|");
-    let mut by_class: BTreeMap<Fault, (u32, u32)> = BTreeMap::new();
+    let mut by_class: BTreeMap<Fault, (u32, u32, Vec<f64>)> = BTreeMap::new();
     for report in reports {
         let faults: Vec<String> = report
             .faults
@@ -546,12 +629,20 @@ pub fn summarize(reports: &[RunReport]) -> bool {
             let entry = by_class.entry(injected.fault).or_default();
             entry.0 += 1;
             entry.1 += u32::from(report.survived());
+            entry.2.extend(injected.recovered_after);
         }
     }
-    println!("\n| fault class | injected | in runs that completed exactly |");
-    println!("|---|---:|---:|");
-    for (fault, (injected, survived)) in &by_class {
-        println!("| {fault} | {injected} | {survived} |");
+    println!(
+        "\n| fault class | injected | in runs that completed exactly | progress again after (median / max, s) |"
+    );
+    println!("|---|---:|---:|---|");
+    for (fault, (injected, survived, recoveries)) in &mut by_class {
+        recoveries.sort_by(f64::total_cmp);
+        let recovery = match (recoveries.get(recoveries.len() / 2), recoveries.last()) {
+            (Some(median), Some(max)) => format!("{median:.1} / {max:.1}"),
+            _ => "never".to_owned(),
+        };
+        println!("| {fault} | {injected} | {survived} | {recovery} |");
     }
     let mut coverage: BTreeMap<&str, u64> = BTreeMap::new();
     for report in reports {
@@ -577,4 +668,27 @@ pub fn summarize(reports: &[RunReport]) -> bool {
 pub fn run_seeds(seed: u64, runs: u32) -> Vec<u64> {
     let mut random = SplitMix::new(seed);
     (0..runs).map(|_| random.next_u64()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recovery;
+
+    #[test]
+    fn recovery_is_the_time_to_the_first_sample_beyond_the_last_one_before_the_fault() {
+        let samples = [
+            (1.0, 2, 100, false),
+            (2.0, 2, 200, false),
+            (3.0, 2, 200, false),
+            (4.5, 2, 200, false),
+            (5.0, 2, 300, false),
+            (6.0, 3, 300, false),
+            (7.0, 3, 300, true),
+        ];
+        assert_eq!(recovery(&samples, 2.5), Some(2.5), "rows moved at 5.0");
+        assert_eq!(recovery(&samples, 5.5), Some(0.5), "a later state at 6.0");
+        assert_eq!(recovery(&samples, 6.5), Some(0.5), "the end at 7.0");
+        assert_eq!(recovery(&samples, 0.5), None, "no sample before the fault");
+        assert_eq!(recovery(&samples[..4], 2.5), None, "never moved again");
+    }
 }

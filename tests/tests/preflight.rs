@@ -290,8 +290,15 @@ async fn a_second_migration_of_a_table_is_refused_while_the_first_runs() {
     let alter = "ALTER TABLE t ADD COLUMN x INT";
     let mut first = shoal_run(&database, alter, &[], "checksum.before=1*sleep(8000)");
     wait_for_log(&first, "failpoint hit", Duration::from_secs(60)).await;
+    // The first sleeps before its checksum: nothing changes until it wakes.
+    let before = snapshot(&database).await;
     let mut second = shoal_run(&database, alter, &[], "");
     let status = second.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        snapshot(&database).await,
+        before,
+        "the refused second migration changed nothing"
+    );
     assert!(
         !status.success(),
         "a second migration ran:\n{}",

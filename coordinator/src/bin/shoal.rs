@@ -768,50 +768,126 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `shoal watch` keeps asking for a migration the fleet does not know (for now):
+/// after Redis lost its data a migration is unknown until its owner rebuilds it (about a
+/// second), and a coordinator may be restarting.
+const WATCH_GRACE_UNSEEN: std::time::Duration = std::time::Duration::from_secs(10);
+/// The same once the migration was seen.
+const WATCH_GRACE_SEEN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a watch may be asked again: the migration is unknown or the coordinator unreachable
+/// for now.
+fn watch_retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Cancelled
+    )
+}
+
 async fn watch(client: &mut Client, id: String, output: Output) -> anyhow::Result<()> {
-    let mut stream = client
-        .watch_migration(v1::WatchMigrationRequest {
-            migration_id: id.clone(),
-        })
-        .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-        .into_inner();
     // A bar on a terminal; plain lines (no control characters) anywhere else.
     let bar = matches!(output, Output::Table)
         .then(|| std::io::stdout().is_terminal())
         .filter(|terminal| *terminal)
         .map(|_| progress_bar(&id));
     let mut last: Option<v1::MigrationStatus> = None;
-    while let Some(message) = stream.message().await.context("watch stream")? {
-        let Some(status) = message.status else {
-            continue;
-        };
-        match (&bar, output) {
-            (_, Output::Json) => println!(
-                "{}",
-                serde_json::to_string(&shoal_coordinator::http::to_json(&status))?
-            ),
-            (Some(bar), Output::Table) => draw(bar, &status),
-            (None, Output::Table) => {
-                // One line per change of state or progress, not per repeated status.
-                let line = status_line(&status);
-                if last.as_ref().is_none_or(|last| status_line(last) != line) {
-                    println!("{line}");
+    let mut lost_since: Option<std::time::Instant> = None;
+    loop {
+        let ended = last.as_ref().is_some_and(|status| {
+            v1::Outcome::try_from(status.outcome)
+                .is_ok_and(|outcome| !matches!(outcome, v1::Outcome::Running))
+        });
+        if ended {
+            break;
+        }
+        let opened = client
+            .watch_migration(v1::WatchMigrationRequest {
+                migration_id: id.clone(),
+            })
+            .await;
+        let failure = match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => {
+                            if let Some(status) = message.status {
+                                lost_since = None;
+                                show(&bar, output, last.as_ref(), &status)?;
+                                last = Some(status);
+                            }
+                        }
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    }
                 }
             }
+            Err(status) => Some(status),
+        };
+        match failure {
+            // The stream ended before the migration did (a coordinator draining): ask again.
+            None if last.is_some() => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            None => anyhow::bail!("no status for migration {id}"),
+            Some(status) if watch_retryable(&status) => {
+                let grace = if last.is_some() {
+                    WATCH_GRACE_SEEN
+                } else {
+                    WATCH_GRACE_UNSEEN
+                };
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > grace {
+                    anyhow::bail!("{}", status.message());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Some(status) => anyhow::bail!("{}", status.message()),
         }
-        last = Some(status);
     }
     let status = last.with_context(|| format!("no status for migration {id}"))?;
+    finish_watch(&bar, &id, &status)
+}
+
+/// Shows one status of `shoal watch`.
+fn show(
+    bar: &Option<indicatif::ProgressBar>,
+    output: Output,
+    last: Option<&v1::MigrationStatus>,
+    status: &v1::MigrationStatus,
+) -> anyhow::Result<()> {
+    match (bar, output) {
+        (_, Output::Json) => println!(
+            "{}",
+            serde_json::to_string(&shoal_coordinator::http::to_json(status))?
+        ),
+        (Some(bar), Output::Table) => draw(bar, status),
+        (None, Output::Table) => {
+            // One line per change of state or progress, not per repeated status.
+            let line = status_line(status);
+            if last.is_none_or(|last| status_line(last) != line) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends `shoal watch` on the migration's last status.
+fn finish_watch(
+    bar: &Option<indicatif::ProgressBar>,
+    id: &str,
+    status: &v1::MigrationStatus,
+) -> anyhow::Result<()> {
     let completed = v1::Outcome::try_from(status.outcome) == Ok(v1::Outcome::Completed);
-    if let Some(bar) = &bar {
+    if let Some(bar) = bar {
         if completed {
             let length = bar.length().unwrap_or(0).max(bar.position()).max(1);
             bar.set_length(length);
             bar.set_position(length);
             bar.finish_with_message(format!("completed: {}", status.message));
         } else {
-            bar.abandon_with_message(format!("{}: {}", outcome_name(&status), status.message));
+            bar.abandon_with_message(format!("{}: {}", outcome_name(status), status.message));
         }
     }
     if completed {
@@ -819,7 +895,7 @@ async fn watch(client: &mut Client, id: String, output: Output) -> anyhow::Resul
     } else {
         Err(NotCompleted(format!(
             "migration {id} ended {}: {}",
-            outcome_name(&status),
+            outcome_name(status),
             status.message
         ))
         .into())
