@@ -307,15 +307,25 @@ pub async fn http_get_with(
 ) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(get_request(address, path, headers).as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    parse_response(&response)
+}
+
+/// An HTTP/1.1 GET of `path` on `address` with extra `headers`, closing the connection after.
+pub fn get_request(address: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
+    format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n")
+}
+
+/// The status code and body of an HTTP response.
+pub fn parse_response(response: &str) -> anyhow::Result<(u16, String)> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -122,24 +121,11 @@ pub async fn https_get(
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
     let name = ServerName::try_from(host.to_owned())?;
     let mut stream = connector.connect(name, tcp).await?;
-    let extra: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    stream
+        .write_all(crate::processes::get_request(address, path, headers).as_bytes())
+        .await?;
     let mut response = Vec::new();
     // A server closing without close_notify is fine once the response is complete.
     let _ = stream.read_to_end(&mut response).await;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("no HTTP status code")?;
-    Ok((code, body.to_owned()))
+    crate::processes::parse_response(&String::from_utf8_lossy(&response))
 }

@@ -190,6 +190,14 @@ struct SubmitArgs {
     /// A target (resolved like --target) whose replication lag holds the copy (repeatable).
     #[arg(long = "replica-target")]
     replica_targets: Vec<String>,
+    /// Throttle limits.
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The throttle's limits, shared by `shoal run` and `shoal submit`.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
     /// Hold the copy while any replica lags more than this (0 turns the check off).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     max_replica_lag: std::time::Duration,
@@ -199,9 +207,21 @@ struct SubmitArgs {
     /// Hold the copy while the primary's Threads_running is above this (0: off).
     #[arg(long, default_value_t = 0)]
     max_threads_running: u64,
-    /// Hold the copy while InnoDB's history list length is above this (0: off).
+    /// Hold the copy while InnoDB's history list length is above this (0: off); a long
+    /// transaction holding a read view makes it grow.
     #[arg(long, default_value_t = 0)]
     max_history_list_length: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> shoal_common::throttle::Limits {
+        shoal_common::throttle::Limits {
+            max_replica_lag: self.max_replica_lag,
+            unknown_lag_abort_after: self.unknown_lag_abort_after,
+            max_threads_running: self.max_threads_running,
+            max_history_list_length: self.max_history_list_length,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -299,19 +319,9 @@ struct ThrottleArgs {
     /// A file holding one replica DSN (repeatable); keeps the password out of the process list.
     #[arg(long = "replica-dsn-file")]
     replica_dsn_files: Vec<std::path::PathBuf>,
-    /// Hold the copy while any replica lags more than this (0 turns the check off).
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    max_replica_lag: std::time::Duration,
-    /// Fail the migration (before cut-over) when a replica's lag stays unknown this long.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    unknown_lag_abort_after: std::time::Duration,
-    /// Hold the copy while the primary's Threads_running is above this (0: off).
-    #[arg(long, default_value_t = 0)]
-    max_threads_running: u64,
-    /// Hold the copy while InnoDB's history list length is above this (0: off); a long
-    /// transaction holding a read view makes it grow.
-    #[arg(long, default_value_t = 0)]
-    max_history_list_length: u64,
+    /// Throttle limits.
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 impl ThrottleArgs {
@@ -342,15 +352,7 @@ impl ThrottleArgs {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((
-            replicas,
-            shoal_common::throttle::Limits {
-                max_replica_lag: self.max_replica_lag,
-                unknown_lag_abort_after: self.unknown_lag_abort_after,
-                max_threads_running: self.max_threads_running,
-                max_history_list_length: self.max_history_list_length,
-            },
-        ))
+        Ok((replicas, self.limits.limits()))
     }
 }
 
@@ -751,10 +753,10 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
                     shoal_common::task::CopyMode::Server => v1::CopyMode::Server as i32,
                 },
                 replica_targets: args.replica_targets,
-                max_replica_lag: Some(proto_duration(args.max_replica_lag)),
-                unknown_lag_abort_after: Some(proto_duration(args.unknown_lag_abort_after)),
-                max_threads_running: args.max_threads_running,
-                max_history_list_length: args.max_history_list_length,
+                max_replica_lag: Some(proto_duration(args.limits.max_replica_lag)),
+                unknown_lag_abort_after: Some(proto_duration(args.limits.unknown_lag_abort_after)),
+                max_threads_running: args.limits.max_threads_running,
+                max_history_list_length: args.limits.max_history_list_length,
                 ..Default::default()
             }),
         }),

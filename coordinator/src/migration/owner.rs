@@ -79,8 +79,10 @@ pub struct Migration {
     pub(super) stream: Option<Stream>,
     /// Position the stream has delivered up to.
     pub(super) stream_position: Option<BinlogPos>,
-    /// Times a lost change stream was restarted.
+    /// Times a lost change stream was restarted in a row (the count starts over once the
+    /// stream has run for [`super::stream::RESTARTS_FORGOTTEN_AFTER`]), and when it last was.
     pub(super) stream_restarts: u32,
+    pub(super) stream_restarted_at: Option<std::time::Instant>,
     /// The last transaction boundary the stream delivered: where it may restart (P).
     pub(super) safe_position: Option<BinlogPos>,
     /// The chunk planner, once the copy began.
@@ -271,6 +273,7 @@ impl Migration {
             stream: None,
             stream_position: None,
             stream_restarts: 0,
+            stream_restarted_at: None,
             safe_position: None,
             planner: None,
             recopy: Vec::new(),

@@ -16,6 +16,9 @@ use super::owner::Migration;
 
 /// Restarts of a lost change stream one owner allows before failing the migration.
 const MAX_STREAM_RESTARTS: u32 = 10;
+/// A stream that ran this long since its last restart starts its restart count over: a long
+/// migration survives any number of isolated losses, a stream that keeps failing does not.
+pub(super) const RESTARTS_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 /// Whether the stream ended because its connection was lost rather than on bad data: an I/O
 /// error, a killed connection (1927), a lost connection (2013), a server shutdown (1053), or no
@@ -163,10 +166,17 @@ impl Migration {
         let Some(position) = self.safe_position.clone() else {
             return Err(failure);
         };
+        if self
+            .stream_restarted_at
+            .is_some_and(|at| at.elapsed() >= RESTARTS_FORGOTTEN_AFTER)
+        {
+            self.stream_restarts = 0;
+        }
         if !connection_lost(&failure) || self.stream_restarts >= MAX_STREAM_RESTARTS {
             return Err(failure);
         }
         self.stream_restarts += 1;
+        self.stream_restarted_at = Some(std::time::Instant::now());
         tracing::warn!(
             migration_id = %self.options.id, error = %failure, %position,
             restarts = self.stream_restarts, "change stream lost; restarting it"
