@@ -136,14 +136,28 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(shoal_dsn: &str, redis_url: &str, namespace: &str) -> anyhow::Result<Self> {
+    async fn start(
+        shoal_dsn: &str,
+        redis_url: &str,
+        namespace: &str,
+        late_phases: bool,
+    ) -> anyhow::Result<Self> {
         let env = vec![("SHOAL_TARGET_LOCAL", shoal_dsn.to_owned())];
+        let mut coordinator_env = env.clone();
+        if late_phases {
+            // Stretch the short phases so that a fault can land in them: 1.5 s in CHECKSUM
+            // before each pass, 0.3 s in CUT_OVER with the table locked.
+            coordinator_env.push((
+                "SHOAL_FAILPOINTS",
+                "checksum.before=sleep(1500);cutover.locked=sleep(300)".to_owned(),
+            ));
+        }
         let ttl = format!("{}ms", TTL.as_millis());
         let options = CoordinatorOptions {
             redis_url: Some(redis_url.to_owned()),
             namespace: namespace.to_owned(),
             worker_ttl: TTL,
-            env: env.clone(),
+            env: coordinator_env,
             args: vec![
                 "--owner-ttl".to_owned(),
                 ttl.clone(),
@@ -386,18 +400,31 @@ async fn inject(
     })
 }
 
-/// Runs one migration under the writer with `faults` faults drawn from `classes`; `run_seed`
-/// picks them. The fleet connects with `shoal_dsn` (default: the database's own DSN, whose
-/// account the harness also uses for its faults and checks).
+/// What a run injects, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    /// The fault classes drawn from.
+    pub classes: &'a [Fault],
+    /// The fleet's DSN (default: the database's own, whose account the harness also uses for
+    /// its faults and checks).
+    pub shoal_dsn: Option<&'a str>,
+    /// Stretch `CHECKSUM` and `CUT_OVER` with failpoints and aim the last fault of the run at
+    /// one of them (the random schedule otherwise lands in `COPY_ROWS`).
+    pub late_phases: bool,
+}
+
+/// Runs one migration under the writer with `faults` faults drawn as `plan` says; `run_seed`
+/// picks them.
 pub async fn run_once(
     database: &TestDatabase,
     redis: &mut RedisServer,
     rows: u64,
     faults: u32,
     run_seed: u64,
-    classes: &[Fault],
-    shoal_dsn: Option<&str>,
+    plan: &Plan<'_>,
 ) -> anyhow::Result<RunReport> {
+    let classes = plan.classes;
+    let shoal_dsn = plan.shoal_dsn;
     let mut random = SplitMix::new(run_seed);
     let mut connection = database.connect().await?;
     writer::seed(&mut connection, "orders", rows).await?;
@@ -407,6 +434,7 @@ pub async fn run_once(
         shoal_dsn.unwrap_or(&database.dsn),
         &redis.info.url(),
         &namespace,
+        plan.late_phases,
     )
     .await?;
     let writer = Writer::start(
@@ -438,9 +466,30 @@ pub async fn run_once(
     ));
     let mut injected = Vec::new();
     let mut outcome = None;
-    for _ in 0..faults {
-        let delay = Duration::from_millis(200 + random.below(1_800));
-        tokio::time::sleep(delay).await;
+    for index in 0..faults {
+        let late = plan.late_phases && index + 1 == faults;
+        if late {
+            let target = if random.below(2) == 0 {
+                v1::State::Checksum
+            } else {
+                v1::State::CutOver
+            } as i32;
+            // Until the migration is in the target phase (or has ended).
+            let _ = crate::wait::until(
+                "the target phase",
+                STUCK_AFTER,
+                Duration::from_millis(20),
+                || async {
+                    fleet.status(&id).await.filter(|status| {
+                        status.state == target || status.outcome != v1::Outcome::Running as i32
+                    })
+                },
+            )
+            .await;
+        } else {
+            let delay = Duration::from_millis(200 + random.below(1_800));
+            tokio::time::sleep(delay).await;
+        }
         let status = fleet.status(&id).await;
         if let Some(status) = &status
             && status.outcome != v1::Outcome::Running as i32

@@ -20,8 +20,11 @@ async fn a_short_seeded_campaign_loses_nothing() {
         200_000,
         5,
         0x5eed_0001,
-        &chaos::Fault::SHARED_SERVER,
-        None,
+        &chaos::Plan {
+            classes: &chaos::Fault::SHARED_SERVER,
+            shoal_dsn: None,
+            late_phases: false,
+        },
     )
     .await
     .unwrap();

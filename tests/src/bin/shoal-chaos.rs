@@ -92,8 +92,11 @@ async fn main() -> anyhow::Result<()> {
             args.rows,
             args.faults,
             run_seed,
-            &Fault::ALL,
-            Some(&shoal_dsn(&mariadb, &database.name)),
+            &chaos::Plan {
+                classes: &Fault::ALL,
+                shoal_dsn: Some(&shoal_dsn(&mariadb, &database.name)),
+                late_phases: true,
+            },
         )
         .await?;
         eprintln!(
