@@ -187,11 +187,15 @@ pub async fn submit(coordinator_url: &str, extra: &[&str]) -> String {
         "--no-instant",
     ];
     args.extend_from_slice(extra);
-    let submitted = shoal_cli(coordinator_url, &args).await;
-    let id = submitted.lines().last().unwrap().trim().to_owned();
+    submitted_id(&shoal_cli(coordinator_url, &args).await)
+}
+
+/// The migration id `shoal submit` printed (its last line) in `output`.
+pub fn submitted_id(output: &str) -> String {
+    let id = output.lines().last().unwrap().trim().to_owned();
     assert!(
         id.starts_with("orders-"),
-        "submit prints the migration id: {submitted}"
+        "submit prints the migration id: {output}"
     );
     id
 }

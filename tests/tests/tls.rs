@@ -156,7 +156,7 @@ async fn mutual_tls_and_the_token_gate_every_client_and_no_password_leaks() {
     )
     .await;
     assert!(ok, "{submitted}");
-    let id = submitted.lines().last().unwrap().trim().to_owned();
+    let id = shoal_tests::scenario::submitted_id(&submitted);
     let (ok, watched) = cli(&["watch", &id], &full).await;
     assert!(ok, "{watched}\ncoordinator:\n{}", coordinator.logs());
     let (expected, _) = finish_writer(writer, 200).await;

@@ -99,6 +99,8 @@ pub struct Migration {
     pub(super) cutover_marker: CutoverMarker,
     /// The checkpoint found by preflight, resumed once the advisory lock is held.
     pub(super) resume: Option<Saved>,
+    /// The preflight's capacity warnings (a fresh run's; `shoal plan` shows them).
+    pub(super) capacity: Vec<super::capacity::Concern>,
     /// Changes not yet applied (INV-C2: deferred until their chunk drains).
     pub(super) buffer: ChangeBuffer<Vec<Value>>,
     /// Planned chunks and which are drained (INV-W1).
@@ -185,6 +187,7 @@ impl Migration {
                 "table name `{table}` is too long for shoal's helper tables (64-character limit)"
             )));
         }
+        let mut capacity = Vec::new();
         let resume = match checkpoint::read(&mut connection, &schema, &table).await? {
             Some(saved) => {
                 check_resume(&saved, &options.alter, &server.identity())
@@ -204,7 +207,7 @@ impl Migration {
                 let concerns =
                     super::capacity::check(&mut connection, &schema, &table, rows, options.strict)
                         .await?;
-                for concern in concerns {
+                for concern in &concerns {
                     if concern.refuse {
                         return Err(Error::Preflight(format!(
                             "{qualified}: {}; {}",
@@ -213,6 +216,7 @@ impl Migration {
                     }
                     warn!(code = concern.code, fix = %concern.fix, "{}", concern.message);
                 }
+                capacity = concerns;
                 None
             }
         };
@@ -282,6 +286,7 @@ impl Migration {
             duties: Duties::default(),
             cutover_marker: CutoverMarker::NotStarted,
             resume,
+            capacity,
             buffer: ChangeBuffer::default(),
             ledger: ChunkLedger::default(),
             repairing: Vec::new(),

@@ -197,18 +197,9 @@ impl Migration {
         ));
         let estimated_rows =
             catalog::estimated_rows(&mut connection, &self.schema, &self.table).await?;
-        for concern in super::capacity::check(
-            &mut connection,
-            &self.schema,
-            &self.table,
-            estimated_rows,
-            self.options.strict,
-        )
-        .await?
-        {
-            let severity = if concern.refuse {
-                v1::FindingSeverity::Refusal
-            } else if concern.code == "free_disk_unknown" {
+        // Refusals ended the preflight already; these are its warnings.
+        for concern in &self.capacity {
+            let severity = if concern.code == "free_disk_unknown" {
                 v1::FindingSeverity::Info
             } else {
                 v1::FindingSeverity::Warning
@@ -216,7 +207,7 @@ impl Migration {
             findings.push(finding(
                 severity,
                 concern.code,
-                concern.message,
+                concern.message.clone(),
                 &concern.fix,
             ));
         }
