@@ -236,6 +236,9 @@ pub struct Progress {
     pub changes_applied: u64,
     /// Changes buffered (deferred or waiting for a flush).
     pub changes_buffered: u64,
+    /// Changes held back for a chunk being copied and applied once it drained (INV-C2), by
+    /// this owner.
+    pub changes_deferred: u64,
     /// When the server wrote the last row event the change stream delivered (Unix seconds; 0
     /// before the first): the applier lag in seconds is its age while changes wait.
     pub last_event_at: u32,
@@ -267,6 +270,9 @@ pub struct Progress {
     pub resumed_at: Option<State>,
     /// Chunks recopied after a resume (planned but not drained in the checkpoint).
     pub chunks_recopied: u64,
+    /// Chunk tasks that came back to this owner (lease expired, copy failed, worker drained)
+    /// and were offered again.
+    pub chunks_returned: u64,
     /// The owner epoch this owner holds (INV-O1).
     pub owner_epoch: u64,
     /// Where the change stream is (what a checkpoint would record as P).
@@ -297,6 +303,7 @@ impl Default for Progress {
             chunks_in_flight: 0,
             changes_applied: 0,
             changes_buffered: 0,
+            changes_deferred: 0,
             last_event_at: 0,
             workers: 0,
             chunk_size: 0,
@@ -312,6 +319,7 @@ impl Default for Progress {
             checkpoint_failures: 0,
             resumed_at: None,
             chunks_recopied: 0,
+            chunks_returned: 0,
             owner_epoch: 0,
             binlog_position: None,
             copy_window: None,

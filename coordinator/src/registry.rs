@@ -154,6 +154,14 @@ pub fn status(id: &MigrationId, entry: &Entry) -> v1::MigrationStatus {
         progress.ranges_repaired.to_string(),
     );
     metadata.insert(
+        "chunks_returned".to_owned(),
+        progress.chunks_returned.to_string(),
+    );
+    metadata.insert(
+        "changes_deferred".to_owned(),
+        progress.changes_deferred.to_string(),
+    );
+    metadata.insert(
         "unique_conflicts".to_owned(),
         progress.unique_conflicts.to_string(),
     );

@@ -14,11 +14,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
 use shoal_proto::v1;
 
 use crate::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess, start_worker};
+use crate::proxy::DelayProxy;
 use crate::redis_server::RedisServer;
 use crate::scenario;
 use crate::servers::TestDatabase;
@@ -51,11 +53,15 @@ pub enum Fault {
     /// shoal's copy connections and binlog stream are killed, so that they must reconnect.
     /// Server-wide: only for campaigns on a private server (`make chaos`).
     RefuseConnections,
+    /// Worker–coordinator traffic delayed 0.3–1.5 s each way for four seconds (every worker
+    /// reaches its coordinator through a [`DelayProxy`]): heartbeats and reports arrive late,
+    /// leases lapse in transit.
+    DelayNetwork,
 }
 
 impl Fault {
     /// Every fault class, each claimed survivable.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillWorker,
         Fault::KillOwner,
         Fault::StopWorker,
@@ -64,9 +70,12 @@ impl Fault {
         Fault::KillBinlogStream,
         Fault::RestartRedis,
         Fault::RefuseConnections,
+        Fault::DelayNetwork,
     ];
 
-    /// The classes that touch nothing server-wide: safe on a server other tests share.
+    /// The classes that touch nothing server-wide: safe on a server other tests share (the
+    /// short campaign in `make test` draws from these; `DelayNetwork` is left to `make chaos` so
+    /// that the short campaign's seeded sequence stays as it was measured).
     pub const SHARED_SERVER: [Fault; 7] = [
         Fault::KillWorker,
         Fault::KillOwner,
@@ -98,6 +107,9 @@ pub struct Injected {
     /// Seconds until the migration made progress again (more rows copied, a later state, or
     /// its end); `None` if it never did.
     pub recovered_after: Option<f64>,
+    /// Chunks copied again between this fault and the next (or the end): chunk tasks that
+    /// came back to an owner plus chunks a resuming owner recopied.
+    pub chunks_redone: u64,
 }
 
 /// How one run ended.
@@ -130,6 +142,8 @@ impl RunReport {
 struct Fleet {
     options: CoordinatorOptions,
     coordinators: Vec<(String, CoordinatorProcess)>,
+    /// One per coordinator, at the same index: the workers' way to it.
+    proxies: Vec<DelayProxy>,
     workers: Vec<ShoalProcess>,
     env: Vec<(&'static str, String)>,
     spawned_workers: u32,
@@ -145,11 +159,14 @@ impl Fleet {
         let env = vec![("SHOAL_TARGET_LOCAL", shoal_dsn.to_owned())];
         let mut coordinator_env = env.clone();
         if late_phases {
-            // Stretch the short phases so that a fault can land in them: 1.5 s in CHECKSUM
-            // before each pass, 0.3 s in CUT_OVER with the table locked.
+            // Stretch the short phases so that a fault can land in them: 1.5 s entering
+            // APPLY_CHANGESET, before each CHECKSUM pass and entering CUT_OVER, and 0.3 s in
+            // CUT_OVER with the table locked.
             coordinator_env.push((
                 "SHOAL_FAILPOINTS",
-                "checksum.before=sleep(1500);cutover.locked=sleep(300)".to_owned(),
+                "apply.before=sleep(1500);checksum.before=sleep(1500);\
+                 cutover.before=sleep(1500);cutover.locked=sleep(300)"
+                    .to_owned(),
             ));
         }
         let ttl = format!("{}ms", TTL.as_millis());
@@ -168,15 +185,21 @@ impl Fleet {
             ],
         };
         let mut coordinators = Vec::new();
+        let mut proxies = Vec::new();
         for name in ["c1", "c2"] {
-            coordinators.push((
-                name.to_owned(),
-                CoordinatorProcess::start(name, &options).await?,
-            ));
+            let coordinator = CoordinatorProcess::start(name, &options).await?;
+            let address = coordinator
+                .url
+                .trim_start_matches("http://")
+                .parse()
+                .context("coordinator address")?;
+            proxies.push(DelayProxy::start(address).await?);
+            coordinators.push((name.to_owned(), coordinator));
         }
         let mut fleet = Self {
             options,
             coordinators,
+            proxies,
             workers: Vec::new(),
             env,
             spawned_workers: 0,
@@ -187,11 +210,11 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// A new worker, alternating between the coordinators.
+    /// A new worker, alternating between the coordinators (through their proxies).
     fn add_worker(&mut self) -> anyhow::Result<()> {
         self.spawned_workers += 1;
         let index = self.spawned_workers as usize % self.coordinators.len();
-        let url = self.coordinators[index].1.url.clone();
+        let url = self.proxies[index].url();
         let id = format!("w{}", self.spawned_workers);
         let mut env = self.env.clone();
         env.push((
@@ -397,6 +420,18 @@ async fn inject(
             "Redis restarted empty".to_owned()
         }
         Fault::RefuseConnections => refuse_connections(database, Duration::from_secs(3)).await?,
+        Fault::DelayNetwork => {
+            let delay = Duration::from_millis(300 + random.below(1_200));
+            let window = Duration::from_secs(4);
+            for proxy in &fleet.proxies {
+                proxy.set_delay(delay);
+            }
+            tokio::time::sleep(window).await;
+            for proxy in &fleet.proxies {
+                proxy.set_delay(Duration::ZERO);
+            }
+            format!("delayed worker-coordinator traffic {delay:?} each way for {window:?}")
+        }
     })
 }
 
@@ -408,9 +443,99 @@ pub struct Plan<'a> {
     /// The fleet's DSN (default: the database's own, whose account the harness also uses for
     /// its faults and checks).
     pub shoal_dsn: Option<&'a str>,
-    /// Stretch `CHECKSUM` and `CUT_OVER` with failpoints and aim the last fault of the run at
-    /// one of them (the random schedule otherwise lands in `COPY_ROWS`).
-    pub late_phases: bool,
+    /// Aim the run's last fault at a later phase (the random schedule otherwise lands in
+    /// `COPY_ROWS`): the short phases are stretched with failpoints and the migration waits on
+    /// the sentinel (`--defer-cutover`) until the runner drops it.
+    pub late: Option<Late>,
+}
+
+/// The last fault of a run: which class, aimed at which phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Late {
+    /// `ApplyChangeset`, `Checksum`, `WaitingOnSentinelTable` or `CutOver`.
+    pub phase: v1::State,
+    /// The class injected there.
+    pub fault: Fault,
+}
+
+impl Late {
+    /// The phases a late fault is aimed at, in lifecycle order.
+    pub const PHASES: [v1::State; 4] = [
+        v1::State::ApplyChangeset,
+        v1::State::Checksum,
+        v1::State::WaitingOnSentinelTable,
+        v1::State::CutOver,
+    ];
+
+    /// Run `index` of a campaign: phases in turn, classes in turn, so that ten runs put a
+    /// late fault in every phase and (with nine classes) every class in a late phase.
+    pub fn for_run(index: usize, classes: &[Fault]) -> Self {
+        Self {
+            phase: Self::PHASES[index % Self::PHASES.len()],
+            fault: classes[index % classes.len()],
+        }
+    }
+}
+
+/// Releases a migration waiting on the sentinel by dropping `_shoal_sentinel` (what an
+/// operator does; a resumed owner creates it again and waits again).
+async fn drop_sentinel(database: &TestDatabase) {
+    if let Ok(mut connection) = database.connect().await {
+        let _ = connection
+            .query_drop("DROP TABLE IF EXISTS `_shoal_sentinel`")
+            .await;
+    }
+}
+
+/// Keeps `hot` equal to the key ranges of the migration's leased chunk tasks (read from the
+/// task store in Redis every 50 ms) until `stop`: the writer aims half its operations there.
+async fn track_chunks_in_flight(
+    redis_url: String,
+    namespace: String,
+    id: String,
+    hot: writer::HotRanges,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let bound = |key: Option<&shoal_common::key::Key>| match key.map(|key| key.0.as_slice()) {
+        Some([shoal_common::key::KeyPart::Int(value)]) => Some(*value),
+        None => None,
+        Some(_) => Some(0),
+    };
+    while !stop.is_cancelled() {
+        let mut ranges = Vec::new();
+        if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+            let ids: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(format!("{namespace}:m:{id}:tasks"))
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default();
+            for task in ids {
+                let fields: (Option<String>, Option<String>) = redis::cmd("HMGET")
+                    .arg(format!("{namespace}:task:{task}"))
+                    .arg("state")
+                    .arg("spec")
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap_or_default();
+                if let (Some(state), Some(spec)) = fields
+                    && state == "leased"
+                    && let Ok(spec) = serde_json::from_str::<shoal_common::task::TaskSpec>(&spec)
+                {
+                    ranges.push((
+                        bound(spec.range.lower.as_ref()).unwrap_or(i64::MIN),
+                        bound(spec.range.upper.as_ref()).unwrap_or(i64::MAX),
+                    ));
+                }
+            }
+        }
+        if let Ok(mut hot) = hot.lock() {
+            *hot = ranges;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs one migration under the writer with `faults` faults drawn as `plan` says; `run_seed`
@@ -434,7 +559,7 @@ pub async fn run_once(
         shoal_dsn.unwrap_or(&database.dsn),
         &redis.info.url(),
         &namespace,
-        plan.late_phases,
+        plan.late.is_some(),
     )
     .await?;
     let writer = Writer::start(
@@ -448,12 +573,19 @@ pub async fn run_once(
     let started = Instant::now();
     // Two chunks at a time, 1,000 keys each, every copy held open 100 ms longer (failpoint): the
     // copy lasts long enough for the faults, with many chunk boundaries for them to land on.
-    let id = scenario::submit(
-        &fleet.coordinators[0].1.url,
-        &["--threads", "2", "--target-chunk-time", "0"],
-    )
-    .await;
+    let mut options = vec!["--threads", "2", "--target-chunk-time", "0"];
+    if plan.late.is_some() {
+        options.push("--defer-cutover");
+    }
+    let id = scenario::submit(&fleet.coordinators[0].1.url, &options).await;
     let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio::spawn(track_chunks_in_flight(
+        redis.info.url(),
+        namespace.clone(),
+        id.clone(),
+        std::sync::Arc::clone(&writer.hot),
+        stop_sampling.clone(),
+    ));
     let sampler = tokio::spawn(sample_progress(
         fleet
             .coordinators
@@ -467,22 +599,24 @@ pub async fn run_once(
     let mut injected = Vec::new();
     let mut outcome = None;
     for index in 0..faults {
-        let late = plan.late_phases && index + 1 == faults;
-        if late {
-            let target = if random.below(2) == 0 {
-                v1::State::Checksum
-            } else {
-                v1::State::CutOver
-            } as i32;
-            // Until the migration is in the target phase (or has ended).
+        let late = plan.late.filter(|_| index + 1 == faults);
+        if let Some(late) = late {
+            let target = late.phase as i32;
+            // Until the migration is at or past the target phase (or has ended), releasing
+            // the sentinel when it waits there and the target lies beyond.
             let _ = crate::wait::until(
                 "the target phase",
                 STUCK_AFTER,
                 Duration::from_millis(20),
                 || async {
-                    fleet.status(&id).await.filter(|status| {
-                        status.state == target || status.outcome != v1::Outcome::Running as i32
-                    })
+                    let status = fleet.status(&id).await?;
+                    if status.state >= target || status.outcome != v1::Outcome::Running as i32 {
+                        return Some(status);
+                    }
+                    if status.state == v1::State::WaitingOnSentinelTable as i32 {
+                        drop_sentinel(database).await;
+                    }
+                    None
                 },
             )
             .await;
@@ -505,7 +639,10 @@ pub async fn run_once(
                     .unwrap_or_default()
             },
         );
-        let fault = classes[random.below(classes.len() as u64) as usize];
+        let fault = match late {
+            Some(late) => late.fault,
+            None => classes[random.below(classes.len() as u64) as usize],
+        };
         let at = started.elapsed().as_secs_f64();
         let detail = inject(fault, &mut fleet, redis, database, &id, &mut random).await?;
         eprintln!("chaos: {fault} in {state}: {detail}");
@@ -515,6 +652,7 @@ pub async fn run_once(
             detail,
             at,
             recovered_after: None,
+            chunks_redone: 0,
         });
     }
     // Wait for the end; a run that has not ended STUCK_AFTER its last fault is stuck.
@@ -525,10 +663,11 @@ pub async fn run_once(
             STUCK_AFTER,
             Duration::from_millis(200),
             || async {
-                fleet
-                    .status(&id)
-                    .await
-                    .filter(|status| status.outcome != v1::Outcome::Running as i32)
+                let status = fleet.status(&id).await?;
+                if status.state == v1::State::WaitingOnSentinelTable as i32 {
+                    drop_sentinel(database).await;
+                }
+                Some(status).filter(|status| status.outcome != v1::Outcome::Running as i32)
             },
         )
         .await
@@ -538,8 +677,22 @@ pub async fn run_once(
     let seconds = started.elapsed().as_secs_f64();
     stop_sampling.cancel();
     let samples = sampler.await.unwrap_or_default();
-    for fault in &mut injected {
+    let _ = tracker.await;
+    let ends: Vec<f64> = injected
+        .iter()
+        .skip(1)
+        .map(|fault| fault.at)
+        .chain([f64::INFINITY])
+        .collect();
+    for (fault, end) in injected.iter_mut().zip(ends) {
         fault.recovered_after = recovery(&samples, fault.at);
+        let redone = |until: f64| {
+            per_owner_total(
+                samples.iter().filter(|sample| sample.at <= until),
+                |sample| sample.chunks_returned + sample.chunks_recopied,
+            )
+        };
+        fault.chunks_redone = redone(end).saturating_sub(redone(fault.at));
     }
     let stats = std::sync::Arc::clone(&writer.stats);
     let expected = writer.stop().await?;
@@ -584,15 +737,50 @@ pub async fn run_once(
                 })
                 .sum(),
         ),
+        ("stale completions refused", count("completion refused")),
+        ("checksum barriers", count("checksum barrier")),
+        ("checksum mismatches repaired", count("checksum mismatch")),
+        (
+            "copies that skipped rows on a unique-key conflict",
+            count("rows skipped on a unique-key conflict"),
+        ),
+        (
+            "cut-over attempts retried",
+            count("cut-over attempt failed"),
+        ),
+        (
+            "changes deferred then applied",
+            per_owner_total(&samples, |sample| sample.deferred),
+        ),
         (
             "writer deletes",
             stats.deletes.load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
+            "writer deletes in chunks in flight",
+            stats
+                .deletes_in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "writer key moves",
             stats.key_moves.load(std::sync::atomic::Ordering::Relaxed),
         ),
+        (
+            "writer key moves from or into chunks in flight",
+            stats
+                .key_moves_in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     ]);
+    // A mismatch is repaired by design (rows a copy skipped on a unique-key conflict are
+    // settled by their deferred changes or the checksum); show which ranges, to tell.
+    for line in logs
+        .lines()
+        .filter(|line| line.contains("checksum mismatch"))
+    {
+        eprintln!("chaos: {line}");
+    }
     if outcome != "completed" || differences > 0 {
         eprintln!("chaos: run {run_seed:#x} ended {outcome}; logs:\n{logs}");
     }
@@ -607,8 +795,37 @@ pub async fn run_once(
     })
 }
 
-/// One status sample: seconds since the run started, state, rows copied, and whether it ended.
-type Sample = (f64, i32, u64, bool);
+/// One status sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    /// Seconds since the run started.
+    at: f64,
+    /// `v1::State`.
+    state: i32,
+    rows_copied: u64,
+    ended: bool,
+    /// The owner epoch of the coordinator answering for the migration.
+    owner_epoch: u64,
+    /// The owner's own counters (each new owner starts from 0): changes deferred then
+    /// applied, chunks returned, chunks recopied by its resume.
+    deferred: u64,
+    chunks_returned: u64,
+    chunks_recopied: u64,
+}
+
+/// The total over owners of a counter each owner keeps from 0: its largest value per owner
+/// epoch, summed.
+fn per_owner_total<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    counter: impl Fn(&Sample) -> u64,
+) -> u64 {
+    let mut largest: BTreeMap<u64, u64> = BTreeMap::new();
+    for sample in samples {
+        let value = largest.entry(sample.owner_epoch).or_default();
+        *value = (*value).max(counter(sample));
+    }
+    largest.values().sum()
+}
 
 /// Samples the migration's status from any coordinator every 100 ms until `stop`.
 async fn sample_progress(
@@ -631,12 +848,23 @@ async fn sample_progress(
             if let Ok(response) = client.get_migration(request).await
                 && let Some(status) = response.into_inner().status
             {
-                samples.push((
-                    started.elapsed().as_secs_f64(),
-                    status.state,
-                    status.progress.map_or(0, |progress| progress.rows_copied),
-                    status.outcome != v1::Outcome::Running as i32,
-                ));
+                let number = |key: &str| {
+                    status
+                        .metadata
+                        .get(key)
+                        .and_then(|value| value.parse().ok())
+                        .unwrap_or(0)
+                };
+                samples.push(Sample {
+                    at: started.elapsed().as_secs_f64(),
+                    state: status.state,
+                    rows_copied: status.progress.map_or(0, |progress| progress.rows_copied),
+                    ended: status.outcome != v1::Outcome::Running as i32,
+                    owner_epoch: number("owner_epoch"),
+                    deferred: number("changes_deferred"),
+                    chunks_returned: number("chunks_returned"),
+                    chunks_recopied: number("chunks_recopied"),
+                });
                 break;
             }
         }
@@ -647,23 +875,37 @@ async fn sample_progress(
 
 /// Seconds from `at` until a sample shows progress beyond the last sample before `at`.
 fn recovery(samples: &[Sample], at: f64) -> Option<f64> {
-    let before = samples.iter().rev().find(|sample| sample.0 <= at)?;
+    let before = samples.iter().rev().find(|sample| sample.at <= at)?;
     samples
         .iter()
-        .find(|sample| sample.0 > at && (sample.3 || sample.1 > before.1 || sample.2 > before.2))
-        .map(|sample| sample.0 - at)
+        .find(|sample| {
+            sample.at > at
+                && (sample.ended
+                    || sample.state > before.state
+                    || sample.rows_copied > before.rows_copied)
+        })
+        .map(|sample| sample.at - at)
 }
 
 /// Prints a campaign's reports as markdown; returns whether every run survived.
 pub fn summarize(reports: &[RunReport]) -> bool {
     println!("| run seed | faults (state) | outcome | differences | leftovers | seconds |");
     println!("|---|---|---|---:|---|---:|");
-    let mut by_class: BTreeMap<Fault, (u32, u32, Vec<f64>)> = BTreeMap::new();
+    let mut by_class: BTreeMap<Fault, (u32, u32, Vec<f64>, u64)> = BTreeMap::new();
+    let mut by_phase: BTreeMap<&str, u32> = BTreeMap::new();
     for report in reports {
         let faults: Vec<String> = report
             .faults
             .iter()
-            .map(|injected| format!("{} ({})", injected.fault, injected.state))
+            .map(|injected| {
+                let recovered = injected
+                    .recovered_after
+                    .map_or_else(|| "no progress after".to_owned(), |s| format!("{s:.1} s"));
+                format!(
+                    "{} ({}; {recovered}, {} chunk(s) redone)",
+                    injected.fault, injected.state, injected.chunks_redone
+                )
+            })
             .collect();
         println!(
             "| {:#x} | {} | {} | {} | {} | {:.1} |",
@@ -679,20 +921,27 @@ pub fn summarize(reports: &[RunReport]) -> bool {
             entry.0 += 1;
             entry.1 += u32::from(report.survived());
             entry.2.extend(injected.recovered_after);
+            entry.3 += injected.chunks_redone;
+            *by_phase.entry(&injected.state).or_default() += 1;
         }
     }
     println!(
-        "\n| fault class | injected | in runs that completed exactly | progress again after (median / max, s) |"
+        "\n| fault class | injected | in runs that completed exactly | progress again after (median / max, s) | chunks redone after it |"
     );
-    println!("|---|---:|---:|---|");
-    for (fault, (injected, survived, recoveries)) in &mut by_class {
+    println!("|---|---:|---:|---|---:|");
+    for (fault, (injected, survived, recoveries, redone)) in &mut by_class {
         recoveries.sort_by(f64::total_cmp);
         let recovery = match (recoveries.get(recoveries.len() / 2), recoveries.last()) {
             (Some(median), Some(max)) => format!("{median:.1} / {max:.1}"),
             _ => "never".to_owned(),
         };
-        println!("| {fault} | {injected} | {survived} | {recovery} |");
+        println!("| {fault} | {injected} | {survived} | {recovery} | {redone} |");
     }
+    let phases: Vec<String> = by_phase
+        .iter()
+        .map(|(phase, count)| format!("{phase} {count}"))
+        .collect();
+    println!("\nFaults by phase: {}", phases.join(", "));
     let mut coverage: BTreeMap<&str, u64> = BTreeMap::new();
     for report in reports {
         for (name, value) in &report.coverage {
@@ -721,7 +970,7 @@ pub fn run_seeds(seed: u64, runs: u32) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::recovery;
+    use super::{Fault, Late, Sample, per_owner_total, recovery};
 
     #[test]
     fn recovery_is_the_time_to_the_first_sample_beyond_the_last_one_before_the_fault() {
@@ -733,11 +982,45 @@ mod tests {
             (5.0, 2, 300, false),
             (6.0, 3, 300, false),
             (7.0, 3, 300, true),
-        ];
+        ]
+        .map(|(at, state, rows_copied, ended)| Sample {
+            at,
+            state,
+            rows_copied,
+            ended,
+            ..Sample::default()
+        });
         assert_eq!(recovery(&samples, 2.5), Some(2.5), "rows moved at 5.0");
         assert_eq!(recovery(&samples, 5.5), Some(0.5), "a later state at 6.0");
         assert_eq!(recovery(&samples, 6.5), Some(0.5), "the end at 7.0");
         assert_eq!(recovery(&samples, 0.5), None, "no sample before the fault");
         assert_eq!(recovery(&samples[..4], 2.5), None, "never moved again");
+    }
+
+    #[test]
+    fn a_counter_that_starts_over_with_each_owner_is_summed_across_owners() {
+        let samples = [(1, 0), (1, 3), (1, 7), (2, 2), (2, 5), (3, 0), (3, 9)].map(
+            |(owner_epoch, deferred)| Sample {
+                owner_epoch,
+                deferred,
+                ..Sample::default()
+            },
+        );
+        assert_eq!(
+            per_owner_total(&samples, |sample| sample.deferred),
+            7 + 5 + 9
+        );
+        assert_eq!(per_owner_total(&samples[..0], |sample| sample.deferred), 0);
+    }
+
+    #[test]
+    fn ten_runs_aim_a_late_fault_at_every_phase_and_every_class() {
+        let late: Vec<Late> = (0..10).map(|run| Late::for_run(run, &Fault::ALL)).collect();
+        for phase in Late::PHASES {
+            assert!(late.iter().any(|late| late.phase == phase), "{phase:?}");
+        }
+        for fault in Fault::ALL {
+            assert!(late.iter().any(|late| late.fault == fault), "{fault}");
+        }
     }
 }

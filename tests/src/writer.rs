@@ -5,6 +5,9 @@
 //! updates, deletes, key moves (delete + insert, and `UPDATE … SET id`), and swaps of the unique
 //! value between two rows in one transaction. Its ledger changes only after a commit succeeds,
 //! so it is the expectation a migrated table must equal, row for row.
+//!
+//! While [`Writer::hot`] holds key ranges (the fault campaign sets the chunks being copied),
+//! half of the keys it picks and creates fall inside them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,6 +129,10 @@ pub struct Stats {
     pub deletes: AtomicU64,
     pub key_moves: AtomicU64,
     pub unique_swaps: AtomicU64,
+    /// Deletes of a key inside a range marked hot (a chunk being copied).
+    pub deletes_in_flight: AtomicU64,
+    /// Key moves from or into a hot range.
+    pub key_moves_in_flight: AtomicU64,
     /// Transactions rolled back on deadlock or lock wait (retried with new choices).
     pub retried: AtomicU64,
     /// Any other error (a defect: the test asserts zero).
@@ -150,7 +157,13 @@ pub struct Writer {
     handle: JoinHandle<anyhow::Result<Ledger>>,
     /// Live counters.
     pub stats: Arc<Stats>,
+    /// Key ranges `[lower, upper)` to aim half of the operations at while non-empty (the fault
+    /// campaign sets the chunks being copied).
+    pub hot: HotRanges,
 }
+
+/// Ranges the writer concentrates on, shared with whoever sets them.
+pub type HotRanges = Arc<std::sync::Mutex<Vec<(i64, i64)>>>;
 
 impl Writer {
     /// Starts writing to `table` through `dsn`, pausing `pause` between operations, starting
@@ -167,19 +180,24 @@ impl Writer {
             .context("writer connects")?;
         let stop = CancellationToken::new();
         let stats = Arc::new(Stats::default());
+        let hot = HotRanges::default();
         let handle = tokio::spawn(write_loop(
             connection,
-            table.to_owned(),
+            Loop {
+                table: table.to_owned(),
+                random: SplitMix::new(seed),
+                pause,
+                stop: stop.clone(),
+                stats: Arc::clone(&stats),
+                hot: Arc::clone(&hot),
+            },
             ledger,
-            SplitMix::new(seed),
-            pause,
-            stop.clone(),
-            Arc::clone(&stats),
         ));
         Ok(Self {
             stop,
             handle,
             stats,
+            hot,
         })
     }
 
@@ -190,19 +208,52 @@ impl Writer {
     }
 }
 
-/// A random key of the ledger (the first at or after a random point), if any.
-fn pick(ledger: &Ledger, random: &mut SplitMix) -> Option<i64> {
+/// Half the time while `hot` is non-empty: a random point inside one of its ranges (clipped to
+/// `first..=last`).
+fn hot_point(hot: &[(i64, i64)], first: i64, last: i64, random: &mut SplitMix) -> Option<i64> {
+    if hot.is_empty() || random.below(2) == 0 {
+        return None;
+    }
+    let (lower, upper) = hot[random.below(hot.len() as u64) as usize];
+    let (lower, upper) = (lower.max(first), upper.min(last.saturating_add(1)));
+    let span = u64::try_from(upper.checked_sub(lower)?)
+        .ok()
+        .filter(|span| *span > 0)?;
+    Some(lower + i64::try_from(random.below(span)).unwrap_or(0))
+}
+
+/// Whether `key` lies in one of the hot ranges.
+fn is_hot(hot: &[(i64, i64)], key: i64) -> bool {
+    hot.iter()
+        .any(|(lower, upper)| *lower <= key && key < *upper)
+}
+
+/// A random key of the ledger (the first at or after a random point, aimed at a hot range
+/// half the time), if any.
+fn pick(ledger: &Ledger, random: &mut SplitMix, hot: &[(i64, i64)]) -> Option<i64> {
     let (first, _) = ledger.first_key_value()?;
+    let (last, _) = ledger.last_key_value()?;
+    if let Some(point) = hot_point(hot, *first, *last, random)
+        && let Some((id, _)) = ledger.range(point..).next()
+    {
+        return Some(*id);
+    }
     let (last, _) = ledger.last_key_value()?;
     let span = u64::try_from(last - first).unwrap_or(0) + 1;
     let point = first + i64::try_from(random.below(span)).unwrap_or(0);
     ledger.range(point..).next().map(|(id, _)| *id)
 }
 
-/// A key not in the ledger: odd keys inside the range, or beyond either end.
-fn fresh_key(ledger: &Ledger, random: &mut SplitMix) -> i64 {
+/// A key not in the ledger: odd keys inside the range (in a hot range half the time), or
+/// beyond either end.
+fn fresh_key(ledger: &Ledger, random: &mut SplitMix, hot: &[(i64, i64)]) -> i64 {
     let first = ledger.first_key_value().map_or(0, |(id, _)| *id);
     let last = ledger.last_key_value().map_or(0, |(id, _)| *id);
+    if let Some(point) = hot_point(hot, first, last, random)
+        && !ledger.contains_key(&(point | 1))
+    {
+        return point | 1;
+    }
     loop {
         let candidate = match random.below(10) {
             0 => first - 1 - i64::try_from(random.below(1_000)).unwrap_or(0),
@@ -218,25 +269,43 @@ fn fresh_key(ledger: &Ledger, random: &mut SplitMix) -> i64 {
     }
 }
 
-async fn write_loop(
-    mut connection: Conn,
+/// The write loop's settings.
+struct Loop {
     table: String,
-    mut ledger: Ledger,
-    mut random: SplitMix,
+    random: SplitMix,
     pause: Duration,
     stop: CancellationToken,
     stats: Arc<Stats>,
+    hot: HotRanges,
+}
+
+async fn write_loop(
+    mut connection: Conn,
+    settings: Loop,
+    mut ledger: Ledger,
 ) -> anyhow::Result<Ledger> {
+    let Loop {
+        table,
+        mut random,
+        pause,
+        stop,
+        stats,
+        hot,
+    } = settings;
     let mut next_unique: i32 = 50_000_000;
     while !stop.is_cancelled() {
         let choice = random.below(100);
+        let hot = hot.lock().map(|ranges| ranges.clone()).unwrap_or_default();
         let outcome = one_operation(
             &mut connection,
-            &table,
+            Operation {
+                table: &table,
+                choice,
+                hot: &hot,
+            },
             &mut ledger,
             &mut random,
             &mut next_unique,
-            choice,
             &stats,
         )
         .await;
@@ -257,20 +326,27 @@ async fn write_loop(
     Ok(ledger)
 }
 
+/// One operation to run: on which table, which kind (`choice` in 0..100), aimed where.
+struct Operation<'a> {
+    table: &'a str,
+    choice: u64,
+    hot: &'a [(i64, i64)],
+}
+
 async fn one_operation(
     connection: &mut Conn,
-    table: &str,
+    operation: Operation<'_>,
     ledger: &mut Ledger,
     random: &mut SplitMix,
     next_unique: &mut i32,
-    choice: u64,
     stats: &Stats,
 ) -> Result<(), mysql_async::Error> {
+    let Operation { table, choice, hot } = operation;
     let table = format!("`{table}`");
     match choice {
         // Insert a new row (inside, below or above the key range).
         0..=29 => {
-            let id = fresh_key(ledger, random);
+            let id = fresh_key(ledger, random, hot);
             *next_unique += 1;
             let row = Row {
                 k: i32::try_from(random.below(1_000)).unwrap_or(0),
@@ -288,7 +364,7 @@ async fn one_operation(
         }
         // Update a row's k and c.
         30..=59 => {
-            let Some(id) = pick(ledger, random) else {
+            let Some(id) = pick(ledger, random, hot) else {
                 return Ok(());
             };
             let k = i32::try_from(random.below(1_000)).unwrap_or(0);
@@ -307,7 +383,7 @@ async fn one_operation(
         }
         // Delete a row.
         60..=74 => {
-            let Some(id) = pick(ledger, random) else {
+            let Some(id) = pick(ledger, random, hot) else {
                 return Ok(());
             };
             connection
@@ -315,13 +391,16 @@ async fn one_operation(
                 .await?;
             ledger.remove(&id);
             stats.deletes.fetch_add(1, Ordering::Relaxed);
+            if is_hot(hot, id) {
+                stats.deletes_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Move a key by delete + insert in one transaction.
         75..=82 => {
-            let Some(id) = pick(ledger, random) else {
+            let Some(id) = pick(ledger, random, hot) else {
                 return Ok(());
             };
-            let target = fresh_key(ledger, random);
+            let target = fresh_key(ledger, random, hot);
             let Some(row) = ledger.get(&id).cloned() else {
                 return Ok(());
             };
@@ -339,13 +418,16 @@ async fn one_operation(
             ledger.remove(&id);
             ledger.insert(target, row);
             stats.key_moves.fetch_add(1, Ordering::Relaxed);
+            if is_hot(hot, id) || is_hot(hot, target) {
+                stats.key_moves_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Move a key with UPDATE … SET id.
         83..=90 => {
-            let Some(id) = pick(ledger, random) else {
+            let Some(id) = pick(ledger, random, hot) else {
                 return Ok(());
             };
-            let target = fresh_key(ledger, random);
+            let target = fresh_key(ledger, random, hot);
             connection
                 .exec_drop(
                     format!("UPDATE {table} SET id = ? WHERE id = ?"),
@@ -356,10 +438,15 @@ async fn one_operation(
                 ledger.insert(target, row);
             }
             stats.key_moves.fetch_add(1, Ordering::Relaxed);
+            if is_hot(hot, id) || is_hot(hot, target) {
+                stats.key_moves_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Swap the unique value of two rows in one transaction.
         _ => {
-            let (Some(first), Some(second)) = (pick(ledger, random), pick(ledger, random)) else {
+            let (Some(first), Some(second)) =
+                (pick(ledger, random, hot), pick(ledger, random, hot))
+            else {
                 return Ok(());
             };
             if first == second {
@@ -397,4 +484,54 @@ async fn one_operation(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ledger, Row, SplitMix, fresh_key, is_hot, pick};
+
+    fn ledger(keys: impl IntoIterator<Item = i64>) -> Ledger {
+        keys.into_iter()
+            .map(|id| {
+                let row = Row {
+                    k: 0,
+                    c: String::new(),
+                    u: None,
+                };
+                (id, row)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_hot_ranges_the_random_sequence_is_unchanged() {
+        // Seeded runs measured before hot ranges existed must replay the same operations.
+        let ledger = ledger((1..=1_000).map(|n| n * 2));
+        let (mut with, mut without) = (SplitMix::new(7), SplitMix::new(7));
+        for _ in 0..100 {
+            assert_eq!(
+                pick(&ledger, &mut with, &[]),
+                pick(&ledger, &mut without, &[])
+            );
+        }
+        assert_eq!(with.next_u64(), without.next_u64());
+    }
+
+    #[test]
+    fn about_half_the_picks_and_new_keys_fall_in_the_hot_ranges() {
+        let ledger = ledger((1..=10_000).map(|n| n * 2));
+        let hot = [(1_000, 1_100), (15_000, i64::MAX)];
+        let mut random = SplitMix::new(1);
+        let picked = (0..1_000)
+            .filter(|_| is_hot(&hot, pick(&ledger, &mut random, &hot).unwrap()))
+            .count();
+        let fresh = (0..1_000)
+            .map(|_| fresh_key(&ledger, &mut random, &hot))
+            .inspect(|key| assert!(!ledger.contains_key(key)))
+            .filter(|key| is_hot(&hot, *key))
+            .count();
+        // The hot ranges hold under 30% of the key span: well above that means aimed picks.
+        assert!(picked > 450, "{picked} of 1,000 picks were hot");
+        assert!(fresh > 450, "{fresh} of 1,000 new keys were hot");
+    }
 }

@@ -23,7 +23,7 @@ async fn a_short_seeded_campaign_loses_nothing() {
         &chaos::Plan {
             classes: &chaos::Fault::SHARED_SERVER,
             shoal_dsn: None,
-            late_phases: false,
+            late: None,
         },
     )
     .await

@@ -470,7 +470,9 @@ impl Migration {
                         )));
                     }
                     reason => {
-                        info!(chunk = %chunk, ?reason, "chunk returned; fencing and offering it again")
+                        info!(chunk = %chunk, ?reason, "chunk returned; fencing and offering it again");
+                        self.progress
+                            .send_modify(|progress| progress.chunks_returned += 1);
                     }
                 }
                 to_republish.push((chunk, entry));
@@ -552,7 +554,10 @@ impl Migration {
             // Keys shoal cannot order wait for the whole copy (`take_ready`).
             if self.key.is_ordered() {
                 let deferred = self.buffer.take_range(&range);
+                let count = deferred.len() as u64;
                 self.apply_changes(connection, deferred).await?;
+                self.progress
+                    .send_modify(|progress| progress.changes_deferred += count);
             }
             self.ledger.mark_drained(chunk);
             self.progress
@@ -589,6 +594,7 @@ impl Migration {
 
     /// `ApplyChangeset`: catch up with the server's current position and apply everything.
     pub(super) async fn apply_changeset(&mut self) -> Result<(), Error> {
+        shoal_worker::failpoint::hit("apply.before", self.options.id.as_str()).await;
         let mut connection = self.connect().await?;
         let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(300)).await?;

@@ -49,6 +49,7 @@ const RENAME_QUEUE_DEADLINE: Duration = Duration::from_secs(5);
 impl Migration {
     /// `CutOver`: swaps the tables; records how long application writes were blocked.
     pub(super) async fn cutover(&mut self) -> Result<(), Error> {
+        shoal_worker::failpoint::hit("cutover.before", self.options.id.as_str()).await;
         let span = tracing::info_span!(
             parent: &*self.phase(),
             "cutover",

@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             &chaos::Plan {
                 classes: &Fault::ALL,
                 shoal_dsn: Some(&shoal_dsn(&mariadb, &database.name)),
-                late_phases: true,
+                late: Some(chaos::Late::for_run(index, &Fault::ALL)),
             },
         )
         .await?;
