@@ -160,6 +160,9 @@ pub struct Writer {
     /// Key ranges `[lower, upper)` to aim half of the operations at while non-empty (the fault
     /// campaign sets the chunks being copied).
     pub hot: HotRanges,
+    /// The server's id of the writer's connection (so that a test killing connections can
+    /// spare it).
+    pub connection_id: u32,
 }
 
 /// Ranges the writer concentrates on, shared with whoever sets them.
@@ -178,6 +181,7 @@ impl Writer {
         let connection = Conn::new(Opts::from_url(dsn)?)
             .await
             .context("writer connects")?;
+        let connection_id = connection.id();
         let stop = CancellationToken::new();
         let stats = Arc::new(Stats::default());
         let hot = HotRanges::default();
@@ -198,6 +202,7 @@ impl Writer {
             handle,
             stats,
             hot,
+            connection_id,
         })
     }
 

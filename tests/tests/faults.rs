@@ -404,3 +404,102 @@ async fn a_server_refusing_connections_for_seconds_is_waited_out() {
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }
+
+/// A fence bump whose connection is killed before its statement ran. Found by `make chaos`
+/// (seed 10): the campaign listed the connections writing the shadow table and killed them one
+/// by one; the owner's flush connection had gone back to the pool in between, the owner took it
+/// for a fence bump (a worker's copy had just been killed, so its chunk came back), and the
+/// `KILL` landed there: "connection closed" failed the migration. The bump is now retried on a
+/// fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_bump_whose_connection_is_killed_is_retried() {
+    let (database, ledger) = seeded("fence_bump_killed", 30_000).await;
+    let writer = start_writer(&database, ledger, 96).await;
+    // The first fence bump holds its connection 1.5 s before its statement.
+    let mut run = scenario::shoal_run(
+        &database,
+        ALTER,
+        &["--chunk-rows", "500", "--target-chunk-time", "0"],
+        "copy.server_sleep=sleep(200);fence.bump=1*sleep(1500)",
+    );
+    wait_for_shadow_rows(&database, 2_000).await;
+    // Kill a copy (one sleeping in its transaction): its chunk comes back and the owner bumps
+    // its fence.
+    let mut admin = database.connect().await.unwrap();
+    let (copy, _) = wait::until(
+        "a copy sleeping in its transaction",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || async {
+            let mut connection = database.connect().await.ok()?;
+            connection
+                .exec_first::<u64, _, _>(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
+                     AND INFO LIKE 'SELECT SLEEP(%'",
+                    (&database.name,),
+                )
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await
+    .unwrap();
+    admin.exec_drop("KILL ?", (copy,)).await.unwrap();
+    wait_for_log(&run, "failpoint=\"fence.bump\"", Duration::from_secs(30)).await;
+    let log = run.logs();
+    let id: u64 = log
+        .split("context=\"connection=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the failpoint names the connection:\n{log}"));
+    admin.exec_drop("KILL ?", (id,)).await.unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains("fence bump lost its connection; retrying"),
+        "the bump's connection was lost and replaced:\n{log}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// An operator (or pt-kill with an idle time) kills shoal's connections that have slept a
+/// second or more, several times during the copy, under the writer: the pool notices closed
+/// idle connections when they are taken and opens others, the advisory-lock connection is lost
+/// (the lock with it; only a warning at the end), and the migration completes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_killed_by_an_operator_are_survived() {
+    let (database, ledger) = seeded("idle_killed", 100_000).await;
+    let writer = start_writer(&database, ledger, 97).await;
+    let mut run = scenario::shoal_run(
+        &database,
+        ALTER,
+        &["--chunk-rows", "500", "--target-chunk-time", "0"],
+        "copy.server_sleep=sleep(20)",
+    );
+    wait_for_shadow_rows(&database, 5_000).await;
+    let mut admin = database.connect().await.unwrap();
+    let mut killed = 0;
+    // Five rounds, 1.1 s apart (pacing, not waiting for an outcome), while the copy runs.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let ids: Vec<u64> = admin
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
+                 AND COMMAND = 'Sleep' AND TIME >= 1 AND ID NOT IN (CONNECTION_ID(), ?)",
+                (&database.name, writer.connection_id),
+            )
+            .await
+            .unwrap();
+        for id in ids {
+            if admin.exec_drop("KILL ?", (id,)).await.is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    expect_success(&mut run).await;
+    assert!(killed > 0, "no idle connection was found to kill");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}

@@ -66,6 +66,20 @@ pub fn row_expression(columns: &[String]) -> String {
     format!("CONCAT_WS(',', {})", parts.join(", "))
 }
 
+/// The select list of a digest over `columns`: `COUNT(*)` and the two hash aggregates (the
+/// benchmark's raw scan uses it too, so that it measures the same hash).
+pub fn digest_select(hash: RowHash, columns: &[String]) -> String {
+    let row = row_expression(columns);
+    let aggregates = match hash {
+        RowHash::CrcProduct => format!("COALESCE(BIT_XOR(CRC32({row}) * CRC32C({row})), 0), 0"),
+        RowHash::Md5 => format!(
+            "COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)), 0), \
+             COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 17, 16), 16, 10) AS UNSIGNED)), 0)"
+        ),
+    };
+    format!("COUNT(*), {aggregates}")
+}
+
 /// Checksums `range` of `schema`.`table` over `columns` on `connection` (which should hold a
 /// REPEATABLE READ snapshot shared with the other side's checksum).
 pub async fn checksum_range(
@@ -77,16 +91,9 @@ pub async fn checksum_range(
     range: &ChunkRange,
 ) -> Result<Digest, mysql_async::Error> {
     let (predicate, params) = range_predicate(key_columns, range);
-    let row = row_expression(columns);
-    let aggregates = match hash {
-        RowHash::CrcProduct => format!("COALESCE(BIT_XOR(CRC32({row}) * CRC32C({row})), 0), 0"),
-        RowHash::Md5 => format!(
-            "COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)), 0), \
-             COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 17, 16), 16, 10) AS UNSIGNED)), 0)"
-        ),
-    };
     let sql = format!(
-        "SELECT COUNT(*), {aggregates} FROM {} FORCE INDEX (PRIMARY) WHERE {predicate}",
+        "SELECT {} FROM {} FORCE INDEX (PRIMARY) WHERE {predicate}",
+        digest_select(hash, columns),
         quote_qualified(table.0, table.1),
     );
     let row: Option<(u64, u64, u64)> = connection.exec_first(sql, params).await?;

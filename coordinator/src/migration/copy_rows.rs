@@ -88,10 +88,27 @@ impl Migration {
     }
 
     /// Bumps a chunk's fence epoch (waits for any in-flight holder of the shared lock) and
-    /// returns the new epoch (INV-F1).
+    /// returns the new epoch (INV-F1). A connection lost on the way (killed just as it was taken
+    /// from the pool, say) is replaced: raising the epoch twice is harmless, a fence only has to
+    /// move forward.
     pub(super) async fn bump_fence(&self, chunk: ChunkId) -> Result<FenceEpoch, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.bump_fence_once(chunk).await {
+                Err(error) if error.connection_lost() && attempt < MAX_APPLY_ATTEMPTS => {
+                    attempt += 1;
+                    warn!(chunk = %chunk, %error, attempt, "fence bump lost its connection; retrying");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn bump_fence_once(&self, chunk: ChunkId) -> Result<FenceEpoch, Error> {
         let fence = self.qualified(&names::fence(&self.table));
         let mut connection = self.connect().await?;
+        shoal_worker::failpoint::hit("fence.bump", &format!("connection={}", connection.id()))
+            .await;
         connection
             .exec_drop(
                 format!("UPDATE {fence} SET epoch = epoch + 1 WHERE chunk = ?"),

@@ -6,11 +6,12 @@
 //! - the server's references: `INSERT INTO copy SELECT *` and offline `ALTER … ALGORITHM=COPY`;
 //! - shoal's fleet (Redis, one coordinator) in both copy modes with 1 and 2 worker processes;
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
-//! - the coordinator's peak RSS migrating 200k and then 1M rows under a writer (lazy plan).
+//! - the coordinator's peak RSS migrating two table sizes under a writer (lazy plan).
 //!
 //! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`,
 //! `--skip-sysbench`, `--quick` (only the fleet with server copy and two workers, with its time
-//! and CPU profile).
+//! and CPU profile), `--rss-rows A,B` (the peak-RSS case's table sizes, default
+//! 200000,1000000), `--only-rss` (only that case).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use shoal_tests::redis_server::RedisServer;
 use shoal_tests::system::find_program;
 use shoal_tests::wait;
 use shoal_tests::writer::{self, Writer};
+use shoal_worker::checksum::{RowHash, digest_select};
 
 const ALTER: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT";
 
@@ -45,6 +47,10 @@ struct Args {
     skip_sysbench: bool,
     /// Only shoal's fleet with server copy and 2 workers, for iterating on performance.
     quick: bool,
+    /// Table sizes of the coordinator's peak-RSS case (two, smaller first).
+    rss_rows: Vec<u64>,
+    /// Only the peak-RSS case.
+    only_rss: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -54,6 +60,8 @@ fn parse_args() -> anyhow::Result<Args> {
         skip_ptosc: false,
         skip_sysbench: false,
         quick: false,
+        rss_rows: vec![200_000, 1_000_000],
+        only_rss: false,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -63,8 +71,20 @@ fn parse_args() -> anyhow::Result<Args> {
             "--skip-ptosc" => args.skip_ptosc = true,
             "--quick" => args.quick = true,
             "--skip-sysbench" => args.skip_sysbench = true,
+            "--rss-rows" => {
+                args.rss_rows = iter
+                    .next()
+                    .context("--rss-rows A,B")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--only-rss" => args.only_rss = true,
             other => {
-                bail!("unknown argument {other}; use --rows N, --reps R, --skip-ptosc, --quick")
+                bail!(
+                    "unknown argument {other}; use --rows N, --reps R, --skip-ptosc, \
+                     --skip-sysbench, --quick, --rss-rows A,B, --only-rss"
+                )
             }
         }
     }
@@ -439,14 +459,42 @@ where
 
 /// Runs one fleet migration; returns seconds, the coordinator's peak RSS in KiB, and where the
 /// time and CPU went (`servers`: other processes to account, e.g. mariadbd and redis).
+/// One fleet configuration: worker processes, slots per worker (the migration's `--threads` is
+/// their product), the copy mode, the ALTER and extra `submit` flags.
+struct FleetCase<'a> {
+    workers: u32,
+    slots: u32,
+    copy_mode: &'a str,
+    alter: &'a str,
+    extra: &'a [&'a str],
+}
+
+impl FleetCase<'static> {
+    /// `workers` × 2 slots, `copy_mode`, the benchmark's ALTER.
+    fn of(workers: u32, copy_mode: &'static str) -> Self {
+        Self {
+            workers,
+            slots: 2,
+            copy_mode,
+            alter: ALTER,
+            extra: &[],
+        }
+    }
+}
+
 async fn fleet_run(
     redis_url: &str,
     dsn: &str,
-    workers: u32,
-    copy_mode: &str,
-    table_alter: &str,
+    case: &FleetCase<'_>,
     servers: &[(&str, u32)],
 ) -> anyhow::Result<(f64, u64, Profile)> {
+    let FleetCase {
+        workers,
+        slots,
+        copy_mode,
+        alter: table_alter,
+        extra,
+    } = *case;
     let env = vec![("SHOAL_TARGET_BENCH", dsn.to_owned())];
     let options = CoordinatorOptions {
         redis_url: Some(redis_url.to_owned()),
@@ -461,11 +509,11 @@ async fn fleet_run(
         processes.push(start_worker(
             &format!("bench-worker-{index}"),
             &coordinator.url,
-            2,
+            slots,
             &env,
         )?);
     }
-    let threads = (workers * 2).to_string();
+    let threads = (workers * slots).to_string();
     let mut accounted: Vec<(String, u32)> = servers
         .iter()
         .map(|(name, pid)| ((*name).to_owned(), *pid))
@@ -493,6 +541,7 @@ async fn fleet_run(
             "--copy-mode",
             copy_mode,
         ])
+        .args(extra)
         .output()?;
     if !submit.status.success() {
         bail!("submit failed: {}", String::from_utf8_lossy(&submit.stderr));
@@ -537,6 +586,62 @@ async fn fleet_run(
     Ok((seconds, peak_kib, profile))
 }
 
+/// The coordinator's peak RSS migrating an `orders` table of each size in `sizes` under a
+/// writer (fleet, 2 workers, buffered copy); each result compared with the writer's ledger.
+async fn rss_case(
+    connection: &mut Conn,
+    dsn: &str,
+    redis_url: &str,
+    servers: &[(&str, u32)],
+    sizes: &[u64],
+) -> anyhow::Result<Vec<(u64, f64, u64)>> {
+    let mut rss = Vec::new();
+    for &rows in sizes {
+        eprintln!("bench: coordinator peak RSS at {rows} rows under a writer");
+        connection.query_drop("DROP TABLE IF EXISTS orders").await?;
+        writer::seed(connection, "orders", rows).await?;
+        let ledger = writer::read_table(connection, "orders").await?;
+        let writer = Writer::start(dsn, "orders", ledger, 5, Duration::from_millis(1)).await?;
+        wait::until(
+            "writer to start",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || async { (writer.stats.committed() > 100).then_some(()) },
+        )
+        .await?;
+        let case = FleetCase {
+            alter: "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a', \
+                    ADD INDEX idx_c (c)",
+            ..FleetCase::of(2, "buffered")
+        };
+        let (seconds, peak, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+        let expected = writer.stop().await?;
+        let actual = writer::read_table(connection, "orders").await?;
+        let differences = writer::differences(&expected, &actual).len();
+        if differences > 0 {
+            bail!("{differences} differences after the {rows}-row migration");
+        }
+        eprintln!("bench:   {seconds:.1} s, peak RSS {peak} KiB");
+        rss.push((rows, seconds, peak));
+    }
+    Ok(rss)
+}
+
+fn print_rss(rss: &[(u64, f64, u64)]) {
+    println!("\n## Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n");
+    println!("| rows | seconds | peak RSS (MiB) |");
+    println!("|---:|---:|---:|");
+    for (rows, seconds, peak) in rss {
+        println!("| {rows} | {seconds:.1} | {:.1} |", *peak as f64 / 1024.0);
+    }
+    if let [(small_rows, _, small), (large_rows, _, large)] = rss {
+        println!(
+            "\nRSS ratio {large_rows} / {small_rows} rows: {:.2} (acceptance at 5M / 1M: ≤ 1.20)",
+            *large as f64 / *small as f64
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -546,6 +651,19 @@ async fn main() -> anyhow::Result<()> {
     let redis = RedisServer::start(&scratch.path().join("redis"))?;
     let dsn = mariadb.info.dsn("bench");
     let mut connection = Conn::new(Opts::from_url(&dsn)?).await?;
+    if args.only_rss {
+        let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
+        let rss = rss_case(
+            &mut connection,
+            &dsn,
+            &redis.info.url(),
+            &servers,
+            &args.rss_rows,
+        )
+        .await?;
+        print_rss(&rss);
+        return Ok(());
+    }
     eprintln!("bench: seeding {} rows", args.rows);
     seed_sbtest(&mut connection, args.rows).await?;
     let mut results: Vec<(String, f64)> = Vec::new();
@@ -588,11 +706,34 @@ async fn main() -> anyhow::Result<()> {
         "server: one raw checksum scan, BIT_XOR(CRC32(CONCAT_WS(…))) (not a migration)".to_owned(),
         raw_scan,
     ));
+    eprintln!("bench: server raw scan with shoal's row hash");
+    let columns: Vec<String> = ["id", "k", "c", "pad"].map(str::to_owned).to_vec();
+    let same_hash_scan = timed(args.reps, &mut connection, || {
+        time_sql(
+            dsn.clone(),
+            "DO 0",
+            format!(
+                "SELECT {} FROM sbtest1 FORCE INDEX (PRIMARY)",
+                digest_select(RowHash::CrcProduct, &columns)
+            ),
+        )
+    })
+    .await?;
+    results.push((
+        "server: one raw scan with shoal's row hash, CRC32(r) × CRC32C(r) (not a migration)"
+            .to_owned(),
+        same_hash_scan,
+    ));
 
     let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
     if args.quick {
-        let (seconds, _, profile) =
-            fleet_run(&redis.info.url(), &dsn, 2, "server", ALTER, &servers).await?;
+        let (seconds, _, profile) = fleet_run(
+            &redis.info.url(),
+            &dsn,
+            &FleetCase::of(2, "server"),
+            &servers,
+        )
+        .await?;
         println!(
             "quick: shoal fleet, server copy, 2 workers: {seconds:.1} s; {}",
             profile.line()
@@ -617,8 +758,13 @@ async fn main() -> anyhow::Result<()> {
             let redis_url = redis.info.url();
             let dsn = dsn.clone();
             async move {
-                let (seconds, _, profile) =
-                    fleet_run(&redis_url, &dsn, workers, copy_mode, ALTER, &servers).await?;
+                let (seconds, _, profile) = fleet_run(
+                    &redis_url,
+                    &dsn,
+                    &FleetCase::of(workers, copy_mode),
+                    &servers,
+                )
+                .await?;
                 Ok((seconds, profile))
             }
         })
@@ -668,14 +814,47 @@ async fn main() -> anyhow::Result<()> {
         reset(&mut connection).await?;
         eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
         let load = sysbench_start(mariadb.info.port, args.rows, window)?;
-        let (seconds, _, _) =
-            fleet_run(&redis.info.url(), &dsn, 2, "server", ALTER, &servers).await?;
+        let (seconds, _, _) = fleet_run(
+            &redis.info.url(),
+            &dsn,
+            &FleetCase::of(2, "server"),
+            &servers,
+        )
+        .await?;
         let view = sysbench_finish(load, window as f64)?;
         app.push((
-            "during shoal fleet, 2 workers".to_owned(),
+            "during shoal fleet, 2 workers × 2 slots".to_owned(),
             view,
             Some(seconds),
         ));
+        // Gentle: one copy at a time (a core left to the application), chunks sized for 100 ms
+        // statements (shorter locks and binlog writes per commit).
+        // Each is first timed idle; its window is 1.5× that.
+        for chunk_time in ["500ms", "100ms"] {
+            let case = FleetCase {
+                workers: 1,
+                slots: 1,
+                copy_mode: "server",
+                alter: ALTER,
+                extra: &["--target-chunk-time", chunk_time],
+            };
+            let name = format!("shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks");
+            reset(&mut connection).await?;
+            eprintln!("bench: {name}, idle");
+            let (idle, _, _) = fleet_run(&redis.info.url(), &dsn, &case, &servers).await?;
+            results.push((format!("{name} (idle, once)"), idle));
+            reset(&mut connection).await?;
+            let window = (idle * 1.5).ceil() as u64;
+            eprintln!("bench: sysbench during {name} ({window} s)");
+            let load = sysbench_start(mariadb.info.port, args.rows, window)?;
+            let (seconds, _, _) = fleet_run(&redis.info.url(), &dsn, &case, &servers).await?;
+            let view = sysbench_finish(load, window as f64)?;
+            app.push((
+                format!("during shoal fleet, 1 worker × 1 slot, {chunk_time} chunks"),
+                view,
+                Some(seconds),
+            ));
+        }
         if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
             && !args.skip_ptosc
         {
@@ -693,39 +872,14 @@ async fn main() -> anyhow::Result<()> {
         reset(&mut connection).await?;
     }
 
-    // Peak RSS of the coordinator: 200k rows vs 1M rows, both under a writer.
-    let mut rss = Vec::new();
-    for rows in [200_000, 1_000_000] {
-        eprintln!("bench: coordinator peak RSS at {rows} rows under a writer");
-        connection.query_drop("DROP TABLE IF EXISTS orders").await?;
-        writer::seed(&mut connection, "orders", rows).await?;
-        let ledger = writer::read_table(&mut connection, "orders").await?;
-        let writer = Writer::start(&dsn, "orders", ledger, 5, Duration::from_millis(1)).await?;
-        wait::until(
-            "writer to start",
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || async { (writer.stats.committed() > 100).then_some(()) },
-        )
-        .await?;
-        let (seconds, peak, _) = fleet_run(
-            &redis.info.url(),
-            &dsn,
-            2,
-            "buffered",
-            "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a', ADD INDEX idx_c (c)",
-            &servers,
-        )
-        .await?;
-        let expected = writer.stop().await?;
-        let actual = writer::read_table(&mut connection, "orders").await?;
-        let differences = writer::differences(&expected, &actual).len();
-        if differences > 0 {
-            bail!("{differences} differences after the {rows}-row migration");
-        }
-        eprintln!("bench:   {seconds:.1} s, peak RSS {peak} KiB");
-        rss.push((rows, seconds, peak));
-    }
+    let rss = rss_case(
+        &mut connection,
+        &dsn,
+        &redis.info.url(),
+        &servers,
+        &args.rss_rows,
+    )
+    .await?;
 
     let baseline = alter_copy;
     println!(
@@ -763,23 +917,14 @@ async fn main() -> anyhow::Result<()> {
             .find(|(phase, _)| phase.eq_ignore_ascii_case("checksum"))
             .map_or(0.0, |(_, seconds)| *seconds);
         println!(
-            "- {name}: {}; checksum phase / raw scan = {:.2}",
+            "- {name}: {}; checksum phase / raw scan with the same hash = {:.2} \
+             (/ the CONCAT_WS scan = {:.2})",
             profile.line(),
+            checksum / same_hash_scan,
             checksum / raw_scan
         );
     }
-    println!("\n## Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n");
-    println!("| rows | seconds | peak RSS (MiB) |");
-    println!("|---:|---:|---:|");
-    for (rows, seconds, peak) in &rss {
-        println!("| {rows} | {seconds:.1} | {:.1} |", *peak as f64 / 1024.0);
-    }
-    if let [(_, _, small), (_, _, large)] = rss.as_slice() {
-        println!(
-            "\nRSS ratio 1M / 200k: {:.2} (acceptance: ≤ 1.20)",
-            *large as f64 / *small as f64
-        );
-    }
+    print_rss(&rss);
     connection.disconnect().await.ok();
     drop(redis);
     drop(mariadb);
