@@ -48,6 +48,9 @@ pub enum Fault {
     KillBinlogStream,
     /// Redis killed and restarted empty on the same port.
     RestartRedis,
+    /// Redis unreachable for three seconds (SIGSTOP, then SIGCONT): calls hang, then resume
+    /// with leases that lapsed meanwhile (Redis's clock kept running).
+    PauseRedis,
     /// MySQL refuses new connections for three seconds (`max_connections` at its floor, held
     /// full) while
     /// shoal's copy connections and binlog stream are killed, so that they must reconnect.
@@ -61,7 +64,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault class, each claimed survivable.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::KillWorker,
         Fault::KillOwner,
         Fault::StopWorker,
@@ -71,11 +74,12 @@ impl Fault {
         Fault::RestartRedis,
         Fault::RefuseConnections,
         Fault::DelayNetwork,
+        Fault::PauseRedis,
     ];
 
     /// The classes that touch nothing server-wide: safe on a server other tests share (the
-    /// short campaign in `make test` draws from these; `DelayNetwork` is left to `make chaos` so
-    /// that the short campaign's seeded sequence stays as it was measured).
+    /// short campaign in `make test` draws from these; `DelayNetwork` and `PauseRedis` are left
+    /// to `make chaos` so that the short campaign's seeded sequence stays as it was measured).
     pub const SHARED_SERVER: [Fault; 7] = [
         Fault::KillWorker,
         Fault::KillOwner,
@@ -419,6 +423,14 @@ async fn inject(
             redis.restart()?;
             "Redis restarted empty".to_owned()
         }
+        Fault::PauseRedis => {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(redis.info.pid)?);
+            let window = Duration::from_secs(3);
+            nix::sys::signal::kill(pid, Signal::SIGSTOP)?;
+            tokio::time::sleep(window).await;
+            nix::sys::signal::kill(pid, Signal::SIGCONT)?;
+            format!("Redis stopped for {window:?}")
+        }
         Fault::RefuseConnections => refuse_connections(database, Duration::from_secs(3)).await?,
         Fault::DelayNetwork => {
             let delay = Duration::from_millis(300 + random.below(1_200));
@@ -468,7 +480,7 @@ impl Late {
     ];
 
     /// Run `index` of a campaign: phases in turn, classes in turn, so that ten runs put a
-    /// late fault in every phase and (with nine classes) every class in a late phase.
+    /// late fault in every phase and (with ten classes) every class in a late phase.
     pub fn for_run(index: usize, classes: &[Fault]) -> Self {
         Self {
             phase: Self::PHASES[index % Self::PHASES.len()],

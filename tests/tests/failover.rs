@@ -25,6 +25,8 @@ const OWNER_TTL: Duration = Duration::from_secs(3);
 
 struct Fleet {
     database: TestDatabase,
+    /// The fleet's Redis namespace.
+    namespace: String,
     owner: CoordinatorProcess,
     standby: CoordinatorProcess,
     workers: Vec<ShoalProcess>,
@@ -78,6 +80,7 @@ async fn fleet(
     let writer = start_writer(&database, ledger, 41).await;
     (
         Fleet {
+            namespace: namespace.clone(),
             database,
             owner,
             standby,
@@ -643,5 +646,73 @@ async fn a_redis_restart_mid_copy_is_survived() {
     assert!(
         logs.contains("rebuilding the migrations from their MySQL checkpoints"),
         "the loss was noticed and the migration rebuilt:\n{logs}"
+    );
+}
+
+/// Found by `make chaos` (seed 11, run 0, stuck): a deposed owner resumed after SIGSTOP drained
+/// the outbox once before it noticed it had lost the migration, and the completions it took
+/// never reached the new owner, which waited for those two chunks forever. The owner now
+/// compares its chunks in flight with the store's live tasks every 5 s and offers a chunk whose
+/// task vanished without a report again, under a new fence. Here a leased task is deleted from
+/// Redis by hand: its worker's report is refused as unknown, and nothing else would bring the
+/// chunk back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_task_lost_by_the_store_is_offered_again() {
+    let redis_url = servers::shared().redis.url();
+    let (fleet, writer) = fleet(
+        "lost_task",
+        30_000,
+        &redis_url,
+        "",
+        "copy.server_sleep=sleep(300)",
+    )
+    .await;
+    let id = submit(&fleet.owner.url, &["--target-chunk-time", "0"]).await;
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let set = format!("{}:m:{id}:tasks", fleet.namespace);
+    let (task, _) = wait::until(
+        "a leased chunk task",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let mut connection = connection.clone();
+            let set = set.clone();
+            let namespace = fleet.namespace.clone();
+            async move {
+                let ids: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&set)
+                    .query_async(&mut connection)
+                    .await
+                    .ok()?;
+                for task in ids {
+                    let state: Option<String> = redis::cmd("HGET")
+                        .arg(format!("{namespace}:task:{task}"))
+                        .arg("state")
+                        .query_async(&mut connection)
+                        .await
+                        .ok()?;
+                    if state.as_deref() == Some("leased") {
+                        return Some(task);
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Lost as the deposed owner's drain lost it: gone from the store with its report.
+    let _: () = redis::pipe()
+        .del(format!("{}:task:{task}", fleet.namespace))
+        .srem(&set, &task)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    completes_exactly(&fleet, &id, writer).await;
+    let logs = fleet.owner.process.logs() + &fleet.standby.process.logs();
+    assert!(
+        logs.contains("chunk task lost by the live store without a report"),
+        "the lost task {task} was noticed:\n{logs}"
     );
 }

@@ -29,6 +29,8 @@ use super::owner::Migration;
 const MAX_ATTEMPTS: u32 = 10;
 /// Attempts to apply one batch of changes that keeps losing lock conflicts.
 const MAX_APPLY_ATTEMPTS: u32 = 10;
+/// How often the chunks in flight are checked against the live store's tasks.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// A worker counts in the status's `workers` while its last completion is this recent.
 const RECENT_WORKER: Duration = Duration::from_secs(30);
 /// How often the owner looks for completions when nothing else happens.
@@ -318,6 +320,7 @@ impl Migration {
         });
         let fence = self.qualified(&names::fence(&self.table));
         let mut in_flight: HashMap<ChunkId, InFlight> = HashMap::new();
+        let mut last_reconcile = std::time::Instant::now();
         // Copied chunks waiting for the stream to reach the position read at their completion.
         let mut awaiting: Vec<(binlog::BinlogPos, ChunkId, ChunkRange)> = Vec::new();
         // Chunks whose fence bump hit a lock wait (and chunks a resumed owner recopies): fenced
@@ -398,6 +401,19 @@ impl Migration {
                 );
             }
 
+            // A task in flight that the store no longer holds and that no report returned (an
+            // outbox drained by a deposed owner before it noticed, a store that lost data) would
+            // be waited for forever: every few seconds the live set is read before collecting,
+            // and such a chunk is offered again under a new fence.
+            let live = if last_reconcile.elapsed() >= RECONCILE_EVERY {
+                last_reconcile = std::time::Instant::now();
+                Some(
+                    self.with_store(|| self.store.live_tasks(&self.options.id))
+                        .await?,
+                )
+            } else {
+                None
+            };
             let collected = self
                 .with_store(|| self.store.collect(&self.options.id))
                 .await?;
@@ -493,6 +509,24 @@ impl Migration {
                     }
                 }
                 to_republish.push((chunk, entry));
+            }
+            if let Some(live) = live {
+                let lost: Vec<ChunkId> = in_flight
+                    .iter()
+                    .filter(|(chunk, entry)| {
+                        self.task_id(**chunk, entry.epoch)
+                            .is_ok_and(|task_id| !live.contains(&task_id))
+                    })
+                    .map(|(chunk, _)| *chunk)
+                    .collect();
+                for chunk in lost {
+                    if let Some(entry) = in_flight.remove(&chunk) {
+                        warn!(chunk = %chunk, "chunk task lost by the live store without a report; fencing and offering it again");
+                        self.progress
+                            .send_modify(|progress| progress.chunks_returned += 1);
+                        to_republish.push((chunk, entry));
+                    }
+                }
             }
             // Paused: nothing is handed out, not even a chunk that came back.
             let republish = if intents.paused {

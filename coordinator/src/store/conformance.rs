@@ -156,7 +156,7 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = ()>,
 {
-    use shoal_common::ids::{LeaseEpoch, MigrationId};
+    use shoal_common::ids::{LeaseEpoch, MigrationId, TaskId};
     use shoal_common::lease::Verdict;
     use shoal_common::task::{CopyOutcome, ReturnReason};
 
@@ -238,6 +238,19 @@ where
         .await
         .expect("report");
     assert_eq!(again, Verdict::Unknown, "a task is completed once");
+    // The live set: ready and leased tasks, not the reported one; per migration.
+    let live = |names: &[&str]| -> std::collections::HashSet<TaskId> {
+        names
+            .iter()
+            .map(|name| TaskId::parse(*name).expect("valid"))
+            .collect()
+    };
+    assert_eq!(
+        store.live_tasks(&m1).await.expect("live"),
+        live(&["t-b", "t-c", "t-d"]),
+        "leased t-b and ready t-c, t-d are live; reported t-a is not"
+    );
+    assert_eq!(store.live_tasks(&m2).await.expect("live"), live(&["t-x"]));
 
     // Failure and release hand tasks back to the owner.
     let c = store

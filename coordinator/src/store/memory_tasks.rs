@@ -239,6 +239,19 @@ impl TaskStore for MemoryTaskStore {
         Ok(collected)
     }
 
+    async fn live_tasks(
+        &self,
+        migration: &MigrationId,
+    ) -> Result<std::collections::HashSet<TaskId>, Error> {
+        Ok(self
+            .lock()
+            .tasks
+            .iter()
+            .filter(|(_, entry)| &entry.spec.migration_id == migration)
+            .map(|(task_id, _)| task_id.clone())
+            .collect())
+    }
+
     async fn clear(&self, migration: &MigrationId) -> Result<(), Error> {
         let mut state = self.lock();
         state

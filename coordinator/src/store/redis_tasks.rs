@@ -310,6 +310,21 @@ impl TaskStore for RedisTaskStore {
             .await
     }
 
+    async fn live_tasks(
+        &self,
+        migration: &MigrationId,
+    ) -> Result<std::collections::HashSet<TaskId>, Error> {
+        let mut connection = self.connection.clone();
+        let set = format!("{}:m:{migration}:tasks", self.namespace);
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut connection)
+            .await?;
+        ids.into_iter()
+            .map(|id| TaskId::parse(id).map_err(|error| corrupt(&set, error)))
+            .collect()
+    }
+
     async fn collect(&self, migration: &MigrationId) -> Result<Collected, Error> {
         let mut connection = self.connection.clone();
         let entries: Vec<String> = self

@@ -77,6 +77,14 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
     /// Owner: reaps expired leases of `migration`, then takes its completions and returned tasks.
     async fn collect(&self, migration: &MigrationId) -> Result<Collected, Error>;
 
+    /// Owner: the ids of `migration`'s tasks the store still holds (ready or leased; not yet
+    /// reported or reaped). Read before [`Self::collect`], a task in flight that is in neither
+    /// answer was lost without a report.
+    async fn live_tasks(
+        &self,
+        migration: &MigrationId,
+    ) -> Result<std::collections::HashSet<TaskId>, Error>;
+
     /// Owner: forgets every task of `migration` (after cut-over or on cancel).
     async fn clear(&self, migration: &MigrationId) -> Result<(), Error>;
 
