@@ -238,7 +238,7 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
 async fn snapshot(
     mut client: v1::migration_service_client::MigrationServiceClient<tonic::transport::Channel>,
     id: String,
-) -> (bool, u64, u64, i32) {
+) -> (bool, u64, u64, i32, u64) {
     let status = client
         .get_migration(v1::GetMigrationRequest { migration_id: id })
         .await
@@ -252,6 +252,7 @@ async fn snapshot(
         progress.chunks_done,
         progress.chunks_leased,
         status.state,
+        progress.rows_copied,
     )
 }
 
@@ -305,25 +306,26 @@ async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
     let client = coordinator.migration_client().await.unwrap();
     shoal_cli(&coordinator.url, &["pause", &id]).await;
     // Paused: in-flight chunks drain, then nothing new is handed out.
-    let (done_when_idle, _) = wait::until(
+    let (copied_when_idle, _) = wait::until(
         "the copy to go idle",
         Duration::from_secs(30),
         Duration::from_millis(20),
         || {
             let fetch = snapshot(client.clone(), id.clone());
             async move {
-                let (paused, done, leased, _) = fetch.await;
-                (paused && leased == 0).then_some(done)
+                // Rows count when a copy completes (chunks when they drain, later).
+                let (paused, _, leased, _, copied) = fetch.await;
+                (paused && leased == 0).then_some(copied)
             }
         },
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (paused, done_later, _, state) = snapshot(client.clone(), id.clone()).await;
+    let (paused, _, _, state, copied_later) = snapshot(client.clone(), id.clone()).await;
     assert!(paused);
     assert_eq!(
-        done_later, done_when_idle,
+        copied_later, copied_when_idle,
         "no chunk is copied while paused"
     );
     assert_eq!(
