@@ -32,7 +32,7 @@ demo: deps build
 	cargo run --quiet -p shoal-tests --bin shoal-demo
 
 # shoal vs the server's own copy and pt-online-schema-change, side by side (release build).
-# BENCH_ARGS: --rows N, --reps R, --skip-ptosc.
+# BENCH_ARGS: --rows N, --reps R, --skip-ptosc, --skip-sysbench, --quick, --rss-rows A,B, --only-rss.
 bench: deps
 	@command -v pt-online-schema-change >/dev/null || { [ "$$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends percona-toolkit; } || echo "install percona-toolkit to include pt-online-schema-change"
 	cargo build --release --workspace --bins

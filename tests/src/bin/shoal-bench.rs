@@ -651,8 +651,8 @@ async fn main() -> anyhow::Result<()> {
     let redis = RedisServer::start(&scratch.path().join("redis"))?;
     let dsn = mariadb.info.dsn("bench");
     let mut connection = Conn::new(Opts::from_url(&dsn)?).await?;
+    let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
     if args.only_rss {
-        let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
         let rss = rss_case(
             &mut connection,
             &dsn,
@@ -725,7 +725,6 @@ async fn main() -> anyhow::Result<()> {
         same_hash_scan,
     ));
 
-    let servers = [("mariadbd", mariadb.info.pid), ("redis", redis.info.pid)];
     if args.quick {
         let (seconds, _, profile) = fleet_run(
             &redis.info.url(),
