@@ -481,17 +481,39 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
     wait_for_shadow_rows(&database, 5_000).await;
     let mut admin = database.connect().await.unwrap();
     let mut killed = 0;
-    // Five rounds, 1.1 s apart (pacing, not waiting for an outcome), while the copy runs.
+    let writer_connection = writer.connection_id;
+    // Up to five rounds, each as soon as a connection has slept a second, while shoal runs.
     for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
-        let ids: Vec<u64> = admin
-            .exec(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
-                 AND COMMAND = 'Sleep' AND TIME >= 1 AND ID NOT IN (CONNECTION_ID(), ?)",
-                (&database.name, writer.connection_id),
-            )
-            .await
-            .unwrap();
+        let (ids, _) = wait::until(
+            "a connection idle for a second, or the run's end",
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || {
+                let ended = run.try_exit_status().ok().flatten().is_some();
+                let database = &database;
+                async move {
+                    if ended {
+                        return Some(Vec::new());
+                    }
+                    let mut connection = database.connect().await.ok()?;
+                    let ids: Vec<u64> = connection
+                        .exec(
+                            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
+                             AND COMMAND = 'Sleep' AND TIME >= 1 \
+                             AND ID NOT IN (CONNECTION_ID(), ?)",
+                            (&database.name, writer_connection),
+                        )
+                        .await
+                        .ok()?;
+                    (!ids.is_empty()).then_some(ids)
+                }
+            },
+        )
+        .await
+        .unwrap();
+        if ids.is_empty() {
+            break;
+        }
         for id in ids {
             if admin.exec_drop("KILL ?", (id,)).await.is_ok() {
                 killed += 1;
