@@ -32,9 +32,15 @@ demo: deps build
 	cargo run --quiet -p shoal-tests --bin shoal-demo
 
 # shoal vs the server's own copy and pt-online-schema-change, side by side (release build).
-# BENCH_ARGS: --rows N, --reps R, --skip-ptosc, --skip-sysbench, --quick, --rss-rows A,B, --only-rss.
+# A full run rewrites the generated part of docs/benchmarks.md.
+# BENCH_ARGS: --rows N, --reps R, --skip-ptosc, --skip-sysbench, --skip-perf, --quick,
+# --rss-rows A,B, --only-rss, --no-docs.
 bench: deps
-	@command -v pt-online-schema-change >/dev/null || { [ "$$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends percona-toolkit; } || echo "install percona-toolkit to include pt-online-schema-change"
+	@missing=""; for tool in pt-online-schema-change:percona-toolkit sysbench:sysbench perf:linux-perf; do \
+	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	  else echo "bench: install$$missing (apt-get) to include every case"; fi; fi
 	cargo build --release --workspace --bins
 	SHOAL_BIN_DIR=target/release target/release/shoal-bench $(BENCH_ARGS)
 

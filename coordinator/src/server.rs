@@ -196,7 +196,7 @@ impl Coordinator {
             mutual_tls = self.config.tls.tls_client_ca.is_some(),
             "coordinator listening"
         );
-        let mut server = tonic::transport::Server::builder();
+        let mut server = shoal_proto::connection::server(tonic::transport::Server::builder());
         if let Some(config) = grpc_tls {
             server = server.tls_config(config).context("gRPC TLS")?;
         }

@@ -6,12 +6,14 @@
 //! - `shoal/v1/work.proto`: `WorkService`, what workers call.
 //!
 //! [`auth`] holds the bearer token the calls carry when the fleet requires one; [`tls`] the
-//! TLS (and mutual TLS) flags and configurations.
+//! TLS (and mutual TLS) flags and configurations;
+//! [`connection`] the connect timeout and keep-alive every client and server uses.
 //!
 //! Ids travel as strings and integers on the wire; `shoal-common` turns them into newtypes at
 //! the edge.
 
 pub mod auth;
+pub mod connection;
 pub mod tls;
 
 /// The `shoal.v1` package.

@@ -81,7 +81,9 @@ impl ServerTlsArgs {
         let Some((cert, key)) = self.identity_files()? else {
             return Ok(None);
         };
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .timeout(crate::connection::TLS_HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.tls_client_ca {
             config = config.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
         }

@@ -10,6 +10,7 @@
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
 //! - [`proxy`]: a loopback TCP proxy with a settable delay (network faults).
+//! - [`perf`]: CPU profiles of a process with Linux `perf` (the benchmark's).
 //! - [`otlp`]: an OTLP/gRPC trace receiver the processes under test export their spans to.
 //! - [`writer`]: a concurrent writer with an independent ledger of what it committed.
 //! - [`scenario`]: the seeded table, the ALTER and the exact comparison scenarios share.
@@ -21,6 +22,7 @@
 pub mod chaos;
 pub mod mariadb;
 pub mod otlp;
+pub mod perf;
 pub mod processes;
 pub mod proxy;
 pub mod redis_server;

@@ -33,8 +33,9 @@ use crate::executor::{SlotConfig, SourceError, TaskSource, run_slot};
 use crate::session::Targets;
 use crate::wire::{duration_to_proto, task_from_proto};
 
-/// Bound on connecting to the coordinator and on short calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of a short call to the coordinator (register, heartbeat, reports); a long poll for
+/// a task gets its wait on top.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on deregistering during shutdown.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry delays after failed calls.
@@ -84,9 +85,8 @@ impl Worker {
             ),
         };
         let endpoint = Endpoint::from_shared(config.coordinator.clone())
-            .with_context(|| format!("--coordinator {:?} is not a URL", config.coordinator))?
-            .connect_timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true);
+            .with_context(|| format!("--coordinator {:?} is not a URL", config.coordinator))?;
+        let endpoint = shoal_proto::connection::client(endpoint);
         let endpoint = match config.tls.config(&config.coordinator).context("TLS")? {
             Some(tls) => endpoint.tls_config(tls).context("TLS")?,
             None => endpoint,
@@ -171,7 +171,10 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let mut client = self.client.clone();
-        let response = client.register_worker(request).await?.into_inner();
+        let response = client
+            .register_worker(deadline(request, CALL_TIMEOUT))
+            .await?
+            .into_inner();
         let heartbeat_interval = response
             .heartbeat_interval
             .and_then(|interval| {
@@ -218,7 +221,7 @@ impl Worker {
                 worker_id: self.id.to_string(),
                 tasks: Vec::new(),
             };
-            match client.heartbeat(request).await {
+            match client.heartbeat(deadline(request, CALL_TIMEOUT)).await {
                 Ok(response) if response.get_ref().registered => {}
                 Ok(_) => {
                     warn!(worker_id = %self.id, "registration lost; registering again");
@@ -255,6 +258,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// `message` as a request that gives up after `timeout` (the coordinator sees the deadline too).
+fn deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
 }
 
 /// Tasks over gRPC from a coordinator.
@@ -296,7 +306,7 @@ impl TaskSource for GrpcSource {
             wait: Some(duration_to_proto(wait)),
         };
         let response = client
-            .acquire_task(request)
+            .acquire_task(deadline(request, wait + CALL_TIMEOUT))
             .await
             .map_err(|status| source_error("acquire task", &status))?;
         let Some(task) = response.into_inner().task else {
@@ -310,15 +320,14 @@ impl TaskSource for GrpcSource {
                 // This worker cannot run it: hand it back so the coordinator can fail it visibly.
                 let message = format!("worker {} cannot run task: {error}", self.worker_id);
                 warn!(%task_id, %error, "undecodable task");
-                let _ = client
-                    .fail_task(v1::FailTaskRequest {
-                        worker_id: self.worker_id.to_string(),
-                        task_id,
-                        lease_epoch,
-                        error: message,
-                        retryable: false,
-                    })
-                    .await;
+                let request = v1::FailTaskRequest {
+                    worker_id: self.worker_id.to_string(),
+                    task_id,
+                    lease_epoch,
+                    error: message,
+                    retryable: false,
+                };
+                let _ = client.fail_task(deadline(request, CALL_TIMEOUT)).await;
                 Ok(None)
             }
         }
@@ -335,7 +344,7 @@ impl TaskSource for GrpcSource {
             }],
         };
         let response = client
-            .heartbeat(request)
+            .heartbeat(deadline(request, CALL_TIMEOUT))
             .await
             .map_err(|status| source_error("heartbeat", &status))?
             .into_inner();
@@ -353,7 +362,10 @@ impl TaskSource for GrpcSource {
             checksum: None,
             unique_conflicts: outcome.unique_conflicts,
         };
-        reported(client.complete_task(request).await, "complete task")
+        reported(
+            client.complete_task(deadline(request, CALL_TIMEOUT)).await,
+            "complete task",
+        )
     }
 
     async fn fail(
@@ -370,7 +382,11 @@ impl TaskSource for GrpcSource {
             error,
             retryable,
         };
-        reported(client.fail_task(request).await, "fail task").map(|_| ())
+        reported(
+            client.fail_task(deadline(request, CALL_TIMEOUT)).await,
+            "fail task",
+        )
+        .map(|_| ())
     }
 
     async fn release(&self, task: &LeasedTask) -> Result<(), SourceError> {
@@ -381,6 +397,10 @@ impl TaskSource for GrpcSource {
             lease_epoch: task.lease_epoch.0,
             reason: "worker shutting down".to_owned(),
         };
-        reported(client.release_task(request).await, "release task").map(|_| ())
+        reported(
+            client.release_task(deadline(request, CALL_TIMEOUT)).await,
+            "release task",
+        )
+        .map(|_| ())
     }
 }

@@ -370,6 +370,7 @@ async fn client(
         .context("--auth-token-file")?;
     let endpoint = Endpoint::from_shared(address.to_owned())
         .with_context(|| format!("--coordinator {address:?} is not a URL"))?;
+    let endpoint = shoal_proto::connection::client(endpoint);
     let endpoint = match tls.config(address).context("TLS")? {
         Some(config) => endpoint.tls_config(config).context("TLS")?,
         None => endpoint,

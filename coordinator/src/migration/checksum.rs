@@ -99,6 +99,8 @@ impl Migration {
         {
             ranges.push(range);
         }
+        let hash = RowHash::detect(&mut sessions[0], &self.server.version).await?;
+        info!(migration_id = %self.options.id, ranges = ranges.len(), row_hash = ?hash, "checksum pass");
         let shadow = names::shadow(&self.table);
         let mut mismatched = Vec::new();
         let mut work = ranges.into_iter();
@@ -112,7 +114,6 @@ impl Migration {
                 break;
             }
             let phase = self.phase().clone();
-            let hash = RowHash::for_server(&self.server.version);
             let digests = join_all(batch.into_iter().map(|(session, range)| {
                 let span = tracing::info_span!(
                     parent: &phase,

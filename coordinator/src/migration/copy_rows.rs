@@ -29,6 +29,27 @@ use super::owner::Migration;
 const MAX_ATTEMPTS: u32 = 10;
 /// Attempts to apply one batch of changes that keeps losing lock conflicts.
 const MAX_APPLY_ATTEMPTS: u32 = 10;
+
+/// Evaluates `$statement` (a future over the connection `$connection`); when the connection was
+/// lost (killed by an operator or a fault, dropped by a restarting server), replaces it from
+/// `$pool` and evaluates it again, up to [`MAX_APPLY_ATTEMPTS`] times. Only for statements that
+/// are safe to run twice. (A macro: an async closure borrowing the migration is not `Send`.)
+macro_rules! retry_if_lost {
+    ($pool:expr, $connection:ident, $what:expr, $statement:expr) => {{
+        let mut attempt = 0;
+        loop {
+            match $statement {
+                Err(error) if error.connection_lost() && attempt < MAX_APPLY_ATTEMPTS => {
+                    attempt += 1;
+                    warn!(%error, attempt, what = $what, "connection lost; running it again on a fresh one");
+                    $connection = super::owner::connect($pool).await?;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
 /// How often the chunks in flight are checked against the live store's tasks.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// A worker counts in the status's `workers` while its last completion is this recent.
@@ -364,24 +385,41 @@ impl Migration {
                     break;
                 };
                 let size = self.sizer.size();
-                let Some((chunk, range)) =
+                shoal_worker::failpoint::hit(
+                    "copy.plan",
+                    &format!("connection={}", connection.id()),
+                )
+                .await;
+                // A failed probe leaves the planner where it was: asking again is safe.
+                let next = retry_if_lost!(
+                    &self.pool,
+                    connection,
+                    "plan a chunk",
                     super::planning::next_chunk(&mut connection, &source, &self.key, planner, size)
-                        .await?
-                else {
+                        .await
+                )?;
+                let Some((chunk, range)) = next else {
                     break;
                 };
                 let planned = (range.lower.is_some() && range.upper.is_some()).then_some(size);
                 // A previous owner may have planned this chunk after its last checkpoint: its
                 // fence row then exists and is bumped, fencing that owner's workers (INV-F1).
-                connection
-                    .exec_drop(
-                        format!(
-                            "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
-                             ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
-                        ),
-                        (chunk.0,),
-                    )
-                    .await?;
+                // Run twice, it raises the epoch twice: harmless, a fence only moves forward.
+                retry_if_lost!(
+                    &self.pool,
+                    connection,
+                    "fence a chunk",
+                    connection
+                        .exec_drop(
+                            format!(
+                                "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
+                                 ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
+                            ),
+                            (chunk.0,),
+                        )
+                        .await
+                        .map_err(Error::from)
+                )?;
                 let epoch = if connection.affected_rows() == 1 {
                     FenceEpoch(1)
                 } else {
@@ -441,8 +479,12 @@ impl Migration {
                 let target = match &completed_at {
                     Some(target) => target.clone(),
                     None => {
-                        let target =
-                            binlog::current_position(&mut connection, self.server.mariadb).await?;
+                        let target = retry_if_lost!(
+                            &self.pool,
+                            connection,
+                            "read the binlog position",
+                            binlog::current_position(&mut connection, self.server.mariadb).await
+                        )?;
                         completed_at = Some(target.clone());
                         target
                     }

@@ -619,10 +619,7 @@ impl Migration {
     /// A connection of the migration's pool, waiting (up to [`super::CONNECT_PATIENCE`]) while
     /// the server refuses new connections.
     pub(super) async fn connect(&self) -> Result<Conn, Error> {
-        Ok(
-            shoal_worker::session::patiently(super::CONNECT_PATIENCE, || self.pool.get_conn())
-                .await?,
-        )
+        connect(&self.pool).await
     }
 
     pub(super) async fn release_lock(&mut self) {
@@ -900,6 +897,12 @@ impl Migration {
         }
         Ok(())
     }
+}
+
+/// A connection of `pool`, waiting (up to [`super::CONNECT_PATIENCE`]) while the server refuses
+/// new connections.
+pub(super) async fn connect(pool: &Pool) -> Result<Conn, Error> {
+    Ok(shoal_worker::session::patiently(super::CONNECT_PATIENCE, || pool.get_conn()).await?)
 }
 
 /// The primary key's shape and each key column's index in row images, or the refusal naming

@@ -6,12 +6,16 @@
 //! - the server's references: `INSERT INTO copy SELECT *` and offline `ALTER … ALGORITHM=COPY`;
 //! - shoal's fleet (Redis, one coordinator) in both copy modes with 1 and 2 worker processes;
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
-//! - the coordinator's peak RSS migrating two table sizes under a writer (lazy plan).
+//! - the coordinator's peak RSS migrating two table sizes under a writer (lazy plan);
+//! - where the server's CPU goes (`perf record` of mariadbd) in chosen cases.
+//!
+//! A full run rewrites the generated part of `docs/benchmarks.md` (between its markers) with the
+//! machine, versions, command and every table; the runs recorded below it are kept.
 //!
 //! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`,
-//! `--skip-sysbench`, `--quick` (only the fleet with server copy and two workers, with its time
-//! and CPU profile), `--rss-rows A,B` (the peak-RSS case's table sizes, default
-//! 200000,1000000), `--only-rss` (only that case).
+//! `--skip-sysbench`, `--skip-perf`, `--quick` (only the fleet with server copy and two
+//! workers, with its time and CPU profile), `--rss-rows A,B` (the peak-RSS case's table sizes,
+//! default 200000,1000000), `--only-rss` (only that case), `--no-docs` (leave the docs alone).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +24,7 @@ use anyhow::{Context, bail};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use shoal_tests::mariadb::{MariaDb, TEST_PASSWORD, TEST_USER};
+use shoal_tests::perf::Recording;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, bin_dir, start_worker};
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::system::find_program;
@@ -28,6 +33,21 @@ use shoal_tests::writer::{self, Writer};
 use shoal_worker::checksum::{RowHash, digest_select};
 
 const ALTER: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT";
+
+/// Where the report of a full run is written, between [`DOCS_BEGIN`] and [`DOCS_END`].
+const DOCS: &str = "docs/benchmarks.md";
+const DOCS_BEGIN: &str = "<!-- make bench: latest run, generated; edits here are overwritten -->";
+const DOCS_END: &str = "<!-- make bench: end of the latest run -->";
+
+/// Prints a line of the report and appends it to `$report`.
+macro_rules! out {
+    ($report:expr, $($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        $report.push_str(&line);
+        $report.push('\n');
+    }};
+}
 
 /// The server as the peers' baselines ran it (`../shared/bench/peers/mariadb-up.sh`): a buffer
 /// pool that holds both copies of the table, full durability, SSD flushing rates.
@@ -51,6 +71,10 @@ struct Args {
     rss_rows: Vec<u64>,
     /// Only the peak-RSS case.
     only_rss: bool,
+    /// Do not rewrite the generated part of `docs/benchmarks.md`.
+    no_docs: bool,
+    /// Skip the `perf` profiles of the server.
+    skip_perf: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -62,6 +86,8 @@ fn parse_args() -> anyhow::Result<Args> {
         quick: false,
         rss_rows: vec![200_000, 1_000_000],
         only_rss: false,
+        no_docs: false,
+        skip_perf: false,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -80,10 +106,12 @@ fn parse_args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?;
             }
             "--only-rss" => args.only_rss = true,
+            "--no-docs" => args.no_docs = true,
+            "--skip-perf" => args.skip_perf = true,
             other => {
                 bail!(
                     "unknown argument {other}; use --rows N, --reps R, --skip-ptosc, \
-                     --skip-sysbench, --quick, --rss-rows A,B, --only-rss"
+                     --skip-sysbench, --skip-perf, --quick, --rss-rows A,B, --only-rss, --no-docs"
                 )
             }
         }
@@ -627,19 +655,131 @@ async fn rss_case(
     Ok(rss)
 }
 
-fn print_rss(rss: &[(u64, f64, u64)]) {
-    println!("\n## Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n");
-    println!("| rows | seconds | peak RSS (MiB) |");
-    println!("|---:|---:|---:|");
+fn print_rss(report: &mut String, rss: &[(u64, f64, u64)]) {
+    out!(
+        report,
+        "\n### Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n"
+    );
+    out!(report, "| rows | seconds | peak RSS (MiB) |");
+    out!(report, "|---:|---:|---:|");
     for (rows, seconds, peak) in rss {
-        println!("| {rows} | {seconds:.1} | {:.1} |", *peak as f64 / 1024.0);
+        out!(
+            report,
+            "| {rows} | {seconds:.1} | {:.1} |",
+            *peak as f64 / 1024.0
+        );
     }
     if let [(small_rows, _, small), (large_rows, _, large)] = rss {
-        println!(
+        out!(
+            report,
             "\nRSS ratio {large_rows} / {small_rows} rows: {:.2} (acceptance at 5M / 1M: ≤ 1.20)",
             *large as f64 / *small as f64
         );
     }
+}
+
+/// The first line a command prints, or why there is none.
+fn first_line(program: &str, args: &[&str]) -> String {
+    match Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+    {
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        Ok(output) => format!("`{program}` exited {}", output.status),
+        Err(_) => format!("`{program}` not found"),
+    }
+}
+
+/// The machine, versions and command of this run, one bullet each (as the tools print them).
+fn environment(server_version: &str) -> Vec<String> {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let command = if arguments.is_empty() {
+        "make bench".to_owned()
+    } else {
+        format!("make bench BENCH_ARGS='{}'", arguments.join(" "))
+    };
+    vec![
+        format!("- command: `{command}`"),
+        format!(
+            "- date (UTC): {}",
+            first_line("date", &["-u", "+%Y-%m-%d %H:%M"])
+        ),
+        format!(
+            "- machine: {} cores (`nproc`), kernel {}",
+            first_line("nproc", &[]),
+            first_line("uname", &["-r"])
+        ),
+        format!(
+            "- server: MariaDB {server_version} (private instance, settings as the peers' baselines)"
+        ),
+        format!(
+            "- shoal: commit {}",
+            first_line("git", &["rev-parse", "--short", "HEAD"])
+        ),
+        format!("- sysbench: {}", first_line("sysbench", &["--version"])),
+        format!(
+            "- pt-online-schema-change: {}",
+            first_line("pt-online-schema-change", &["--version"])
+        ),
+        format!("- perf: {}", first_line("perf", &["--version"])),
+    ]
+}
+
+/// Server CPU profiles taken during chosen cases: name, then top symbols or why there are none.
+type ServerProfiles = Vec<(String, Result<Vec<(f64, String)>, String>)>;
+
+/// Starts a `perf` profile of `pid` for the case `name`, unless profiles are off or unavailable.
+fn perf_start(args: &Args, pid: u32, dir: &std::path::Path, name: &str) -> Option<Recording> {
+    if args.skip_perf {
+        return None;
+    }
+    let data = dir.join(format!(
+        "perf-{}.data",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    ));
+    match Recording::start(pid, &data) {
+        Ok(recording) => Some(recording),
+        Err(error) => {
+            eprintln!("bench: no perf profile for {name}: {error:#}");
+            None
+        }
+    }
+}
+
+/// Ends a profile started by [`perf_start`] and keeps its top symbols under `name`.
+fn perf_finish(recording: Option<Recording>, name: &str, profiles: &mut ServerProfiles) {
+    if let Some(recording) = recording {
+        profiles.push((
+            name.to_owned(),
+            recording.finish(12).map_err(|error| format!("{error:#}")),
+        ));
+    }
+}
+
+/// Replaces the generated part of `docs/benchmarks.md` (or puts it before the first section).
+fn write_docs(report: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(DOCS).with_context(|| format!("read {DOCS}"))?;
+    let generated = format!("{DOCS_BEGIN}\n{report}{DOCS_END}");
+    let updated = match (text.find(DOCS_BEGIN), text.find(DOCS_END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{generated}{}",
+            &text[..begin],
+            &text[end + DOCS_END.len()..]
+        ),
+        _ => match text.find("\n## ") {
+            Some(at) => format!("{}\n{generated}\n{}", &text[..at], &text[at..]),
+            None => format!("{text}\n{generated}\n"),
+        },
+    };
+    std::fs::write(DOCS, updated).with_context(|| format!("write {DOCS}"))?;
+    eprintln!("bench: wrote the latest run into {DOCS}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -661,14 +801,18 @@ async fn main() -> anyhow::Result<()> {
             &args.rss_rows,
         )
         .await?;
-        print_rss(&rss);
+        let mut report = String::new();
+        print_rss(&mut report, &rss);
         return Ok(());
     }
     eprintln!("bench: seeding {} rows", args.rows);
     seed_sbtest(&mut connection, args.rows).await?;
     let mut results: Vec<(String, f64)> = Vec::new();
 
+    let mut server_profiles: ServerProfiles = Vec::new();
     eprintln!("bench: server INSERT INTO … SELECT *");
+    let name = "server: INSERT INTO copy SELECT *";
+    let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
     let insert_select = timed(args.reps, &mut connection, || {
         time_sql(
             dsn.clone(),
@@ -677,6 +821,7 @@ async fn main() -> anyhow::Result<()> {
         )
     })
     .await?;
+    perf_finish(recording, name, &mut server_profiles);
     results.push((
         "server: INSERT INTO copy SELECT * (one transaction)".to_owned(),
         insert_select,
@@ -708,20 +853,27 @@ async fn main() -> anyhow::Result<()> {
     ));
     eprintln!("bench: server raw scan with shoal's row hash");
     let columns: Vec<String> = ["id", "k", "c", "pad"].map(str::to_owned).to_vec();
+    let version: String = connection
+        .query_first("SELECT VERSION()")
+        .await?
+        .unwrap_or_default();
+    let hash = RowHash::detect(&mut connection, &version).await?;
+    let name = "server: one raw scan with shoal's row hash";
+    let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
     let same_hash_scan = timed(args.reps, &mut connection, || {
         time_sql(
             dsn.clone(),
             "DO 0",
             format!(
                 "SELECT {} FROM sbtest1 FORCE INDEX (PRIMARY)",
-                digest_select(RowHash::CrcProduct, &columns)
+                digest_select(hash, &columns)
             ),
         )
     })
     .await?;
+    perf_finish(recording, name, &mut server_profiles);
     results.push((
-        "server: one raw scan with shoal's row hash, CRC32(r) × CRC32C(r) (not a migration)"
-            .to_owned(),
+        format!("server: one raw scan with shoal's row hash ({hash:?}) (not a migration)"),
         same_hash_scan,
     ));
 
@@ -742,12 +894,16 @@ async fn main() -> anyhow::Result<()> {
     let mut profiles: Vec<(String, Profile)> = Vec::new();
     for threads in [1, 2, 4] {
         eprintln!("bench: shoal run, server copy, --threads {threads}");
+        let name = format!("shoal run: server copy, --threads {threads}");
+        let recording = (threads == 4)
+            .then(|| perf_start(&args, mariadb.info.pid, scratch.path(), &name))
+            .flatten();
         let (seconds, profile) = profiled(args.reps, &mut connection, || {
             let dsn = dsn.clone();
             async move { run_mode(&dsn, threads, mariadb.info.pid) }
         })
         .await?;
-        let name = format!("shoal run: server copy, --threads {threads}");
+        perf_finish(recording, &name, &mut server_profiles);
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
@@ -805,13 +961,18 @@ async fn main() -> anyhow::Result<()> {
         let window = (shoal_idle * 1.5).ceil() as u64;
         reset(&mut connection).await?;
         eprintln!("bench: sysbench alone for {window} s");
+        let name = "sysbench alone";
+        let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
         let alone = sysbench_finish(
             sysbench_start(mariadb.info.port, args.rows, window)?,
             window as f64,
         )?;
+        perf_finish(recording, name, &mut server_profiles);
         app.push(("sysbench alone".to_owned(), alone, None));
         reset(&mut connection).await?;
         eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
+        let name = "sysbench during shoal fleet, 2 workers × 2 slots";
+        let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
         let load = sysbench_start(mariadb.info.port, args.rows, window)?;
         let (seconds, _, _) = fleet_run(
             &redis.info.url(),
@@ -821,6 +982,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         let view = sysbench_finish(load, window as f64)?;
+        perf_finish(recording, name, &mut server_profiles);
         app.push((
             "during shoal fleet, 2 workers × 2 slots".to_owned(),
             view,
@@ -881,23 +1043,43 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let baseline = alter_copy;
-    println!(
-        "\n## Results: {} rows, ALTER `ADD COLUMN x INT`, median of {}\n",
-        args.rows, args.reps
+    let server_version: String = connection
+        .query_first("SELECT VERSION()")
+        .await?
+        .unwrap_or_default();
+    let mut report = String::new();
+    out!(report, "## Latest run (generated by `make bench`)\n");
+    for line in environment(&server_version) {
+        out!(report, "{line}");
+    }
+    out!(
+        report,
+        "\n### Results: {} rows, ALTER `ADD COLUMN x INT`, median of {}\n",
+        args.rows,
+        args.reps
     );
-    println!("| method | seconds | × offline ALTER COPY |");
-    println!("|---|---:|---:|");
+    out!(report, "| method | seconds | × offline ALTER COPY |");
+    out!(report, "|---|---:|---:|");
     for (name, seconds) in &results {
-        println!("| {name} | {seconds:.1} | {:.2} |", seconds / baseline);
+        out!(
+            report,
+            "| {name} | {seconds:.1} | {:.2} |",
+            seconds / baseline
+        );
     }
     if !app.is_empty() {
-        println!(
-            "\n## The application's view: sysbench oltp_write_only at 100 tps, 4 threads, whole window\n"
+        out!(
+            report,
+            "\n### The application's view: sysbench oltp_write_only at 100 tps, 4 threads, whole window\n"
         );
-        println!("| case | window s | tool s | tps | p95 ms | p99 ms | max ms |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        out!(
+            report,
+            "| case | window s | tool s | tps | p95 ms | p99 ms | max ms |"
+        );
+        out!(report, "|---|---:|---:|---:|---:|---:|---:|");
         for (name, view, seconds) in &app {
-            println!(
+            out!(
+                report,
                 "| {name} | {:.0} | {} | {:.1} | {:.2} | {:.2} | {:.1} |",
                 view.window,
                 seconds.map_or_else(|| "-".to_owned(), |seconds| format!("{seconds:.1}")),
@@ -908,14 +1090,18 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("\n## Where shoal's time and CPU went (last run of each case)\n");
+    out!(
+        report,
+        "\n### Where shoal's time and CPU went (last run of each case)\n"
+    );
     for (name, profile) in &profiles {
         let checksum = profile
             .phases
             .iter()
             .find(|(phase, _)| phase.eq_ignore_ascii_case("checksum"))
             .map_or(0.0, |(_, seconds)| *seconds);
-        println!(
+        out!(
+            report,
             "- {name}: {}; checksum phase / raw scan with the same hash = {:.2} \
              (/ the CONCAT_WS scan = {:.2})",
             profile.line(),
@@ -923,7 +1109,28 @@ async fn main() -> anyhow::Result<()> {
             checksum / raw_scan
         );
     }
-    print_rss(&rss);
+    print_rss(&mut report, &rss);
+    if !server_profiles.is_empty() {
+        out!(
+            report,
+            "\n### Where the server's CPU went (`perf record -e cpu-clock` of mariadbd, top symbols)\n"
+        );
+        for (name, profile) in &server_profiles {
+            match profile {
+                Ok(symbols) => {
+                    let top: Vec<String> = symbols
+                        .iter()
+                        .map(|(share, symbol)| format!("{share:.1}% `{symbol}`"))
+                        .collect();
+                    out!(report, "- {name}: {}", top.join(", "));
+                }
+                Err(error) => out!(report, "- {name}: no profile ({error})"),
+            }
+        }
+    }
+    if !args.no_docs {
+        write_docs(&report)?;
+    }
     connection.disconnect().await.ok();
     drop(redis);
     drop(mariadb);
