@@ -55,11 +55,11 @@ impl Recording {
                 "report",
                 "--no-children",
                 "--sort",
-                "symbol",
+                "dso,symbol",
                 "--stdio",
                 "-q",
-                "-i",
             ])
+            .args(["-g", "none", "-i"])
             .arg(&self.data)
             .stderr(Stdio::null())
             .output()
@@ -68,18 +68,25 @@ impl Recording {
     }
 }
 
-/// The first `top` lines of `perf report --sort symbol -q` (`  44.26%  [.] name`).
+/// The first `top` lines of `perf report --sort dso,symbol -q`
+/// (`  44.26%  mariadbd  [.] Item_func_quote::val_str  -  -`), as `(44.26, "mariadbd
+/// Item_func_quote::val_str")`. An address without a symbol (a function the binary does not
+/// export, e.g. most of InnoDB in Debian's stripped mariadbd) keeps its offset.
 fn symbols(report: &str, top: usize) -> Vec<(f64, String)> {
     report
         .lines()
         .filter_map(|line| {
-            let (share, rest) = line.trim().split_once('%')?;
-            let share: f64 = share.trim().parse().ok()?;
-            let name = rest
-                .trim()
-                .trim_start_matches("[.]")
-                .trim_start_matches("[k]");
-            Some((share, name.trim().to_owned()))
+            let mut words = line.split_whitespace();
+            let share: f64 = words.next()?.strip_suffix('%')?.parse().ok()?;
+            let object = words.next()?;
+            let _privilege = words.next()?;
+            let symbol: Vec<&str> = words.take_while(|word| *word != "-").collect();
+            let symbol = symbol.join(" ");
+            let symbol = match symbol.strip_prefix("0x") {
+                Some(hex) => format!("0x{} (no symbol)", hex.trim_start_matches('0')),
+                None => symbol,
+            };
+            Some((share, format!("{object} {symbol}")))
         })
         .take(top)
         .collect()
@@ -91,15 +98,20 @@ mod tests {
 
     #[test]
     fn report_lines_become_shares_and_symbols() {
-        let report = "    44.26%  [.] Item_func_quote::val_str\n\
+        let report = "    44.26%  mariadbd   [.] Item_func_quote::val_str      -      -   \n\
                       \n\
-                      7.21%  [k] irqentry_exit_to_user_mode\n\
-                      1.00%  [.] crc32c_3way\n";
+                      13.20%  mariadbd   [.] 0x0000000000d93e0f   -   -\n\
+                      7.21%  [kernel.kallsyms]  [k] irqentry_exit_to_user_mode  -  -\n\
+                      1.00%  libc.so.6  [.] __memmove_avx_unaligned_erms  -  -\n";
         assert_eq!(
-            symbols(report, 2),
+            symbols(report, 3),
             vec![
-                (44.26, "Item_func_quote::val_str".to_owned()),
-                (7.21, "irqentry_exit_to_user_mode".to_owned()),
+                (44.26, "mariadbd Item_func_quote::val_str".to_owned()),
+                (13.2, "mariadbd 0xd93e0f (no symbol)".to_owned()),
+                (
+                    7.21,
+                    "[kernel.kallsyms] irqentry_exit_to_user_mode".to_owned()
+                ),
             ]
         );
     }

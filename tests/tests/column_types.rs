@@ -312,3 +312,103 @@ async fn every_column_type_migrates_exactly_under_a_writer() {
         "shoal's tables are removed"
     );
 }
+
+/// The checksum's row hash on the real server tells apart rows that a naive encoding confuses:
+/// a separator inside a value versus between values, NULL versus the strings 'NULL', 'N' and
+/// '', NULL in one column versus the next, and two rows swapping same-length values (which
+/// cancel out under `BIT_XOR(CRC32(…))`). Each pair must give different digests, in both the
+/// single- and the double-evaluation forms, and each form must give the other's digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_hash_tells_apart_rows_a_naive_encoding_confuses() {
+    use shoal_worker::checksum::{HashColumn, RowHash, digest_select};
+    let database = servers::shared().database("row_hash").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop(
+            "CREATE TABLE h (id INT NOT NULL PRIMARY KEY, a VARCHAR(10) NULL, \
+             b VARCHAR(10) CHARACTER SET latin1 NULL, n INT NULL)",
+        )
+        .await
+        .unwrap();
+    // Pairs of (id, a, b, n) rows that must hash apart; the id is the same within a pair.
+    type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<i64>);
+    let pairs: [[Row; 2]; 6] = [
+        [
+            (Some("x,y"), Some("z"), None),
+            (Some("x"), Some("y,z"), None),
+        ],
+        [(None, Some("v"), None), (Some("NULL"), Some("v"), None)],
+        [(None, Some("v"), None), (Some("N"), Some("v"), None)],
+        [(None, Some("v"), None), (Some(""), Some("v"), None)],
+        [(None, Some("v"), None), (Some("v"), None, None)],
+        [(Some("1"), None, Some(1)), (Some("1"), Some("1"), None)],
+    ];
+    let columns = [
+        ("id", false, false),
+        ("a", true, true),
+        ("b", true, true),
+        ("n", false, true),
+    ]
+    .map(|(name, text, nullable)| HashColumn {
+        name: name.to_owned(),
+        text,
+        nullable,
+    });
+    let version: String = connection
+        .query_first("SELECT VERSION()")
+        .await
+        .unwrap()
+        .unwrap();
+    let detected = RowHash::detect(&mut connection, &version).await.unwrap();
+    assert_eq!(detected, RowHash::CrcProductOnce, "MariaDB {version}");
+    let digest = async |connection: &mut mysql_async::Conn,
+                        row: (Option<&str>, Option<&str>, Option<i64>)| {
+        connection.query_drop("DELETE FROM h").await.unwrap();
+        connection
+            .exec_drop("INSERT INTO h VALUES (1, ?, ?, ?)", row)
+            .await
+            .unwrap();
+        let mut digests = Vec::new();
+        for hash in [RowHash::CrcProductOnce, RowHash::CrcProduct] {
+            let digest: (u64, u64, u64) = connection
+                .query_first(format!("SELECT {} FROM h", digest_select(hash, &columns)))
+                .await
+                .unwrap()
+                .unwrap();
+            digests.push(digest);
+        }
+        assert_eq!(digests[0], digests[1], "both forms agree on {row:?}");
+        digests[0]
+    };
+    for [left, right] in pairs {
+        let (one, other) = (
+            digest(&mut connection, left).await,
+            digest(&mut connection, right).await,
+        );
+        assert_ne!(one, other, "{left:?} and {right:?} must hash apart");
+    }
+    // Two rows swapping same-length values: the XOR over both rows must change.
+    let mut swap = async |first: &str, second: &str| -> (u64, u64, u64) {
+        connection.query_drop("DELETE FROM h").await.unwrap();
+        connection
+            .exec_drop(
+                "INSERT INTO h VALUES (1, ?, 'k', 1), (2, ?, 'k', 1)",
+                (first, second),
+            )
+            .await
+            .unwrap();
+        connection
+            .query_first(format!(
+                "SELECT {} FROM h",
+                digest_select(RowHash::CrcProductOnce, &columns)
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (straight, swapped) = (swap("ab", "cd").await, swap("cb", "ad").await);
+    assert_ne!(
+        straight, swapped,
+        "swapped same-length values must not cancel out"
+    );
+}

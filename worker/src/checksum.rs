@@ -14,10 +14,16 @@
 //!   faster once the string was built once: not worth a second encoding.)
 //! - Other servers (MySQL 8, untested here: it has no `CRC32C`): the two 64-bit halves of MD5.
 //!
-//! The row string is `CONCAT_WS(',', QUOTE(CAST(col AS BINARY)), …)`: `QUOTE` delimits and
-//! escapes every value and renders NULL as the bare word `NULL`, so neither separators inside
-//! values nor NULL versus the string 'NULL' can collide; the binary cast keeps columns of mixed
-//! character sets and collations from being converted or refused.
+//! The row string is `CONCAT_WS(',', LENGTH(c₁), v₁, …)`: every value after its length in
+//! bytes, so that the string parses back into exactly one row (separators inside values cannot
+//! shift a boundary). A nullable column's length is `IFNULL(LENGTH(c), 'N')`: `N` marks NULL and
+//! `CONCAT_WS` skips the NULL value itself, so NULL and the string 'NULL' differ. Character
+//! columns are hashed as `CAST(c AS BINARY)`, so that columns of mixed character sets and
+//! collations are neither converted nor refused; other types go bare (their text is ASCII). The
+//! per-column choices need no agreement between the two tables: for a non-NULL value both
+//! forms give the same bytes. This encoding replaced `QUOTE(CAST(c AS BINARY))`, which escaped
+//! every byte: 26–44% of the server's samples in a checksum scan (`perf`), and 0.85 s against
+//! 0.67 s (sysbench table, 1M rows, string built once) here.
 
 use mysql_async::prelude::Queryable;
 use shoal_common::chunk::ChunkRange;
@@ -94,18 +100,41 @@ impl RowHash {
     }
 }
 
-/// The per-row string hashed for `columns`.
-pub fn row_expression(columns: &[String]) -> String {
+/// A column as the row hash sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashColumn {
+    /// Column name.
+    pub name: String,
+    /// A character column (it has a character set): hashed as its bytes.
+    pub text: bool,
+    /// The column may hold NULL.
+    pub nullable: bool,
+}
+
+/// The per-row string hashed for `columns`: each value after its length (`N` for NULL).
+pub fn row_expression(columns: &[HashColumn]) -> String {
     let parts: Vec<String> = columns
         .iter()
-        .map(|column| format!("QUOTE(CAST({} AS BINARY))", quote_identifier(column)))
+        .map(|column| {
+            let name = quote_identifier(&column.name);
+            let length = if column.nullable {
+                format!("IFNULL(LENGTH({name}), 'N')")
+            } else {
+                format!("LENGTH({name})")
+            };
+            if column.text {
+                format!("{length}, CAST({name} AS BINARY)")
+            } else {
+                format!("{length}, {name}")
+            }
+        })
         .collect();
     format!("CONCAT_WS(',', {})", parts.join(", "))
 }
 
 /// The select list of a digest over `columns`: `COUNT(*)` and the two hash aggregates (the
 /// benchmark's raw scan uses it too, so that it measures the same hash).
-pub fn digest_select(hash: RowHash, columns: &[String]) -> String {
+pub fn digest_select(hash: RowHash, columns: &[HashColumn]) -> String {
     let row = row_expression(columns);
     let aggregates = match hash {
         RowHash::CrcProductOnce => format!(
@@ -126,7 +155,7 @@ pub async fn checksum_range(
     connection: &mut impl Queryable,
     hash: RowHash,
     table: (&str, &str),
-    columns: &[String],
+    columns: &[HashColumn],
     key_columns: &[String],
     range: &ChunkRange,
 ) -> Result<Digest, mysql_async::Error> {
@@ -145,18 +174,32 @@ pub async fn checksum_range(
 mod tests {
     use super::*;
 
+    fn column(name: &str, text: bool, nullable: bool) -> HashColumn {
+        HashColumn {
+            name: name.to_owned(),
+            text,
+            nullable,
+        }
+    }
+
     #[test]
-    fn row_expression_quotes_every_value_and_identifier() {
-        let expression = row_expression(&["id".to_owned(), "we`ird".to_owned()]);
+    fn row_expression_prefixes_lengths_casts_text_and_quotes_identifiers() {
+        let expression = row_expression(&[
+            column("id", false, false),
+            column("we`ird", true, true),
+            column("n", false, true),
+        ]);
         assert_eq!(
             expression,
-            "CONCAT_WS(',', QUOTE(CAST(`id` AS BINARY)), QUOTE(CAST(`we``ird` AS BINARY)))"
+            "CONCAT_WS(',', LENGTH(`id`), `id`, \
+             IFNULL(LENGTH(`we``ird`), 'N'), CAST(`we``ird` AS BINARY), \
+             IFNULL(LENGTH(`n`), 'N'), `n`)"
         );
     }
 
     #[test]
     fn the_single_evaluation_form_keeps_the_row_in_a_session_variable() {
-        let columns = ["id".to_owned()];
+        let columns = [column("id", false, false)];
         let row = row_expression(&columns);
         assert_eq!(
             digest_select(RowHash::CrcProductOnce, &columns),

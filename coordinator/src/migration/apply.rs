@@ -237,6 +237,7 @@ mod tests {
             column_type: data_type.into(),
             generated: false,
             charset: charset.map(str::to_owned),
+            nullable: false,
         }
     }
 

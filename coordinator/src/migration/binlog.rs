@@ -518,6 +518,7 @@ mod tests {
             column_type: "int(10) unsigned".into(),
             generated: false,
             charset: None,
+            nullable: false,
         };
         assert_eq!(
             normalize(Value::Int(-1), &column),
@@ -534,6 +535,7 @@ mod tests {
             column_type: "binary(4)".into(),
             generated: false,
             charset: Some("binary".into()),
+            nullable: false,
         };
         assert_eq!(
             normalize(Value::Bytes(vec![7, 0xff]), &column),

@@ -17,9 +17,20 @@ pub struct Column {
     pub generated: bool,
     /// Character set of a character column (`CHARACTER_SET_NAME`), `None` for other types.
     pub charset: Option<String>,
+    /// The column may hold NULL (`IS_NULLABLE`).
+    pub nullable: bool,
 }
 
 impl Column {
+    /// This column as the checksum's row hash sees it.
+    pub fn hashed(&self) -> shoal_worker::checksum::HashColumn {
+        shoal_worker::checksum::HashColumn {
+            name: self.name.clone(),
+            text: self.charset.is_some(),
+            nullable: self.nullable,
+        }
+    }
+
     /// The labels of an ENUM or SET column, in definition order (from `COLUMN_TYPE`).
     pub fn labels(&self) -> Vec<String> {
         let Some(body) = self
@@ -91,9 +102,10 @@ pub async fn read_table(
     schema: &str,
     table: &str,
 ) -> Result<Option<TableInfo>, Error> {
-    let rows: Vec<(String, String, String, String, Option<String>)> = connection
+    let rows: Vec<(String, String, String, String, Option<String>, String)> = connection
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED, CHARACTER_SET_NAME, \
+             IS_NULLABLE FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (schema, table),
         )
@@ -104,12 +116,13 @@ pub async fn read_table(
     let columns = rows
         .into_iter()
         .map(
-            |(name, data_type, column_type, generated, charset)| Column {
+            |(name, data_type, column_type, generated, charset, nullable)| Column {
                 name,
                 data_type: data_type.to_ascii_lowercase(),
                 column_type: column_type.to_ascii_lowercase(),
                 generated: generated != "NEVER",
                 charset: charset.map(|charset| charset.to_ascii_lowercase()),
+                nullable: nullable != "NO",
             },
         )
         .collect();
@@ -350,6 +363,7 @@ mod tests {
             column_type: column_type.into(),
             generated: false,
             charset: None,
+            nullable: false,
         }
     }
 
@@ -361,6 +375,7 @@ mod tests {
             column_type: "enum('a','it''s','c,d')".into(),
             generated: false,
             charset: Some("utf8mb4".into()),
+            nullable: false,
         };
         assert_eq!(enumeration.labels(), vec!["a", "it's", "c,d"]);
         assert!(column("int", "int(11)").labels().is_empty());

@@ -124,8 +124,8 @@ impl Migration {
                 let schema = self.schema.clone();
                 let table = self.table.clone();
                 let shadow = shadow.clone();
-                let source_columns = self.source_columns.clone();
-                let shadow_columns = self.shadow_columns.clone();
+                let source_columns = self.source_hashed.clone();
+                let shadow_columns = self.shadow_hashed.clone();
                 let key_columns = self.key.columns.clone();
                 async move {
                     let source: Digest = checksum_range(

@@ -70,6 +70,9 @@ pub struct Migration {
     /// Copied columns as named in the source, and in the shadow table.
     pub(super) source_columns: Vec<String>,
     pub(super) shadow_columns: Vec<String>,
+    /// The same columns as the checksum's row hash sees them, on each table.
+    pub(super) source_hashed: Vec<shoal_worker::checksum::HashColumn>,
+    pub(super) shadow_hashed: Vec<shoal_worker::checksum::HashColumn>,
     /// The primary key's columns and kinds, and each column's index in row images.
     pub(super) key: KeyShape,
     pub(super) key_indices: Vec<usize>,
@@ -270,6 +273,8 @@ impl Migration {
             source,
             source_columns: Vec::new(),
             shadow_columns: Vec::new(),
+            source_hashed: Vec::new(),
+            shadow_hashed: Vec::new(),
             key,
             key_indices,
             applier: None,
@@ -716,6 +721,8 @@ impl Migration {
         let mut source_indices = Vec::new();
         self.source_columns.clear();
         self.shadow_columns.clear();
+        self.source_hashed.clear();
+        self.shadow_hashed.clear();
         for column in shadow_info
             .columns
             .iter()
@@ -727,6 +734,8 @@ impl Migration {
                 source_indices.push(index);
                 self.source_columns.push(column.name.clone());
                 self.shadow_columns.push(column.name.clone());
+                self.source_hashed.push(self.source.columns[index].hashed());
+                self.shadow_hashed.push(column.hashed());
             }
         }
         let source_types: Vec<catalog::Column> = source_indices

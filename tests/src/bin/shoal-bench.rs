@@ -30,7 +30,7 @@ use shoal_tests::redis_server::RedisServer;
 use shoal_tests::system::find_program;
 use shoal_tests::wait;
 use shoal_tests::writer::{self, Writer};
-use shoal_worker::checksum::{RowHash, digest_select};
+use shoal_worker::checksum::{HashColumn, RowHash, digest_select};
 
 const ALTER: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT";
 
@@ -852,7 +852,14 @@ async fn main() -> anyhow::Result<()> {
         raw_scan,
     ));
     eprintln!("bench: server raw scan with shoal's row hash");
-    let columns: Vec<String> = ["id", "k", "c", "pad"].map(str::to_owned).to_vec();
+    // sbtest1 as shoal's checksum sees it: two integers, two CHAR columns, none nullable.
+    let columns: Vec<HashColumn> = [("id", false), ("k", false), ("c", true), ("pad", true)]
+        .map(|(name, text)| HashColumn {
+            name: name.to_owned(),
+            text,
+            nullable: false,
+        })
+        .to_vec();
     let version: String = connection
         .query_first("SELECT VERSION()")
         .await?
@@ -1030,6 +1037,55 @@ async fn main() -> anyhow::Result<()> {
                 Some(seconds),
             ));
         }
+        // Diagnostic, not a configuration to run: the application alone and beside the gentle
+        // case with commits that do not wait for fsync (`sync_binlog=0`,
+        // `innodb_flush_log_at_trx_commit=2`). If the latency gap closes, the copy hurts the
+        // application through the commit's flushes (its redo and binlog writes lengthen every
+        // fsync an application commit waits for), not through CPU.
+        connection.query_drop("SET GLOBAL sync_binlog = 0").await?;
+        connection
+            .query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+            .await?;
+        let relaxed = async {
+            let case = FleetCase {
+                workers: 1,
+                slots: 1,
+                copy_mode: "server",
+                alter: ALTER,
+                extra: &["--target-chunk-time", "500ms"],
+            };
+            reset(&mut connection).await?;
+            eprintln!("bench: sysbench alone, commits without fsync ({window} s)");
+            let alone = sysbench_finish(
+                sysbench_start(mariadb.info.port, args.rows, window)?,
+                window as f64,
+            )?;
+            reset(&mut connection).await?;
+            eprintln!("bench: sysbench during the gentle case, commits without fsync");
+            let load = sysbench_start(mariadb.info.port, args.rows, window)?;
+            let (seconds, _, _) = fleet_run(&redis.info.url(), &dsn, &case, &servers).await?;
+            let view = sysbench_finish(load, window as f64)?;
+            anyhow::Ok([
+                (
+                    "diagnostic: sysbench alone, commits without fsync".to_owned(),
+                    alone,
+                    None,
+                ),
+                (
+                    "diagnostic: during shoal fleet, 1 worker × 1 slot, 500ms chunks, commits \
+                     without fsync"
+                        .to_owned(),
+                    view,
+                    Some(seconds),
+                ),
+            ])
+        }
+        .await;
+        connection.query_drop("SET GLOBAL sync_binlog = 1").await?;
+        connection
+            .query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+            .await?;
+        app.extend(relaxed?);
         reset(&mut connection).await?;
     }
 
