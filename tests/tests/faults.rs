@@ -506,10 +506,77 @@ async fn the_copy_loops_connection_killed_between_statements_is_replaced() {
     assert_migrated_exactly(&database, &expected).await;
 }
 
+/// The advisory lock's connection idles for the whole migration, so an operator's (or
+/// pt-kill's) `KILL` of idle connections takes the lock with it, and another migration of the
+/// table could then start. The owner checks the lock before each checkpoint and takes it again
+/// on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_lock_lost_to_a_kill_is_taken_again() {
+    let (database, ledger) = seeded("lock_killed", 30_000).await;
+    let writer = start_writer(&database, ledger, 94).await;
+    let mut run = scenario::shoal_run(
+        &database,
+        ALTER,
+        &[
+            "--chunk-rows",
+            "500",
+            "--target-chunk-time",
+            "0",
+            "--checkpoint-interval",
+            "1s",
+        ],
+        "copy.server_sleep=sleep(100)",
+    );
+    let name = shoal_common::names::advisory_lock(&database.name, "orders");
+    let holder = |database: TestDatabase, name: String| async move {
+        let mut connection = database.connect().await.ok()?;
+        connection
+            .exec_first::<Option<u64>, _, _>("SELECT IS_USED_LOCK(?)", (name,))
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+    };
+    let (first, _) = wait::until(
+        "shoal to hold the advisory lock",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || holder(database.clone(), name.clone()),
+    )
+    .await
+    .unwrap();
+    wait_for_shadow_rows(&database, 2_000).await;
+    let mut admin = database.connect().await.unwrap();
+    admin.exec_drop("KILL ?", (first,)).await.unwrap();
+    let (again, _) = wait::until(
+        "the advisory lock held again",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let (database, name) = (database.clone(), name.clone());
+            async move {
+                holder(database, name)
+                    .await
+                    .filter(|connection| *connection != first)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(again, first);
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains("advisory lock taken again"),
+        "the owner took the lock again:\n{log}"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
 /// An operator (or pt-kill with an idle time) kills shoal's connections that have slept a
 /// second or more, several times during the copy, under the writer: the pool notices closed
-/// idle connections when they are taken and opens others, the advisory-lock connection is lost
-/// (the lock with it; only a warning at the end), and the migration completes exactly.
+/// idle connections when they are taken and opens others, the advisory lock goes with its
+/// connection (taken again before the next checkpoint), and the migration completes exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_killed_by_an_operator_are_survived() {
     let (database, ledger) = seeded("idle_killed", 100_000).await;

@@ -278,6 +278,7 @@ impl Migration {
         if !due {
             return Ok(());
         }
+        self.check_lock().await?;
         match self.write_checkpoint().await {
             Ok(()) => {
                 if let Some(since) = self.duties.failing_since.take() {

@@ -592,6 +592,48 @@ impl Migration {
         Ok(())
     }
 
+    /// Checks that the advisory lock is still held. Its connection sits idle for the whole
+    /// migration, so an operator's or pt-kill's `KILL` of idle connections takes the lock with
+    /// it; it is then taken again on a fresh connection (with the server slot). If another
+    /// session took it meanwhile, another migration of this table may be running: this owner
+    /// stops without cleaning up (as a deposed owner does), leaving the tables to it.
+    pub(super) async fn check_lock(&mut self) -> Result<(), Error> {
+        let Some(connection) = self.lock_connection.as_mut() else {
+            return Ok(());
+        };
+        let name = names::advisory_lock(&self.schema, &self.table);
+        let held: Result<Option<Option<i64>>, _> = connection
+            .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (&name,))
+            .await;
+        match held.map_err(Error::from) {
+            Ok(Some(Some(1))) => return Ok(()),
+            Ok(_) => {}
+            Err(error) if error.connection_lost() => {}
+            Err(error) => return Err(error),
+        }
+        self.lock_connection = None;
+        if let Some(deposed) = self.deposed_meanwhile().await {
+            // A takeover kills the previous owner's lock connection: never take it back then.
+            return Err(deposed);
+        }
+        warn!(migration_id = %self.options.id, "the advisory lock's connection was lost; taking the lock again");
+        let mut connection = self.connect().await?;
+        let got: Option<i64> = connection
+            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .await?;
+        if got != Some(1) {
+            return Err(Error::Deposed(format!(
+                "the advisory lock {name:?} was lost and another session holds it now (another \
+                 migration of `{}`.`{}`?); stopping without cleanup",
+                self.schema, self.table
+            )));
+        }
+        self.take_slot(&mut connection, 0).await?;
+        self.lock_connection = Some(connection);
+        info!(migration_id = %self.options.id, "advisory lock taken again");
+        Ok(())
+    }
+
     /// The per-server cap: one of `max_concurrent_migrations` advisory locks `shoal/slot/<i>`,
     /// held on the lock connection with the table's lock (a taken-over owner's slot went with
     /// its killed connection).
