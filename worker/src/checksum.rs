@@ -5,13 +5,11 @@
 //! not enough: CRC is affine over XOR, so two rows that swap same-length values cancel out.
 //! - MariaDB ≥ 10.8: `CRC32(r) * CRC32C(r)`, the product of two different CRCs of the row
 //!   string (exact in 64 bits, non-linear). About 4× cheaper than MD5 on the server
-//!   (`docs/benchmarks.md`). Building the row string is most of the cost (`QUOTE` alone was 44%
-//!   of the server's samples in a checksum scan, by `perf`), so it is built once per row:
-//!   `CRC32(@shoal_row := r) * CRC32C(@shoal_row)`, the same digest in 0.77 s instead of 1.14 s
-//!   on 1M sysbench rows here. The server evaluates a product's operands left to right, but that
-//!   order is not documented: [`RowHash::detect`] checks it on the session and falls back to
-//!   building the string twice. (Length-prefixed values instead of `QUOTE` measured only 10%
-//!   faster once the string was built once: not worth a second encoding.)
+//!   (`docs/benchmarks.md`). Building the row string is most of the cost, so it is built once
+//!   per row: `CRC32(@shoal_row := r) * CRC32C(@shoal_row)`, the same digest as building it for
+//!   each CRC (0.60 s instead of 0.79 s on 1M sysbench rows here). The server evaluates a
+//!   product's operands left to right, but that order is not documented: [`RowHash::detect`]
+//!   checks it on the session and falls back to building the string twice.
 //! - Other servers (MySQL 8, untested here: it has no `CRC32C`): the two 64-bit halves of MD5.
 //!
 //! The row string is `CONCAT_WS(',', LENGTH(c₁), v₁, …)`: every value after its length in
@@ -22,8 +20,9 @@
 //! collations are neither converted nor refused; other types go bare (their text is ASCII). The
 //! per-column choices need no agreement between the two tables: for a non-NULL value both
 //! forms give the same bytes. This encoding replaced `QUOTE(CAST(c AS BINARY))`, which escaped
-//! every byte: 26–44% of the server's samples in a checksum scan (`perf`), and 0.85 s against
-//! 0.67 s (sysbench table, 1M rows, string built once) here.
+//! every byte (26–44% of the server's samples in a checksum scan, by `perf`): on 1M sysbench
+//! rows here a scan took 0.60 s instead of 0.95 s (1.47 s with the `QUOTE` string built twice;
+//! `docs/benchmarks.md`).
 
 use mysql_async::prelude::Queryable;
 use shoal_common::chunk::ChunkRange;
