@@ -35,6 +35,9 @@ pub enum Error {
     /// Redis answered with an error, or held data shoal cannot read.
     #[error("redis error: {0}")]
     Backend(String),
+    /// The live store records another owner of the migration: the caller was deposed.
+    #[error("not the migration's owner (the live store names {0:?})")]
+    NotOwner(String),
     /// A stored record is corrupt.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {

@@ -204,6 +204,10 @@ async fn a_standby_takes_over_a_killed_owner_without_recopying_drained_chunks() 
 
 /// The owner stops at `failpoint`, is SIGSTOPped past its lease, the standby takes over, and the
 /// owner is woken: its next durable write must be refused, and it logs each of `expected`.
+/// The owner stops (SIGSTOP) inside `failpoint`, whose sleep is shorter than a takeover: when
+/// it is woken after the standby raised the epoch, its write runs at once, while the standby
+/// is still migrating. (With a sleep longer than the takeover, a fast standby could finish
+/// and drop the tables before the stale write was even tried.)
 async fn deposed_owner_is_fenced(label: &str, failpoint: &str, expected: &[&str]) {
     let redis = servers::shared().redis.url();
     let (fleet, writer) = fleet(
@@ -251,7 +255,7 @@ async fn deposed_owner_is_fenced(label: &str, failpoint: &str, expected: &[&str]
 async fn a_deposed_owner_cannot_flush_changes() {
     deposed_owner_is_fenced(
         "deposed_flush",
-        "flush.before=1*sleep(5000)",
+        "flush.before=1*sleep(1500)",
         &["flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1"],
     )
     .await;
@@ -265,7 +269,7 @@ async fn a_deposed_owner_cannot_flush_changes() {
 async fn a_deposed_owner_killed_inside_its_flush_cleans_nothing_up() {
     deposed_owner_is_fenced(
         "deposed_in_flush",
-        "flush.locked=1*sleep(5000)",
+        "flush.locked=1*sleep(1500)",
         &[
             "flush connection lost; reconnecting",
             "flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1",
@@ -278,7 +282,7 @@ async fn a_deposed_owner_killed_inside_its_flush_cleans_nothing_up() {
 async fn a_deposed_owner_cannot_write_a_checkpoint() {
     deposed_owner_is_fenced(
         "deposed_checkpoint",
-        "checkpoint.before_write=1*sleep(5000)",
+        "checkpoint.before_write=1*sleep(1500)",
         &["checkpoint write refused: the checkpoint's owner epoch is Some(2), this owner holds 1"],
     )
     .await;

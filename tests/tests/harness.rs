@@ -93,11 +93,22 @@ async fn redis_has_no_persistence() {
 async fn redis_task_store_conforms() {
     let servers = servers::shared();
     let connection = connect(&servers.redis.url()).await.unwrap();
-    let store = shoal_coordinator::store::redis_tasks::RedisTaskStore::new(
-        connection,
-        servers.redis_namespace("task_conformance"),
-    );
+    let namespace = servers.redis_namespace("task_conformance");
+    let store =
+        shoal_coordinator::store::redis_tasks::RedisTaskStore::new(connection, namespace.clone());
     conformance::task_store(&store, |wait| tokio::time::sleep(wait)).await;
+    let url = servers.redis.url();
+    conformance::task_store_owner_fence(&store, |migration, owner| async move {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(format!("{namespace}:m:{migration}:owner"))
+            .arg(owner)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -65,6 +65,25 @@ struct InFlight {
     attempts: u32,
     /// Keys the chunk was planned to hold (bounded chunks only): the sizer's feedback.
     planned: Option<u64>,
+    /// A chunk that came back is offered again no earlier than this (back-off: a copy that
+    /// lost a deadlock right after a resume's burst of re-copies would lose it again at once).
+    not_before: Option<std::time::Instant>,
+}
+
+/// Back-off before offering a chunk that came back `attempts` times: 50 ms doubling to 2 s,
+/// so that [`MAX_ATTEMPTS`] returns span several seconds of a lock storm, not a few hundred
+/// milliseconds.
+fn return_backoff(attempts: u32) -> Duration {
+    // Jitter from the clock's nanoseconds: enough to keep returned chunks out of lockstep.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    shoal_common::backoff::delay(
+        attempts.saturating_sub(1),
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        f64::from(nanos % 1_000) / 1_000.0,
+    )
 }
 
 /// A buffered change as the owner holds it.
@@ -356,6 +375,7 @@ impl Migration {
                         epoch: FenceEpoch(0),
                         attempts: 0,
                         planned: None,
+                        not_before: None,
                     },
                 )
             })
@@ -435,6 +455,7 @@ impl Migration {
                         epoch,
                         attempts: 0,
                         planned,
+                        not_before: None,
                     },
                 );
             }
@@ -453,8 +474,14 @@ impl Migration {
                 None
             };
             let collected = self
-                .with_store(|| self.store.collect(&self.options.id))
-                .await?;
+                .with_store(|| self.store.collect(&self.options.id, &self.options.owner))
+                .await
+                .map_err(|error| match error {
+                    Error::Store(crate::store::Error::NotOwner(holder)) => Error::Deposed(format!(
+                        "the live store names {holder:?} as the migration's owner"
+                    )),
+                    error => error,
+                })?;
             // One position read serves every completion of this round.
             let mut completed_at: Option<binlog::BinlogPos> = None;
             for completion in collected.completions {
@@ -545,7 +572,9 @@ impl Migration {
                         )));
                     }
                     reason => {
-                        info!(chunk = %chunk, ?reason, "chunk returned; fencing and offering it again");
+                        let backoff = return_backoff(entry.attempts);
+                        info!(chunk = %chunk, ?reason, ?backoff, "chunk returned; fencing and offering it again");
+                        entry.not_before = Some(std::time::Instant::now() + backoff);
                         self.progress
                             .send_modify(|progress| progress.chunks_returned += 1);
                     }
@@ -574,7 +603,12 @@ impl Migration {
             let republish = if intents.paused {
                 Vec::new()
             } else {
-                std::mem::take(&mut to_republish)
+                let now = std::time::Instant::now();
+                let (due, waiting) = std::mem::take(&mut to_republish)
+                    .into_iter()
+                    .partition(|(_, entry)| entry.not_before.is_none_or(|at| at <= now));
+                to_republish = waiting;
+                due
             };
             for (chunk, mut entry) in republish {
                 match self.bump_fence(chunk).await {

@@ -150,6 +150,50 @@ fn task(migration: &str, task: &str, chunk: u64) -> shoal_common::task::TaskSpec
     }
 }
 
+/// The owner fence on `collect`, for a store with owner leases: once `set_owner` records owner
+/// `b` for a migration, owner `a` takes nothing (its completion stays for `b`).
+pub async fn task_store_owner_fence<F, Fut>(store: &dyn super::tasks::TaskStore, set_owner: F)
+where
+    F: FnOnce(shoal_common::ids::MigrationId, &'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use shoal_common::ids::MigrationId;
+    use shoal_common::task::CopyOutcome;
+
+    let migration = MigrationId::parse("m-fenced").expect("valid");
+    let worker = WorkerId::parse("w-fenced").expect("valid");
+    store
+        .publish(task("m-fenced", "t-fenced", 1))
+        .await
+        .expect("publish");
+    let leased = store
+        .acquire(&worker, Duration::from_secs(10))
+        .await
+        .expect("acquire")
+        .expect("a task");
+    let outcome = CopyOutcome {
+        rows: 1,
+        statement_time: Duration::from_millis(1),
+        unique_conflicts: 0,
+    };
+    store
+        .complete(&worker, &leased.spec.task_id, leased.lease_epoch, outcome)
+        .await
+        .expect("complete");
+    set_owner(migration.clone(), "b").await;
+    match store.collect(&migration, "a").await {
+        Err(super::Error::NotOwner(holder)) => assert_eq!(holder, "b"),
+        other => panic!("a deposed owner collected: {other:?}"),
+    }
+    let collected = store.collect(&migration, "b").await.expect("collect");
+    assert_eq!(
+        collected.completions.len(),
+        1,
+        "the completion waited for b"
+    );
+    store.clear(&migration).await.expect("clear");
+}
+
 /// The task-store contract: FIFO leasing, epochs, reports judged by INV-L1, reaping, clearing.
 pub async fn task_store<F, Fut>(store: &dyn super::tasks::TaskStore, mut let_time_pass: F)
 where
@@ -291,7 +335,7 @@ where
             .is_ok()
     );
     let_time_pass(Duration::from_millis(600)).await;
-    let collected = store.collect(&m1).await.expect("collect");
+    let collected = store.collect(&m1, "owner").await.expect("collect");
     assert_eq!(collected.completions.len(), 1);
     assert_eq!(collected.completions[0].task_id.as_str(), "t-a");
     assert_eq!(collected.completions[0].worker, w1);
@@ -328,7 +372,7 @@ where
             .await
             .expect("extend")
     );
-    let nothing = store.collect(&m1).await.expect("collect");
+    let nothing = store.collect(&m1, "owner").await.expect("collect");
     assert!(
         nothing.completions.is_empty() && nothing.returned.is_empty(),
         "collected once"
@@ -337,7 +381,7 @@ where
     // Migrations are separate: m2's task is still ready; clearing m2 removes it.
     store.clear(&m2).await.expect("clear");
     assert!(store.acquire(&w1, ttl).await.expect("acquire").is_none());
-    let empty = store.collect(&m2).await.expect("collect");
+    let empty = store.collect(&m2, "owner").await.expect("collect");
     assert!(empty.completions.is_empty() && empty.returned.is_empty());
     store.clear(&m1).await.expect("clear");
 

@@ -212,7 +212,7 @@ impl TaskStore for MemoryTaskStore {
         }))
     }
 
-    async fn collect(&self, migration: &MigrationId) -> Result<Collected, Error> {
+    async fn collect(&self, migration: &MigrationId, _owner: &str) -> Result<Collected, Error> {
         let now = self.now_ms();
         let mut state = self.lock();
         let expired: Vec<TaskId> = state

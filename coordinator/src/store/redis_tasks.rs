@@ -69,6 +69,10 @@ return 'current'
 
 /// ARGV: ns, migration. Reaps expired leases into the outbox, then drains the outbox.
 const COLLECT: &str = r"
+local holder = redis.call('GET', ARGV[1] .. ':m:' .. ARGV[2] .. ':owner')
+if holder and holder ~= ARGV[3] then
+  return redis.error_reply('NOTOWNER ' .. holder)
+end
 local set = ARGV[1] .. ':m:' .. ARGV[2] .. ':tasks'
 local outbox = ARGV[1] .. ':m:' .. ARGV[2] .. ':outbox'
 local t = redis.call('TIME')
@@ -325,14 +329,23 @@ impl TaskStore for RedisTaskStore {
             .collect()
     }
 
-    async fn collect(&self, migration: &MigrationId) -> Result<Collected, Error> {
+    async fn collect(&self, migration: &MigrationId, owner: &str) -> Result<Collected, Error> {
         let mut connection = self.connection.clone();
-        let entries: Vec<String> = self
+        let entries: Vec<String> = match self
             .collect
             .arg(&self.namespace)
             .arg(migration.as_str())
+            .arg(owner)
             .invoke_async(&mut connection)
-            .await?;
+            .await
+        {
+            Ok(entries) => entries,
+            Err(error) if error.code() == Some("NOTOWNER") => {
+                let holder = error.detail().unwrap_or_default().to_owned();
+                return Err(Error::NotOwner(holder));
+            }
+            Err(error) => return Err(error.into()),
+        };
         let outbox = format!("{}:m:{migration}:outbox", self.namespace);
         let mut collected = Collected::default();
         for entry in entries {

@@ -75,7 +75,10 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Verdict, Error>;
 
     /// Owner: reaps expired leases of `migration`, then takes its completions and returned tasks.
-    async fn collect(&self, migration: &MigrationId) -> Result<Collected, Error>;
+    /// Refused with [`Error::NotOwner`], taking nothing, when the live store's owner lease names
+    /// another owner than `owner` (a deposed owner must not take reports its successor waits
+    /// for); a store without owner leases ignores `owner`.
+    async fn collect(&self, migration: &MigrationId, owner: &str) -> Result<Collected, Error>;
 
     /// Owner: the ids of `migration`'s tasks the store still holds (ready or leased; not yet
     /// reported or reaped). Read before [`Self::collect`], a task in flight that is in neither
