@@ -19,7 +19,6 @@ use futures_util::future::join_all;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use shoal_common::chunk::{ChunkId, ChunkRange};
-use shoal_common::ids::FenceEpoch;
 use shoal_common::names;
 use shoal_common::task::{CopyMode, TaskKind, TaskSpec};
 use shoal_worker::checksum::{Digest, RowHash, checksum_range};
@@ -179,20 +178,7 @@ impl Migration {
         let fence = self.qualified(&names::fence(&self.table));
         let mut connection = self.connect().await?;
         // A previous owner may have repaired under this id: bump its epoch then (INV-F1).
-        connection
-            .exec_drop(
-                format!(
-                    "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
-                     ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
-                ),
-                (chunk.0,),
-            )
-            .await?;
-        let epoch = if connection.affected_rows() == 1 {
-            FenceEpoch(1)
-        } else {
-            FenceEpoch(connection.last_insert_id().unwrap_or(1))
-        };
+        let epoch = super::copy_rows::insert_fence_row(&mut connection, &fence, chunk).await?;
         let mut context = self.copy_context();
         context.copy_mode = CopyMode::Server;
         let spec = TaskSpec {

@@ -50,6 +50,29 @@ macro_rules! retry_if_lost {
     }};
 }
 
+/// Inserts `chunk`'s row in the fence table `fence` at epoch 1, or raises the row a previous
+/// owner left (fencing that owner's workers, INV-F1); returns the chunk's epoch.
+pub(super) async fn insert_fence_row(
+    connection: &mut Conn,
+    fence: &str,
+    chunk: ChunkId,
+) -> Result<FenceEpoch, Error> {
+    connection
+        .exec_drop(
+            format!(
+                "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
+                 ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
+            ),
+            (chunk.0,),
+        )
+        .await?;
+    Ok(if connection.affected_rows() == 1 {
+        FenceEpoch(1)
+    } else {
+        FenceEpoch(connection.last_insert_id().unwrap_or(1))
+    })
+}
+
 /// How often the chunks in flight are checked against the live store's tasks.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// A worker counts in the status's `workers` while its last completion is this recent.
@@ -425,26 +448,12 @@ impl Migration {
                 // A previous owner may have planned this chunk after its last checkpoint: its
                 // fence row then exists and is bumped, fencing that owner's workers (INV-F1).
                 // Run twice, it raises the epoch twice: harmless, a fence only moves forward.
-                retry_if_lost!(
+                let epoch = retry_if_lost!(
                     &self.pool,
                     connection,
                     "fence a chunk",
-                    connection
-                        .exec_drop(
-                            format!(
-                                "INSERT INTO {fence} (chunk, epoch) VALUES (?, 1) \
-                                 ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
-                            ),
-                            (chunk.0,),
-                        )
-                        .await
-                        .map_err(Error::from)
+                    insert_fence_row(&mut connection, &fence, chunk).await
                 )?;
-                let epoch = if connection.affected_rows() == 1 {
-                    FenceEpoch(1)
-                } else {
-                    FenceEpoch(connection.last_insert_id().unwrap_or(1))
-                };
                 self.ledger.plan(chunk, range.clone());
                 let spec = self.task_spec(chunk, range.clone(), epoch)?;
                 self.with_store(|| self.store.publish(spec.clone())).await?;
