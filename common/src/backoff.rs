@@ -1,6 +1,6 @@
 //! Capped, jittered exponential back-off for retrying retryable errors.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Delay before retry number `attempt` (0-based): `base * 2^attempt`, capped at `cap`, then
 /// scaled into `[50%, 100%]` of that by `jitter` (a uniform value in `[0, 1)`), so that many
@@ -10,6 +10,16 @@ pub fn delay(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Durati
     let capped = exponential.min(cap);
     let jitter = jitter.clamp(0.0, 1.0);
     capped.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// A jitter value in `[0, 1)` from the clock's nanoseconds: not random, but enough to keep
+/// processes and chunks that fail together out of lockstep. (The one clock read here; [`delay`]
+/// stays pure.)
+pub fn clock_jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    f64::from(nanos % 1_000) / 1_000.0
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub enum Error {
     Cutover(String),
     /// The live store failed.
     #[error("store: {0}")]
-    Store(#[from] crate::store::Error),
+    Store(crate::store::Error),
     /// A target could not be resolved.
     #[error(transparent)]
     Target(#[from] shoal_worker::session::Error),
@@ -86,6 +86,19 @@ pub enum Error {
     /// A lifecycle transition was refused (a bug: the owner drives phases in order).
     #[error("lifecycle: {0}")]
     Lifecycle(#[from] shoal_common::lifecycle::TransitionError),
+}
+
+impl From<crate::store::Error> for Error {
+    /// A live store naming another owner means this one was deposed (INV-O1), wherever the
+    /// refusal comes from; other store errors stay store errors.
+    fn from(error: crate::store::Error) -> Self {
+        match error {
+            crate::store::Error::NotOwner(holder) => Error::Deposed(format!(
+                "the live store names {holder:?} as the migration's owner"
+            )),
+            error => Error::Store(error),
+        }
+    }
 }
 
 /// How long the owner waits for a server that refuses new connections before failing.

@@ -706,7 +706,8 @@ async fn a_chunk_task_lost_by_the_store_is_offered_again() {
     )
     .await
     .unwrap();
-    // Lost as the deposed owner's drain lost it: gone from the store with its report.
+    // Lost as a store that lost data (or, before the drain was owner-fenced, a deposed owner's
+    // drain) loses it: gone from the store with its report.
     let _: () = redis::pipe()
         .del(format!("{}:task:{task}", fleet.namespace))
         .srem(&set, &task)

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use shoal_common::task::{CopyOutcome, LeasedTask};
@@ -56,14 +56,6 @@ pub struct Worker {
 #[derive(Debug, Clone, Copy)]
 struct Registration {
     heartbeat_interval: Duration,
-}
-
-fn jitter() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| since.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1_000) / 1_000.0
 }
 
 /// Sleeps `delay` unless cancelled first; returns false if cancelled.
@@ -205,7 +197,7 @@ impl Worker {
                     "register with coordinator; retrying"
                 ),
             }
-            let delay = backoff::delay(attempt, RETRY_BASE, RETRY_CAP, jitter());
+            let delay = backoff::delay(attempt, RETRY_BASE, RETRY_CAP, backoff::clock_jitter());
             attempt += 1;
             if !pause(delay, shutdown).await {
                 return None;

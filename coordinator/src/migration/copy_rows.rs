@@ -97,15 +97,11 @@ struct InFlight {
 /// so that [`MAX_ATTEMPTS`] returns span several seconds of a lock storm, not a few hundred
 /// milliseconds.
 fn return_backoff(attempts: u32) -> Duration {
-    // Jitter from the clock's nanoseconds: enough to keep returned chunks out of lockstep.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos());
     shoal_common::backoff::delay(
         attempts.saturating_sub(1),
         Duration::from_millis(50),
         Duration::from_secs(2),
-        f64::from(nanos % 1_000) / 1_000.0,
+        shoal_common::backoff::clock_jitter(),
     )
 }
 
@@ -484,13 +480,7 @@ impl Migration {
             };
             let collected = self
                 .with_store(|| self.store.collect(&self.options.id, &self.options.owner))
-                .await
-                .map_err(|error| match error {
-                    Error::Store(crate::store::Error::NotOwner(holder)) => Error::Deposed(format!(
-                        "the live store names {holder:?} as the migration's owner"
-                    )),
-                    error => error,
-                })?;
+                .await?;
             // One position read serves every completion of this round.
             let mut completed_at: Option<binlog::BinlogPos> = None;
             for completion in collected.completions {
