@@ -26,7 +26,8 @@ pub fn fence(table: &str) -> String {
     format!("_{table}_fence")
 }
 
-/// `_<t>_hb`: the replica-lag heartbeat row (written on the primary, read on each replica).
+/// `_<t>_hb`: the replica-lag heartbeat row (row 1, written on the primary, read on each
+/// replica) and the latency probe's row (row 2).
 pub fn heartbeat(table: &str) -> String {
     format!("_{table}_hb")
 }

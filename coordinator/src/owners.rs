@@ -140,21 +140,25 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
                 u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
             }),
         replica_targets: options.replica_targets.clone(),
-        limits: limits_of(&options),
+        limits: limits_of(&options)?,
     })
 }
 
 /// The throttle limits a request asks for (unset durations take the defaults).
-fn limits_of(options: &v1::MigrationOptions) -> shoal_common::throttle::Limits {
+fn limits_of(options: &v1::MigrationOptions) -> Result<shoal_common::throttle::Limits, Status> {
     let defaults = shoal_common::throttle::Limits::default();
-    shoal_common::throttle::Limits {
+    Ok(shoal_common::throttle::Limits {
         max_replica_lag: crate::api::std_duration(options.max_replica_lag.as_ref())
             .unwrap_or(defaults.max_replica_lag),
         unknown_lag_abort_after: crate::api::std_duration(options.unknown_lag_abort_after.as_ref())
             .unwrap_or(defaults.unknown_lag_abort_after),
         max_threads_running: options.max_threads_running,
         max_history_list_length: options.max_history_list_length,
-    }
+        max_latency_percent: shoal_common::throttle::percent_of_factor(options.max_latency_factor)
+            .map_err(|error| {
+                Status::invalid_argument(format!("spec.options.max_latency_factor: {error}"))
+            })?,
+    })
 }
 
 /// The spec a record stands for (what status answers show).
@@ -186,6 +190,7 @@ fn spec_of(record: &MigrationRecord) -> v1::MigrationSpec {
             )),
             max_threads_running: record.limits.max_threads_running,
             max_history_list_length: record.limits.max_history_list_length,
+            max_latency_factor: f64::from(record.limits.max_latency_percent) / 100.0,
             ..v1::MigrationOptions::default()
         }),
     }

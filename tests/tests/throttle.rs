@@ -1,7 +1,8 @@
 //! Throttling (design "Throttling"): the copy holds while a real replica's SQL thread is
 //! stopped (lag measured from shoal's heartbeat row) and while a long transaction keeps the
-//! InnoDB history list long, and resumes when the cause goes away; the table ends exact under
-//! the writer. Each test runs its own private servers: both conditions are server-wide.
+//! InnoDB history list long, and while the primary's commits are slow (its latency probe waits on
+//! a row lock), and resumes when the cause goes away; the table ends exact under the writer. The
+//! lag and history tests run their own private servers: both conditions are server-wide.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -343,5 +344,70 @@ async fn a_fleet_migration_shows_why_it_is_held_and_fails_when_lag_stays_unknown
     assert_eq!(
         shoal_tests::scenario::tables(&mut connection, &database.name).await,
         ["orders"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_holds_while_probe_commits_are_slow_and_resumes_when_they_recover() {
+    let (database, ledger) = shoal_tests::scenario::seeded("latency", 20_000).await;
+    let mut connection = database.connect().await.unwrap();
+    for bad in ["1", "0.5", "-2", "fast"] {
+        let flag = format!("--max-latency-factor={bad}");
+        let mut refused = shoal_run(&database, ALTER, &[&flag], "");
+        let status = refused.wait_exit(Duration::from_secs(60)).await.unwrap();
+        let log = refused.logs();
+        assert!(!status.success(), "log:\n{log}");
+        assert!(
+            log.contains("must be 0 (off) or above 1") || log.contains("is not a number"),
+            "{bad}: log:\n{log}"
+        );
+    }
+    assert_eq!(
+        shoal_tests::scenario::tables(&mut connection, &database.name).await,
+        ["orders"],
+        "a refused factor touched nothing"
+    );
+    let writer = start_writer(&database, ledger, 74).await;
+    // 100 chunks of 200 keys, each 100 ms on the server: the copy lasts about ten seconds.
+    let mut run = shoal_run(
+        &database,
+        ALTER,
+        &[
+            "--max-latency-factor",
+            "3",
+            "--chunk-rows",
+            "200",
+            "--target-chunk-time",
+            "0",
+        ],
+        "copy.server_sleep=sleep(100)",
+    );
+    // Rows copied: the baseline was measured (the copy holds until it is).
+    wait_for_shadow_rows(&database, 1_000).await;
+    assert!(
+        run.logs()
+            .contains("measuring the primary's commit latency before copying"),
+        "the copy waited for the baseline; log:\n{}",
+        run.logs()
+    );
+    // The probe's row locked, as an application transaction could: each probe waits for it.
+    let mut locker = database.connect().await.unwrap();
+    locker.query_drop("START TRANSACTION").await.unwrap();
+    let locked: Option<u64> = locker
+        .query_first("SELECT sent_ms FROM `_orders_hb` WHERE id = 2 FOR UPDATE")
+        .await
+        .unwrap();
+    assert!(locked.is_some(), "the probe wrote its row");
+    let held_at = assert_held(&run, "probe commits take over").await;
+    assert!(held_at < 20_000, "the copy was held before it ended");
+    locker.query_drop("COMMIT").await.unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(log.contains("copy no longer throttled"), "log:\n{log}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+    assert_eq!(
+        shoal_tests::scenario::tables(&mut connection, &database.name).await,
+        ["orders"],
+        "the probe's table is removed with shoal's others"
     );
 }

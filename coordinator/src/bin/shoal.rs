@@ -211,6 +211,19 @@ struct LimitArgs {
     /// transaction holding a read view makes it grow.
     #[arg(long, default_value_t = 0)]
     max_history_list_length: u64,
+    /// Hold the copy while a probe commit on the primary (every 100 ms) takes more than this
+    /// multiple of its latency measured before the copy, e.g. 2 (0: off). The application's
+    /// latency then wins over the copy's speed.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_latency_factor)]
+    max_latency_factor: f64,
+}
+
+/// `--max-latency-factor`: 0 or a factor above 1.
+fn parse_latency_factor(value: &str) -> Result<f64, String> {
+    let factor: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    shoal_common::throttle::percent_of_factor(factor).map(|_| factor)
 }
 
 impl LimitArgs {
@@ -220,6 +233,9 @@ impl LimitArgs {
             unknown_lag_abort_after: self.unknown_lag_abort_after,
             max_threads_running: self.max_threads_running,
             max_history_list_length: self.max_history_list_length,
+            // Checked when parsed.
+            max_latency_percent: shoal_common::throttle::percent_of_factor(self.max_latency_factor)
+                .unwrap_or(0),
         }
     }
 }
@@ -758,6 +774,7 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
                 unknown_lag_abort_after: Some(proto_duration(args.limits.unknown_lag_abort_after)),
                 max_threads_running: args.limits.max_threads_running,
                 max_history_list_length: args.limits.max_history_list_length,
+                max_latency_factor: args.limits.max_latency_factor,
                 ..Default::default()
             }),
         }),

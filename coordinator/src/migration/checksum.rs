@@ -7,6 +7,8 @@
 //! repaired (its changes deferred again, its shadow rows deleted and copied anew under a fresh
 //! fence, then its deferred changes applied) and the pass repeats. Cut-over needs one full pass
 //! with zero mismatches; after three failing passes the migration fails, naming the range.
+//! Under a latency limit (`--max-latency-factor`) ranges span a few copy chunks and each round
+//! of them first waits, at most a second, while the latency gate holds.
 //!
 //! Transitions: Checksum → CutOver on a clean pass; → ErrCleanup after three failing passes.
 //!
@@ -34,6 +36,11 @@ const MAX_PASSES: u32 = 3;
 use shoal_common::sizing::checksum_span;
 /// Repair chunks get fence ids above every planned chunk.
 const REPAIR_CHUNK_BASE: u64 = 1 << 48;
+/// Under a latency limit, a checksum range spans this many copy chunks' keys at most.
+const PACED_RANGE_CHUNKS: u64 = 4;
+/// Under a latency limit, the longest the checksum waits for the gate before each round of
+/// ranges (its snapshot is open: pacing, not stopping).
+const PACED_HOLD_AT_MOST: Duration = Duration::from_secs(1);
 
 impl Migration {
     /// Opens `count` sessions sharing one consistent snapshot, under the barrier.
@@ -83,6 +90,10 @@ impl Migration {
     /// One pass: returns the ranges whose digests differ.
     async fn checksum_pass(&mut self) -> Result<Vec<ChunkRange>, Error> {
         let threads = self.options.threads.max(1) as usize;
+        // Under a latency limit the ranges are paced by the gate (its baseline is measured
+        // while the barrier and the planning run).
+        let gate = self.start_latency_gate();
+        let mut hold_log = super::throttle::HoldLog::default();
         let (mut sessions, held) = self.barrier(threads).await?;
         info!(migration_id = %self.options.id, lock_held = ?held, "checksum barrier");
         // Ranges are planned inside the snapshot, so probes see what the digests will.
@@ -91,7 +102,11 @@ impl Migration {
             super::catalog::estimated_rows(&mut sessions[0], &self.schema, &self.table).await?;
         let mut planner = planning::new_planner(&mut sessions[0], &source, rows, &self.key).await?;
         let keys = planner.key_span().unwrap_or(rows);
-        let span = checksum_span(keys, threads);
+        let mut span = checksum_span(keys, threads);
+        if gate.is_some() {
+            // Small ranges, so that the gate can pace them: a few copy chunks' worth.
+            span = span.min(self.sizer.size().saturating_mul(PACED_RANGE_CHUNKS));
+        }
         let mut ranges = Vec::new();
         while let Some((_, range)) =
             planning::next_chunk(&mut sessions[0], &source, &self.key, &mut planner, span).await?
@@ -111,6 +126,9 @@ impl Migration {
             }
             if batch.is_empty() {
                 break;
+            }
+            if let Some(monitor) = &gate {
+                self.wait_for_gate(monitor, &mut hold_log).await?;
             }
             let phase = self.phase().clone();
             let digests = join_all(batch.into_iter().map(|(session, range)| {
@@ -167,7 +185,27 @@ impl Migration {
         for mut session in sessions {
             session.query_drop("COMMIT").await?;
         }
+        self.publish_throttled(None, &mut hold_log);
         Ok(mismatched)
+    }
+
+    /// Waits while the latency gate holds, at most [`PACED_HOLD_AT_MOST`]: the checksum's
+    /// snapshot stays open meanwhile, so it is paced, never stopped.
+    async fn wait_for_gate(
+        &self,
+        monitor: &super::throttle::Monitor,
+        hold_log: &mut super::throttle::HoldLog,
+    ) -> Result<(), Error> {
+        let until = Instant::now() + PACED_HOLD_AT_MOST;
+        loop {
+            let held = monitor.verdict.borrow().held().map(str::to_owned);
+            self.publish_throttled(held.as_deref(), hold_log);
+            if held.is_none() || Instant::now() >= until {
+                return Ok(());
+            }
+            self.check_cancelled()?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Re-copies `range` into the shadow table: changes to it are deferred, its shadow rows

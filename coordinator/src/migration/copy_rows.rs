@@ -400,6 +400,7 @@ impl Migration {
             })
             .collect();
         let throttle = self.start_throttle();
+        let mut hold_log = super::throttle::HoldLog::default();
         loop {
             self.check_cancelled()?;
             let intents = *self.intents.borrow();
@@ -413,9 +414,13 @@ impl Migration {
             if let Verdict::Abort(reason) = &verdict {
                 return Err(Error::Throttle(reason.clone()));
             }
-            self.publish_throttled(verdict.held());
+            self.publish_throttled(verdict.held(), &mut hold_log);
+            // A chunk queued per slot keeps the workers busy; under a latency limit, none is
+            // queued, so that a hold stops the copy within one chunk.
             let window = if intents.paused || verdict.held().is_some() {
                 0
+            } else if self.options.limits.max_latency_percent > 0 {
+                intents.threads.max(1) as usize
             } else {
                 (intents.threads.max(1) as usize) * 2
             };
@@ -659,7 +664,7 @@ impl Migration {
                 window.ended_ms = Some(now_ms);
             }
         });
-        self.publish_throttled(None);
+        self.publish_throttled(None, &mut hold_log);
         info!(migration_id = %self.options.id, "all chunks copied");
         Ok(())
     }

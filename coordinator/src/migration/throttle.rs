@@ -5,15 +5,20 @@
 //! the primary's `Threads_running` and InnoDB history list length when they are limited, and
 //! publishes the verdict of [`shoal_common::throttle::Throttle`]. The copy hands out no chunk
 //! while the verdict holds; it starts held (fail closed) until the first round.
+//!
+//! With a latency limit, rounds come every [`PROBE_EVERY`] instead, each timing one probe commit
+//! (an upsert of row 2 of the heartbeat table on a connection of its own, lock waits bounded to
+//! a second); the heartbeat and the other readings still come every half second.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mysql_async::Conn;
 use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use shoal_common::throttle::{Limits, Readings, Throttle, Verdict};
+use shoal_common::throttle::{Limits, PROBE_EVERY, Readings, Throttle, Verdict};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Error;
 use super::owner::Migration;
@@ -22,6 +27,8 @@ use super::owner::Migration;
 const ROUND: Duration = Duration::from_millis(500);
 /// Bound on one reading; a replica slower than this counts as unknown.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// `ER_LOCK_WAIT_TIMEOUT`.
+const LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 /// A replica to watch: a label for messages (host:port, never the password) and its pool.
 #[derive(Clone)]
@@ -74,15 +81,13 @@ impl Migration {
         !self.options.replicas.is_empty()
             || limits.max_threads_running > 0
             || limits.max_history_list_length > 0
+            || limits.max_latency_percent > 0
     }
 
-    /// Creates the heartbeat table when replicas are watched (`Initial`, and on resume if a
-    /// previous owner had none).
-    pub(super) async fn create_heartbeat(
-        &self,
-        connection: &mut mysql_async::Conn,
-    ) -> Result<(), Error> {
-        if self.options.replicas.is_empty() {
+    /// Creates the heartbeat table when replicas are watched or latency is probed (`Initial`,
+    /// and on resume if a previous owner had none).
+    pub(super) async fn create_heartbeat(&self, connection: &mut Conn) -> Result<(), Error> {
+        if self.options.replicas.is_empty() && self.options.limits.max_latency_percent == 0 {
             return Ok(());
         }
         connection
@@ -97,39 +102,92 @@ impl Migration {
 
     /// Starts the monitor for the copy, or `None` when nothing is limited.
     pub(super) fn start_throttle(&self) -> Option<Monitor> {
-        if !self.throttled_at_all() {
-            return None;
-        }
+        self.throttled_at_all()
+            .then(|| self.start_monitor(self.options.limits, self.options.replicas.clone()))
+    }
+
+    /// Starts a monitor of the latency gate alone (the checksum's pacing), or `None` when
+    /// latency is not limited.
+    pub(super) fn start_latency_gate(&self) -> Option<Monitor> {
+        let percent = self.options.limits.max_latency_percent;
+        (percent > 0).then(|| {
+            let limits = Limits {
+                max_replica_lag: Duration::ZERO,
+                unknown_lag_abort_after: Duration::ZERO,
+                max_threads_running: 0,
+                max_history_list_length: 0,
+                max_latency_percent: percent,
+            };
+            self.start_monitor(limits, Vec::new())
+        })
+    }
+
+    fn start_monitor(&self, limits: Limits, replicas: Vec<Replica>) -> Monitor {
         let (sender, verdict) = watch::channel(Verdict::Hold(
             "waiting for the first throttle reading".to_owned(),
         ));
         let stop = CancellationToken::new();
         let round = Round {
             primary: self.pool.clone(),
-            replicas: self.options.replicas.clone(),
+            replicas,
             heartbeat: self.qualified(&shoal_common::names::heartbeat(&self.table)),
-            limits: self.options.limits,
+            limits,
+            probe: None,
+            cached: Readings::default(),
         };
         tokio::spawn(run(round, sender, stop.clone()));
-        Some(Monitor {
+        Monitor {
             verdict,
             _stop: stop.drop_guard(),
-        })
-    }
-
-    /// Publishes the reason the copy is held (or that it no longer is).
-    pub(super) fn publish_throttled(&self, reason: Option<&str>) {
-        if self.progress.borrow().throttled.as_deref() != reason {
-            match reason {
-                Some(reason) => {
-                    info!(migration_id = %self.options.id, reason, "copy throttled");
-                }
-                None => info!(migration_id = %self.options.id, "copy no longer throttled"),
-            }
-            self.progress
-                .send_modify(|progress| progress.throttled = reason.map(str::to_owned));
         }
     }
+
+    /// Publishes the reason the copy is held (or that it no longer is), logging as [`HoldLog`]
+    /// says.
+    pub(super) fn publish_throttled(&self, reason: Option<&str>, log: &mut HoldLog) {
+        if self.progress.borrow().throttled.as_deref() == reason {
+            return;
+        }
+        let id = &self.options.id;
+        let now = Instant::now();
+        match reason {
+            Some(reason) => {
+                let repeated = log.last_logged.as_ref().is_some_and(|(at, logged)| {
+                    logged == reason && now.duration_since(*at) < QUIET_REPEATS_FOR
+                });
+                if repeated {
+                    debug!(migration_id = %id, reason, "copy throttled");
+                } else {
+                    info!(migration_id = %id, reason, "copy throttled");
+                    log.last_logged = Some((now, reason.to_owned()));
+                }
+                log.held_since.get_or_insert(now);
+            }
+            None => {
+                let held = log.held_since.take().map(|since| now.duration_since(since));
+                if held.is_some_and(|held| held >= LOGGED_HOLD) {
+                    info!(migration_id = %id, "copy no longer throttled");
+                } else {
+                    debug!(migration_id = %id, "copy no longer throttled");
+                }
+            }
+        }
+        self.progress
+            .send_modify(|progress| progress.throttled = reason.map(str::to_owned));
+    }
+}
+
+/// A hold logged at info is logged again at info only after this long (with the same reason).
+const QUIET_REPEATS_FOR: Duration = Duration::from_secs(30);
+/// A release is logged at info when its hold lasted this long.
+const LOGGED_HOLD: Duration = Duration::from_secs(1);
+
+/// What the copy loop remembers to keep throttle logs readable: the latency gate holds and
+/// releases the copy several times a second, which at info level would bury everything else.
+#[derive(Debug, Default)]
+pub(super) struct HoldLog {
+    held_since: Option<Instant>,
+    last_logged: Option<(Instant, String)>,
 }
 
 /// What one round reads and writes.
@@ -138,18 +196,31 @@ struct Round {
     replicas: Vec<Replica>,
     heartbeat: String,
     limits: Limits,
+    /// The latency probe's own connection.
+    probe: Option<Conn>,
+    /// The latest heartbeat-round readings, judged again between them.
+    cached: Readings,
 }
 
-async fn run(round: Round, sender: watch::Sender<Verdict>, stop: CancellationToken) {
+async fn run(mut round: Round, sender: watch::Sender<Verdict>, stop: CancellationToken) {
     let mut throttle = Throttle::new(round.limits);
-    let mut ticker = tokio::time::interval(ROUND);
+    let probing = round.limits.max_latency_percent > 0;
+    let every = if probing { PROBE_EVERY } else { ROUND };
+    let rounds_per_beat = (ROUND.as_millis() / every.as_millis()).max(1);
+    let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for count in 0u128.. {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let readings = round.read().await;
+        if count % rounds_per_beat == 0 {
+            round.cached = round.read().await;
+        }
+        let mut readings = round.cached.clone();
+        if probing {
+            readings.probe = round.probe().await;
+        }
         let verdict = throttle.judge(&readings, crate::api::unix_millis_now());
         sender.send_if_modified(|current| {
             let changed = *current != verdict;
@@ -201,6 +272,53 @@ impl Round {
             }
         }
         readings
+    }
+
+    /// Times one probe commit, or `None` when it failed or took over [`READ_TIMEOUT`] (its
+    /// connection is then dropped and the next probe opens another).
+    async fn probe(&mut self) -> Option<Duration> {
+        let statement = format!(
+            "INSERT INTO {} (id, sent_ms) VALUES (2, ?) \
+             ON DUPLICATE KEY UPDATE sent_ms = VALUES(sent_ms)",
+            self.heartbeat
+        );
+        let outcome = tokio::time::timeout(READ_TIMEOUT, async {
+            let mut connection = match self.probe.take() {
+                Some(connection) => connection,
+                None => {
+                    let mut connection = self.primary.get_conn().await?;
+                    // A probe waiting on a row lock counts as slow; it need not wait long to.
+                    connection
+                        .query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+                        .await?;
+                    connection
+                }
+            };
+            let started = Instant::now();
+            match connection
+                .exec_drop(&statement, (crate::api::unix_millis_now(),))
+                .await
+            {
+                Ok(()) => {}
+                // A probe that gave up waiting on a row lock was slow, not failed: the
+                // application's commits wait the same way.
+                Err(mysql_async::Error::Server(error)) if error.code == LOCK_WAIT_TIMEOUT => {}
+                Err(error) => return Err(error),
+            }
+            let latency = started.elapsed();
+            self.probe = Some(connection);
+            Ok::<_, mysql_async::Error>(latency)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(latency)) => Some(latency),
+            Ok(Err(error)) => {
+                warn!(%error, "a latency probe failed");
+                None
+            }
+            // The connection, mid-statement, was dropped with the future.
+            Err(_) => None,
+        }
     }
 
     /// Writes this process's clock into the heartbeat row.

@@ -15,7 +15,8 @@
 //! Flags: `--rows N` (default 1,000,000), `--reps R` (median of R, default 1), `--skip-ptosc`,
 //! `--skip-sysbench`, `--skip-perf`, `--quick` (only the fleet with server copy and two
 //! workers, with its time and CPU profile), `--rss-rows A,B` (the peak-RSS case's table sizes,
-//! default 200000,1000000), `--only-rss` (only that case), `--no-docs` (leave the docs alone).
+//! default 200000,1000000), `--only-rss` (only that case), `--no-docs` (leave the docs alone),
+//! `--only-throttle` (only sysbench alone and the latency-throttled case).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,6 +76,8 @@ struct Args {
     no_docs: bool,
     /// Skip the `perf` profiles of the server.
     skip_perf: bool,
+    /// Only sysbench alone and the latency-throttled case, for iterating on the throttle.
+    only_throttle: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -88,6 +91,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only_rss: false,
         no_docs: false,
         skip_perf: false,
+        only_throttle: false,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -108,10 +112,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only-rss" => args.only_rss = true,
             "--no-docs" => args.no_docs = true,
             "--skip-perf" => args.skip_perf = true,
+            "--only-throttle" => args.only_throttle = true,
             other => {
                 bail!(
                     "unknown argument {other}; use --rows N, --reps R, --skip-ptosc, \
-                     --skip-sysbench, --skip-perf, --quick, --rss-rows A,B, --only-rss, --no-docs"
+                     --skip-sysbench, --skip-perf, --quick, --rss-rows A,B, --only-rss, --no-docs, \
+                     --only-throttle"
                 )
             }
         }
@@ -485,8 +491,59 @@ where
     Ok((median(seconds), last))
 }
 
-/// Runs one fleet migration; returns seconds, the coordinator's peak RSS in KiB, and where the
-/// time and CPU went (`servers`: other processes to account, e.g. mariadbd and redis).
+/// The latency throttle's factor in the bench's throttled case.
+const LATENCY_FACTOR: &str = "2";
+
+/// The application's view beside the latency-throttled fleet (1 worker × 1 slot, 100 ms
+/// chunks, `--max-latency-factor` [`LATENCY_FACTOR`]). Its time under load cannot be known
+/// beforehand (the throttle stretches it), and sysbench reports only at the end of a fixed
+/// window: it runs once with a window 4× its idle time to learn that time, then again with the
+/// window set to it, so that the reported window is the migration's. Returns the idle seconds
+/// and the second run's view.
+async fn throttled_case(
+    connection: &mut Conn,
+    redis_url: &str,
+    dsn: &str,
+    servers: &[(&str, u32)],
+    port: u16,
+    rows: u64,
+) -> anyhow::Result<(String, f64, AppView, f64)> {
+    let extra = [
+        "--target-chunk-time",
+        "100ms",
+        "--max-latency-factor",
+        LATENCY_FACTOR,
+    ];
+    let case = FleetCase {
+        workers: 1,
+        slots: 1,
+        copy_mode: "server",
+        alter: ALTER,
+        extra: &extra,
+    };
+    let name = format!(
+        "shoal fleet: server copy, 1 worker × 1 slot, 100ms chunks, --max-latency-factor \
+         {LATENCY_FACTOR}"
+    );
+    reset(connection).await?;
+    eprintln!("bench: {name}, idle");
+    let (idle, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    reset(connection).await?;
+    let learning = (idle * 4.0).ceil() as u64;
+    eprintln!("bench: sysbench during {name}, learning its time ({learning} s window)");
+    let load = sysbench_start(port, rows, learning)?;
+    let (under_load, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    sysbench_finish(load, learning as f64)?;
+    reset(connection).await?;
+    let window = under_load.ceil() as u64;
+    eprintln!("bench: sysbench during {name} ({window} s window)");
+    let load = sysbench_start(port, rows, window)?;
+    let (seconds, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    let view = sysbench_finish(load, window as f64)?;
+    reset(connection).await?;
+    Ok((name, idle, view, seconds))
+}
+
 /// One fleet configuration: worker processes, slots per worker (the migration's `--threads` is
 /// their product), the copy mode, the ALTER and extra `submit` flags.
 struct FleetCase<'a> {
@@ -510,6 +567,8 @@ impl FleetCase<'static> {
     }
 }
 
+/// Runs one fleet migration; returns seconds, the coordinator's peak RSS in KiB, and where the
+/// time and CPU went (`servers`: other processes to account, e.g. mariadbd and redis).
 async fn fleet_run(
     redis_url: &str,
     dsn: &str,
@@ -808,6 +867,22 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("bench: seeding {} rows", args.rows);
     seed_sbtest(&mut connection, args.rows).await?;
     let mut results: Vec<(String, f64)> = Vec::new();
+    if args.only_throttle {
+        wait_clean(&mut connection).await?;
+        let alone = sysbench_finish(sysbench_start(mariadb.info.port, args.rows, 20)?, 20.0)?;
+        let (name, idle, view, seconds) = throttled_case(
+            &mut connection,
+            &redis.info.url(),
+            &dsn,
+            &servers,
+            mariadb.info.port,
+            args.rows,
+        )
+        .await?;
+        println!("sysbench alone: {alone:?}");
+        println!("{name}: idle {idle:.1} s; under load {seconds:.1} s: {view:?}");
+        return Ok(());
+    }
 
     let mut server_profiles: ServerProfiles = Vec::new();
     eprintln!("bench: server INSERT INTO … SELECT *");
@@ -1023,6 +1098,24 @@ async fn main() -> anyhow::Result<()> {
                 Some(seconds),
             ));
         }
+        let (name, idle, view, seconds) = throttled_case(
+            &mut connection,
+            &redis.info.url(),
+            &dsn,
+            &servers,
+            mariadb.info.port,
+            args.rows,
+        )
+        .await?;
+        results.push((format!("{name} (idle, once)"), idle));
+        app.push((
+            format!(
+                "during shoal fleet, 1 worker × 1 slot, 100ms chunks, --max-latency-factor \
+                 {LATENCY_FACTOR} (window = its time under load)"
+            ),
+            view,
+            Some(seconds),
+        ));
         if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
             && !args.skip_ptosc
         {
