@@ -3,10 +3,15 @@
 //!
 //! Table: sysbench-style `sbtest1 (id, k indexed, c CHAR(120), pad CHAR(60))`. ALTER:
 //! `ADD COLUMN x INT`, run by shoal with `--no-instant` so every tool copies. Measured:
-//! - the server's references: `INSERT INTO copy SELECT *` and offline `ALTER … ALGORITHM=COPY`;
-//! - shoal's fleet (Redis, one coordinator) in both copy modes with 1 and 2 worker processes;
+//! - the server's references: `INSERT INTO copy SELECT *`, offline `ALTER … ALGORITHM=COPY`,
+//!   raw checksum scans, and the native `ALGORITHM=INSTANT` path (with shoal's);
+//! - `shoal run` with 1, 2, 4 threads, and with chunks sized by a byte budget instead of time;
+//! - shoal's fleet (Redis, one coordinator) in both copy modes with 1, 2 and 4 worker processes;
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
-//! - the coordinator's peak RSS migrating two table sizes under a writer (lazy plan);
+//! - a second ALTER that also adds an index (offline copy, shoal, pt-osc);
+//! - the application's view: sysbench at 100 tps alone and beside shoal (plain, gentle, and
+//!   under the latency gate) and pt-osc;
+//! - the coordinator's and workers' peak RSS migrating two table sizes under a writer;
 //! - where the server's CPU goes (`perf record` of mariadbd) in chosen cases.
 //!
 //! A full run rewrites the generated part of `docs/benchmarks.md` (between its markers) with the
@@ -34,6 +39,10 @@ use shoal_tests::writer::{self, Writer};
 use shoal_worker::checksum::{HashColumn, RowHash, digest_select};
 
 const ALTER: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT";
+/// [`ALTER`] as pt-online-schema-change takes it.
+const PTOSC_ALTER: &str = "ADD COLUMN x INT";
+/// The second case: the same column and a secondary index on `c` (`CHAR(120)`).
+const ALTER_INDEX: &str = "ALTER TABLE sbtest1 ADD COLUMN x INT, ADD INDEX idx_c (c)";
 
 /// Where the report of a full run is written, between [`DOCS_BEGIN`] and [`DOCS_END`].
 const DOCS: &str = "docs/benchmarks.md";
@@ -160,6 +169,14 @@ async fn reset(connection: &mut Conn) -> anyhow::Result<()> {
     let has_x: Option<String> = connection
         .query_first("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'bench' AND TABLE_NAME = 'sbtest1' AND COLUMN_NAME = 'x'")
         .await?;
+    let has_index: Option<String> = connection
+        .query_first("SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = 'bench' AND TABLE_NAME = 'sbtest1' AND INDEX_NAME = 'idx_c' LIMIT 1")
+        .await?;
+    if has_index.is_some() {
+        connection
+            .query_drop("ALTER TABLE sbtest1 DROP INDEX idx_c")
+            .await?;
+    }
     if has_x.is_some() {
         connection
             .query_drop("ALTER TABLE sbtest1 DROP COLUMN x")
@@ -220,11 +237,11 @@ async fn time_sql(dsn: String, setup: &'static str, statement: String) -> anyhow
 }
 
 /// Seconds pt-online-schema-change takes to run the ALTER on `sbtest1` (default chunking).
-fn ptosc_run(ptosc: &std::path::Path, port: u16) -> anyhow::Result<f64> {
+fn ptosc_run(ptosc: &std::path::Path, port: u16, alter: &str) -> anyhow::Result<f64> {
     let target = format!("h=127.0.0.1,P={port},u={TEST_USER},p={TEST_PASSWORD},D=bench,t=sbtest1");
     let started = Instant::now();
     let output = Command::new(ptosc)
-        .args(["--alter", "ADD COLUMN x INT", &target, "--execute"])
+        .args(["--alter", alter, &target, "--execute"])
         .args(["--recursion-method=none", "--no-check-replication-filters"])
         .output()?;
     if !output.status.success() {
@@ -312,13 +329,15 @@ fn phases(status: &serde_json::Value) -> Vec<(String, f64)> {
 }
 
 /// What the application saw: sysbench `oltp_write_only` at a fixed rate, whole-window figures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct AppView {
     window: f64,
     tps: f64,
     p95_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// sysbench's per-second report lines (`[ 1s ] … lat (ms,95%): …`).
+    per_second: Vec<String>,
 }
 
 /// Starts sysbench `oltp_write_only` on `sbtest1` at 100 transactions/s (4 threads) for
@@ -338,6 +357,7 @@ fn sysbench_start(port: u16, rows: u64, seconds: u64) -> anyhow::Result<std::pro
             "--threads=4",
             "--histogram=on",
             "--percentile=95",
+            "--report-interval=1",
         ])
         .arg(format!("--time={seconds}"))
         .arg("run")
@@ -406,6 +426,11 @@ fn sysbench_finish(child: std::process::Child, window: f64) -> anyhow::Result<Ap
         p95_ms: percentile(0.95),
         p99_ms: percentile(0.99),
         max_ms,
+        per_second: text
+            .lines()
+            .filter(|line| line.starts_with("[ "))
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -436,15 +461,27 @@ fn phases_from_log(log: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `shoal run`'s flag that makes it copy even where the server could ALTER instantly.
+fn no_instant() -> Vec<String> {
+    vec!["--no-instant".to_owned()]
+}
+
 /// Runs one `shoal run` (in-process workers, no Redis) with `threads`; returns its seconds and
 /// where the time and CPU went.
-fn run_mode(dsn: &str, threads: u32, server_pid: u32) -> anyhow::Result<(f64, Profile)> {
+fn run_mode(
+    dsn: &str,
+    alter: &str,
+    threads: u32,
+    extra: &[String],
+    server_pid: u32,
+) -> anyhow::Result<(f64, Profile)> {
     let server_before = cpu_seconds(server_pid);
     let children_before = children_cpu_seconds()?;
     let started = Instant::now();
     let output = Command::new(bin_dir()?.join("shoal"))
-        .args(["run", "--alter", ALTER, "--no-instant", "--threads"])
+        .args(["run", "--alter", alter, "--threads"])
         .arg(threads.to_string())
+        .args(extra)
         .env("SHOAL_DSN", dsn)
         .env("RUST_LOG", "info")
         .output()?;
@@ -491,6 +528,9 @@ where
     Ok((median(seconds), last))
 }
 
+/// Byte budgets per copy chunk compared with the adaptive sizing (Spirit's alternative).
+const BYTE_BUDGETS_MIB: [u64; 3] = [2, 8, 32];
+
 /// The latency throttle's factor in the bench's throttled case.
 const LATENCY_FACTOR: &str = "2";
 
@@ -507,7 +547,7 @@ async fn throttled_case(
     servers: &[(&str, u32)],
     port: u16,
     rows: u64,
-) -> anyhow::Result<(String, f64, AppView, f64)> {
+) -> anyhow::Result<(String, f64, AppView, f64, Profile)> {
     let extra = [
         "--target-chunk-time",
         "100ms",
@@ -538,10 +578,10 @@ async fn throttled_case(
     let window = under_load.ceil() as u64;
     eprintln!("bench: sysbench during {name} ({window} s window)");
     let load = sysbench_start(port, rows, window)?;
-    let (seconds, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    let (seconds, _, profile) = fleet_run(redis_url, dsn, &case, servers).await?;
     let view = sysbench_finish(load, window as f64)?;
     reset(connection).await?;
-    Ok((name, idle, view, seconds))
+    Ok((name, idle, view, seconds, profile))
 }
 
 /// One fleet configuration: worker processes, slots per worker (the migration's `--threads` is
@@ -574,7 +614,7 @@ async fn fleet_run(
     dsn: &str,
     case: &FleetCase<'_>,
     servers: &[(&str, u32)],
-) -> anyhow::Result<(f64, u64, Profile)> {
+) -> anyhow::Result<(f64, Peaks, Profile)> {
     let FleetCase {
         workers,
         slots,
@@ -662,15 +702,38 @@ async fn fleet_run(
         cpu,
         phases: phases(&status),
     };
-    let status = std::fs::read_to_string(format!("/proc/{}/status", coordinator.process.pid()))?;
-    let peak_kib = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
+    let peaks = Peaks {
+        coordinator: peak_rss_kib(coordinator.process.pid()),
+        worker: processes
+            .iter()
+            .map(|process| peak_rss_kib(process.pid()))
+            .max()
+            .unwrap_or(0),
+    };
     drop(processes);
-    Ok((seconds, peak_kib, profile))
+    Ok((seconds, peaks, profile))
+}
+
+/// Peak resident memory of the fleet's processes, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+struct Peaks {
+    coordinator: u64,
+    /// The largest of the workers'.
+    worker: u64,
+}
+
+/// A live process's peak resident memory (`VmHWM`), KiB; 0 if unreadable.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The coordinator's peak RSS migrating an `orders` table of each size in `sizes` under a
@@ -681,7 +744,7 @@ async fn rss_case(
     redis_url: &str,
     servers: &[(&str, u32)],
     sizes: &[u64],
-) -> anyhow::Result<Vec<(u64, f64, u64)>> {
+) -> anyhow::Result<Vec<(u64, f64, Peaks)>> {
     let mut rss = Vec::new();
     for &rows in sizes {
         eprintln!("bench: coordinator peak RSS at {rows} rows under a writer");
@@ -708,31 +771,37 @@ async fn rss_case(
         if differences > 0 {
             bail!("{differences} differences after the {rows}-row migration");
         }
-        eprintln!("bench:   {seconds:.1} s, peak RSS {peak} KiB");
+        eprintln!("bench:   {seconds:.1} s, peak RSS {peak:?} KiB");
         rss.push((rows, seconds, peak));
     }
     Ok(rss)
 }
 
-fn print_rss(report: &mut String, rss: &[(u64, f64, u64)]) {
+fn print_rss(report: &mut String, rss: &[(u64, f64, Peaks)]) {
     out!(
         report,
-        "\n### Coordinator peak RSS (fleet, 2 workers, buffered, under a writer)\n"
+        "\n### Peak RSS (fleet, 2 workers, buffered copy, under a writer; ALTER adds a column and an index)\n"
     );
-    out!(report, "| rows | seconds | peak RSS (MiB) |");
-    out!(report, "|---:|---:|---:|");
+    out!(
+        report,
+        "| rows | seconds | coordinator peak RSS (MiB) | largest worker peak RSS (MiB) |"
+    );
+    out!(report, "|---:|---:|---:|---:|");
     for (rows, seconds, peak) in rss {
         out!(
             report,
-            "| {rows} | {seconds:.1} | {:.1} |",
-            *peak as f64 / 1024.0
+            "| {rows} | {seconds:.1} | {:.1} | {:.1} |",
+            peak.coordinator as f64 / 1024.0,
+            peak.worker as f64 / 1024.0
         );
     }
     if let [(small_rows, _, small), (large_rows, _, large)] = rss {
         out!(
             report,
-            "\nRSS ratio {large_rows} / {small_rows} rows: {:.2} (acceptance at 5M / 1M: ≤ 1.20)",
-            *large as f64 / *small as f64
+            "\nCoordinator RSS ratio {large_rows} / {small_rows} rows: {:.2} (acceptance at 5M / 1M: \
+             ≤ 1.20); worker: {:.2}",
+            large.coordinator as f64 / small.coordinator as f64,
+            large.worker as f64 / small.worker as f64
         );
     }
 }
@@ -870,7 +939,7 @@ async fn main() -> anyhow::Result<()> {
     if args.only_throttle {
         wait_clean(&mut connection).await?;
         let alone = sysbench_finish(sysbench_start(mariadb.info.port, args.rows, 20)?, 20.0)?;
-        let (name, idle, view, seconds) = throttled_case(
+        let (name, idle, view, seconds, profile) = throttled_case(
             &mut connection,
             &redis.info.url(),
             &dsn,
@@ -880,7 +949,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         println!("sysbench alone: {alone:?}");
-        println!("{name}: idle {idle:.1} s; under load {seconds:.1} s: {view:?}");
+        println!(
+            "{name}: idle {idle:.1} s; under load {seconds:.1} s; {}",
+            profile.line()
+        );
+        for line in &view.per_second {
+            println!("  {line}");
+        }
+        println!(
+            "  tps {:.1}, p95 {:.2} ms, p99 {:.2} ms, max {:.1} ms over {:.0} s",
+            view.tps, view.p95_ms, view.p99_ms, view.max_ms, view.window
+        );
         return Ok(());
     }
 
@@ -982,10 +1061,43 @@ async fn main() -> anyhow::Result<()> {
             .flatten();
         let (seconds, profile) = profiled(args.reps, &mut connection, || {
             let dsn = dsn.clone();
-            async move { run_mode(&dsn, threads, mariadb.info.pid) }
+            async move { run_mode(&dsn, ALTER, threads, &no_instant(), mariadb.info.pid) }
         })
         .await?;
         perf_finish(recording, &name, &mut server_profiles);
+        profiles.push((name.clone(), profile));
+        results.push((name, seconds));
+    }
+    // Chunks sized by a byte budget (fixed keys per chunk: the budget over the table's average
+    // row length) against the adaptive sizing above (500 ms statements), both `--threads 4`.
+    let row_bytes: u64 = connection
+        .query_first(
+            "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'bench' AND TABLE_NAME = 'sbtest1'",
+        )
+        .await?
+        .unwrap_or(200)
+        .max(1);
+    for mib in BYTE_BUDGETS_MIB {
+        let keys = (mib << 20) / row_bytes;
+        eprintln!("bench: shoal run, --threads 4, {mib} MiB chunks ({keys} keys)");
+        let extra = vec![
+            "--no-instant".to_owned(),
+            "--target-chunk-time".to_owned(),
+            "0".to_owned(),
+            "--chunk-rows".to_owned(),
+            keys.to_string(),
+        ];
+        let (seconds, profile) = profiled(args.reps, &mut connection, || {
+            let dsn = dsn.clone();
+            let extra = extra.clone();
+            async move { run_mode(&dsn, ALTER, 4, &extra, mariadb.info.pid) }
+        })
+        .await?;
+        let name = format!(
+            "shoal run: server copy, --threads 4, byte budget {mib} MiB ({keys} keys of \
+             {row_bytes} B average row)"
+        );
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
@@ -1018,7 +1130,7 @@ async fn main() -> anyhow::Result<()> {
         let port = mariadb.info.port;
         let seconds = timed(args.reps, &mut connection, || {
             let ptosc = ptosc.clone();
-            async move { ptosc_run(&ptosc, port) }
+            async move { ptosc_run(&ptosc, port, PTOSC_ALTER) }
         })
         .await?;
         results.push((
@@ -1029,6 +1141,84 @@ async fn main() -> anyhow::Result<()> {
         eprintln!(
             "bench: pt-online-schema-change not installed (apt-get install percona-toolkit); skipped"
         );
+    }
+
+    // The native INSTANT path, which every case above skips: the server's own and shoal's.
+    eprintln!("bench: server ALTER … ALGORITHM=INSTANT");
+    let instant = timed(args.reps, &mut connection, || {
+        time_sql(dsn.clone(), "DO 0", format!("{ALTER}, ALGORITHM=INSTANT"))
+    })
+    .await?;
+    results.push((
+        "server: ALTER … ALGORITHM=INSTANT (no copy)".to_owned(),
+        instant,
+    ));
+    eprintln!("bench: shoal run, native INSTANT path");
+    let (seconds, _) = profiled(args.reps, &mut connection, || {
+        let dsn = dsn.clone();
+        async move { run_mode(&dsn, ALTER, 4, &[], mariadb.info.pid) }
+    })
+    .await?;
+    results.push((
+        "shoal run: without --no-instant (the server's INSTANT path, no copy)".to_owned(),
+        seconds,
+    ));
+
+    // The second ALTER: the column and a secondary index.
+    let mut index_results: Vec<(String, f64)> = Vec::new();
+    eprintln!("bench: second ALTER, server ALGORITHM=COPY (offline)");
+    let index_copy = timed(args.reps, &mut connection, || {
+        time_sql(
+            dsn.clone(),
+            "DO 0",
+            format!("{ALTER_INDEX}, ALGORITHM=COPY"),
+        )
+    })
+    .await?;
+    index_results.push((
+        "server: ALTER … ALGORITHM=COPY (offline, blocks writes)".to_owned(),
+        index_copy,
+    ));
+    eprintln!("bench: second ALTER, shoal run --threads 4");
+    let (seconds, profile) = profiled(args.reps, &mut connection, || {
+        let dsn = dsn.clone();
+        async move { run_mode(&dsn, ALTER_INDEX, 4, &no_instant(), mariadb.info.pid) }
+    })
+    .await?;
+    let name = "second ALTER, shoal run: server copy, --threads 4".to_owned();
+    profiles.push((name.clone(), profile));
+    index_results.push((name, seconds));
+    eprintln!("bench: second ALTER, shoal fleet 1 worker × 2 slots");
+    let (seconds, profile) = profiled(args.reps, &mut connection, || {
+        let redis_url = redis.info.url();
+        let dsn = dsn.clone();
+        async move {
+            let case = FleetCase {
+                alter: ALTER_INDEX,
+                ..FleetCase::of(1, "server")
+            };
+            let (seconds, _, profile) = fleet_run(&redis_url, &dsn, &case, &servers).await?;
+            Ok((seconds, profile))
+        }
+    })
+    .await?;
+    let name = "second ALTER, shoal fleet: server copy, 1 worker(s) × 2 slots".to_owned();
+    profiles.push((name.clone(), profile));
+    index_results.push((name, seconds));
+    if !args.skip_ptosc
+        && let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
+    {
+        eprintln!("bench: second ALTER, pt-online-schema-change");
+        let port = mariadb.info.port;
+        let seconds = timed(args.reps, &mut connection, || {
+            let ptosc = ptosc.clone();
+            async move { ptosc_run(&ptosc, port, "ADD COLUMN x INT, ADD INDEX idx_c (c)") }
+        })
+        .await?;
+        index_results.push((
+            "pt-online-schema-change 3.x (default chunking)".to_owned(),
+            seconds,
+        ));
     }
 
     // The application's view: sysbench at a fixed 100 tps alone, during shoal, during pt-osc.
@@ -1098,7 +1288,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(seconds),
             ));
         }
-        let (name, idle, view, seconds) = throttled_case(
+        let (name, idle, view, seconds, _) = throttled_case(
             &mut connection,
             &redis.info.url(),
             &dsn,
@@ -1122,7 +1312,7 @@ async fn main() -> anyhow::Result<()> {
             reset(&mut connection).await?;
             eprintln!("bench: sysbench during pt-online-schema-change");
             let load = sysbench_start(mariadb.info.port, args.rows, window)?;
-            let seconds = ptosc_run(&ptosc, mariadb.info.port)?;
+            let seconds = ptosc_run(&ptosc, mariadb.info.port, PTOSC_ALTER)?;
             let view = sysbench_finish(load, window as f64)?;
             app.push((
                 "during pt-online-schema-change".to_owned(),
@@ -1214,6 +1404,20 @@ async fn main() -> anyhow::Result<()> {
             report,
             "| {name} | {seconds:.1} | {:.2} |",
             seconds / baseline
+        );
+    }
+    out!(
+        report,
+        "\n### Results: the second ALTER, `ADD COLUMN x INT, ADD INDEX idx_c (c)`, median of {}\n",
+        args.reps
+    );
+    out!(report, "| method | seconds | × its offline ALTER COPY |");
+    out!(report, "|---|---:|---:|");
+    for (name, seconds) in &index_results {
+        out!(
+            report,
+            "| {name} | {seconds:.1} | {:.2} |",
+            seconds / index_copy
         );
     }
     if !app.is_empty() {
