@@ -101,8 +101,8 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Probes forming the baseline (their median), taken before the copy starts.
 pub const BASELINE_PROBES: usize = 10;
 /// The copy holds while any of this many latest probes is over the limit: a slow probe holds it
-/// for at least half a second.
-pub const RECENT_PROBES: usize = 5;
+/// for at least a second.
+pub const RECENT_PROBES: usize = 10;
 /// The limit is at least the baseline plus this: a sub-millisecond baseline would otherwise
 /// hold the copy on scheduling noise.
 pub const MIN_HEADROOM: Duration = Duration::from_millis(1);
