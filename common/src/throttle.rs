@@ -206,11 +206,6 @@ impl Throttle {
         }
     }
 
-    /// The latency gate, when latency is limited.
-    pub fn latency(&self) -> Option<&LatencyGate> {
-        self.latency.as_ref()
-    }
-
     /// The limits.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -778,3 +778,41 @@ fn apply_intents(entry: &Entry, intents: &OperatorIntents) {
         entry.cancel.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(max_latency_factor: f64) -> v1::MigrationSpec {
+        v1::MigrationSpec {
+            table: Some(v1::TableRef {
+                target: "shop".to_owned(),
+                schema: "shop".to_owned(),
+                table: String::new(),
+            }),
+            alter_statement: "ALTER TABLE orders ADD COLUMN note INT".to_owned(),
+            options: Some(v1::MigrationOptions {
+                max_latency_factor,
+                ..v1::MigrationOptions::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_latency_factor_is_kept_as_a_percentage_and_a_bad_one_is_refused() {
+        let record = record_of(&spec(2.5)).unwrap();
+        assert_eq!(record.limits.max_latency_percent, 250);
+        assert_eq!(record_of(&spec(0.0)).unwrap().limits.max_latency_percent, 0);
+        for bad in [0.5, 1.0, -3.0, f64::NAN] {
+            let status = record_of(&spec(bad)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(
+                status
+                    .message()
+                    .starts_with("spec.options.max_latency_factor: the latency factor must be"),
+                "{}",
+                status.message()
+            );
+        }
+    }
+}
