@@ -131,6 +131,11 @@ impl Migration {
             primary: self.pool.clone(),
             replicas,
             heartbeat: self.qualified(&shoal_common::names::heartbeat(&self.table)),
+            upsert: format!(
+                "INSERT INTO {} (id, sent_ms) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE sent_ms = VALUES(sent_ms)",
+                self.qualified(&shoal_common::names::heartbeat(&self.table))
+            ),
             limits,
             probe: None,
             cached: Readings::default(),
@@ -195,6 +200,9 @@ struct Round {
     primary: Pool,
     replicas: Vec<Replica>,
     heartbeat: String,
+    /// Writes this process's clock into a row of the heartbeat table: row 1 for the replicas,
+    /// row 2 for the latency probe (built once; the probe runs ten times a second).
+    upsert: String,
     limits: Limits,
     /// The latency probe's own connection.
     probe: Option<Conn>,
@@ -277,11 +285,6 @@ impl Round {
     /// Times one probe commit, or `None` when it failed or took over [`READ_TIMEOUT`] (its
     /// connection is then dropped and the next probe opens another).
     async fn probe(&mut self) -> Option<Duration> {
-        let statement = format!(
-            "INSERT INTO {} (id, sent_ms) VALUES (2, ?) \
-             ON DUPLICATE KEY UPDATE sent_ms = VALUES(sent_ms)",
-            self.heartbeat
-        );
         let outcome = tokio::time::timeout(READ_TIMEOUT, async {
             let mut connection = match self.probe.take() {
                 Some(connection) => connection,
@@ -296,7 +299,7 @@ impl Round {
             };
             let started = Instant::now();
             match connection
-                .exec_drop(&statement, (crate::api::unix_millis_now(),))
+                .exec_drop(&self.upsert, (2u8, crate::api::unix_millis_now()))
                 .await
             {
                 Ok(()) => {}
@@ -325,14 +328,7 @@ impl Round {
     async fn beat(&self) -> Result<(), mysql_async::Error> {
         let mut connection = self.primary.get_conn().await?;
         connection
-            .exec_drop(
-                format!(
-                    "INSERT INTO {} (id, sent_ms) VALUES (1, ?) \
-                     ON DUPLICATE KEY UPDATE sent_ms = VALUES(sent_ms)",
-                    self.heartbeat
-                ),
-                (crate::api::unix_millis_now(),),
-            )
+            .exec_drop(&self.upsert, (1u8, crate::api::unix_millis_now()))
             .await
     }
 
