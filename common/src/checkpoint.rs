@@ -108,6 +108,10 @@ pub struct Detail {
     pub owner_connections: Vec<u64>,
     /// Rows copied so far (for status after a resume).
     pub rows_copied: u64,
+    /// Definitions of the shadow table's secondary indexes the copy runs without, added back
+    /// in `RestoreSecondaryIndexes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_indexes: Vec<String>,
 }
 
 /// A checkpoint as read back.
@@ -234,6 +238,7 @@ mod tests {
                 cutover: CutoverMarker::NotStarted,
                 owner: "run@h:1".to_owned(),
                 fleet: None,
+                deferred_indexes: Vec::new(),
                 owner_connections: vec![7],
                 rows_copied: 0,
             },

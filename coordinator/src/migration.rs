@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod checksum;
 pub mod copy_rows;
 pub mod cutover;
+pub mod indexes;
 pub mod owner;
 pub mod plan;
 pub mod planning;
@@ -163,6 +164,9 @@ pub struct MigrationOptions {
     pub keep_old_table: bool,
     /// Skip the INSTANT attempt.
     pub no_instant: bool,
+    /// Copy with the shadow table's secondary indexes in place (by default plain ones are
+    /// dropped for the copy and built afterwards, unless replicas or latency are watched).
+    pub keep_secondary_indexes: bool,
     /// Bound on shoal's lock waits (DDL, fence bumps, cut-over).
     pub lock_wait_timeout: Duration,
     /// Lease of one task.

@@ -132,6 +132,7 @@ fn record_of(spec: &v1::MigrationSpec) -> Result<MigrationRecord, Status> {
         },
         keep_old_table: options.keep_old_table,
         no_instant: options.no_instant,
+        keep_secondary_indexes: options.keep_secondary_indexes,
         strict: options.strict,
         defer_cutover: options.defer_cutover,
         lock_wait_timeout_ms: crate::api::std_duration(options.lock_wait_timeout.as_ref())
@@ -176,6 +177,7 @@ fn spec_of(record: &MigrationRecord) -> v1::MigrationSpec {
             strict: record.strict,
             keep_old_table: record.keep_old_table,
             no_instant: record.no_instant,
+            keep_secondary_indexes: record.keep_secondary_indexes,
             lock_wait_timeout: Some(crate::api::proto_duration(Duration::from_millis(
                 record.lock_wait_timeout_ms,
             ))),
@@ -271,6 +273,7 @@ impl Owners {
             copy_mode: record.copy_mode,
             keep_old_table: record.keep_old_table,
             no_instant: record.no_instant,
+            keep_secondary_indexes: record.keep_secondary_indexes,
             lock_wait_timeout: Duration::from_millis(record.lock_wait_timeout_ms),
             lease_ttl: settings.lease_ttl,
             checkpoint_interval: settings.checkpoint_interval,
@@ -726,6 +729,7 @@ impl Owners {
                 copy_mode: detail.spec.copy_mode,
                 keep_old_table: detail.spec.keep_old_table,
                 no_instant: true,
+                keep_secondary_indexes: false,
                 strict: false,
                 defer_cutover: detail.spec.defer_cutover,
                 lock_wait_timeout_ms: 5_000,

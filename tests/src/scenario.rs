@@ -53,14 +53,17 @@ pub async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer:
         vec!["id", "k", "c", "u", "note"],
         "the new column is there"
     );
-    let index: Option<String> = connection
-        .exec_first(
-            "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders' AND INDEX_NAME = 'idx_c'",
-            (&database.name,),
-        )
-        .await
-        .unwrap();
-    assert_eq!(index.as_deref(), Some("idx_c"), "the new index is there");
+    // Every key as the ALTER makes it, in its place: the plain ones are built after the copy.
+    assert_eq!(
+        keys(&mut connection, "orders").await,
+        [
+            "PRIMARY KEY (`id`)",
+            "UNIQUE KEY `uk` (`u`)",
+            "KEY `kk` (`k`)",
+            "KEY `idx_c` (`c`)"
+        ],
+        "the table's keys, with the new index"
+    );
     let leftovers: Vec<String> = connection
         .exec(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_orders\\_%'",
@@ -87,6 +90,21 @@ pub async fn assert_migrated_exactly(database: &TestDatabase, expected: &writer:
         .await
         .unwrap();
     assert_eq!(defaults, Some(0), "added column holds its default");
+}
+
+/// The key lines of `SHOW CREATE TABLE table`, in order.
+pub async fn keys(connection: &mut mysql_async::Conn, table: &str) -> Vec<String> {
+    let shown: Option<(String, String)> = connection
+        .query_first(format!("SHOW CREATE TABLE `{table}`"))
+        .await
+        .unwrap();
+    let (_, shown) = shown.unwrap_or_else(|| panic!("no table {table}"));
+    shown
+        .lines()
+        .map(|line| line.trim().trim_end_matches(','))
+        .filter(|line| line.contains("KEY ") && !line.starts_with('`'))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The `shoal` CLI against a coordinator; returns its log (stdout and stderr) once it exits 0.

@@ -9,8 +9,9 @@ use std::time::Duration;
 use shoal_proto::v1;
 use shoal_tests::processes::{CoordinatorProcess, ShoalProcess, http_get, start_worker};
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, finish_writer, seeded, shoal_cli, start_fleet_coordinator,
-    submit, watch_to_completion,
+    ALTER, assert_migrated_exactly, expect_success, finish_writer, keys, seeded, shoal_cli,
+    shoal_run, start_fleet_coordinator, start_writer, submit, wait_for_shadow_rows,
+    watch_to_completion,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
@@ -83,6 +84,35 @@ async fn run_mode_buffered_copy_is_exact_under_writes() {
         &["--threads", "2", "--copy-mode", "buffered"],
     )
     .await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// `--keep-secondary-indexes`: the copy writes into every index of the new table (by default
+/// the plain ones are built after it; `assert_migrated_exactly` checks them either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_secondary_indexes_copies_into_every_index() {
+    let (database, ledger) = seeded("keep_indexes", 30_000).await;
+    let writer = start_writer(&database, ledger, 39).await;
+    let mut shoal = shoal_run(
+        &database,
+        ALTER,
+        &["--copy-mode", "buffered", "--keep-secondary-indexes"],
+        "copy.after_read=sleep(100)",
+    );
+    wait_for_shadow_rows(&database, 2_000).await;
+    let mut connection = database.connect().await.unwrap();
+    assert_eq!(
+        keys(&mut connection, "_orders_new").await,
+        [
+            "PRIMARY KEY (`id`)",
+            "UNIQUE KEY `uk` (`u`)",
+            "KEY `kk` (`k`)",
+            "KEY `idx_c` (`c`)"
+        ]
+    );
+    let logs = expect_success(&mut shoal).await;
+    assert!(!logs.contains("secondary indexes added back"), "{logs}");
+    let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }
 

@@ -11,8 +11,9 @@ use nix::sys::signal::Signal;
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, checkpoint, columns, expect_success, finish_writer, seeded,
-    shoal_run, start_writer, tables, wait_for_checkpoint, wait_for_log, wait_for_shadow_rows,
+    ALTER, assert_migrated_exactly, checkpoint, columns, expect_success, finish_writer, keys,
+    seeded, shoal_run, start_writer, tables, wait_for_checkpoint, wait_for_log,
+    wait_for_shadow_rows,
 };
 use shoal_tests::servers::{TestDatabase, unique_name};
 use shoal_tests::wait;
@@ -69,6 +70,52 @@ async fn a_crash_early_in_the_copy_resumes_from_the_checkpoint_written_by_initia
         logs.contains("resumed from its checkpoint at CopyRows"),
         "{logs}"
     );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
+/// The copy runs without the shadow table's plain secondary indexes, which the checkpoint names.
+/// A crash during the copy leaves them to the next run; a crash right after they were built
+/// leaves nothing to build again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_indexes_survive_a_crash_in_the_copy_and_one_after_their_build() {
+    let (database, ledger) = seeded("resume_indexes", 60_000).await;
+    let writer = start_writer(&database, ledger, 38).await;
+    let flags = ["--copy-mode", "buffered"];
+    let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
+    wait_for_shadow_rows(&database, 4_000).await;
+    let mut connection = database.connect().await.unwrap();
+    assert_eq!(
+        keys(&mut connection, "_orders_new").await,
+        ["PRIMARY KEY (`id`)", "UNIQUE KEY `uk` (`u`)"],
+        "the copy runs with the unique key only"
+    );
+    kill(&mut first).await;
+    let saved = checkpoint(&database).await.expect("a checkpoint exists");
+    assert_eq!(
+        saved.deferred_indexes,
+        ["KEY `kk` (`k`)", "KEY `idx_c` (`c`)"],
+        "the checkpoint names the indexes to build"
+    );
+
+    let mut second = shoal_run(&database, ALTER, &flags, "indexes.restored=sleep(600000)");
+    wait_for_log(&second, "failpoint hit", Duration::from_secs(300)).await;
+    assert!(second.logs().contains("added=2"), "{}", second.logs());
+    assert_eq!(
+        keys(&mut connection, "_orders_new").await,
+        [
+            "PRIMARY KEY (`id`)",
+            "UNIQUE KEY `uk` (`u`)",
+            "KEY `kk` (`k`)",
+            "KEY `idx_c` (`c`)"
+        ]
+    );
+    kill(&mut second).await;
+
+    let mut third = shoal_run(&database, ALTER, &flags, "");
+    let logs = expect_success(&mut third).await;
+    assert!(logs.contains("resuming from the checkpoint"), "{logs}");
+    assert!(logs.contains("added=0"), "nothing is built twice:\n{logs}");
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }

@@ -179,6 +179,11 @@ struct SubmitArgs {
     /// Do not try ALGORITHM=INSTANT first; always copy.
     #[arg(long)]
     no_instant: bool,
+    /// Copy with the new table's secondary indexes in place. By default plain (non-unique)
+    /// indexes are built after the copy, which is faster; they are kept anyway when replicas
+    /// or the latency probe are watched (the build replays on replicas in one statement).
+    #[arg(long)]
+    keep_secondary_indexes: bool,
     /// Wait before the cut-over until `shoal release ID`, or until the `_shoal_sentinel` table
     /// is dropped (which releases every waiting migration).
     #[arg(long)]
@@ -293,6 +298,11 @@ struct RunArgs {
     /// Do not try ALGORITHM=INSTANT first; always copy.
     #[arg(long)]
     no_instant: bool,
+    /// Copy with the new table's secondary indexes in place. By default plain (non-unique)
+    /// indexes are built after the copy, which is faster; they are kept anyway when replicas
+    /// or the latency probe are watched (the build replays on replicas in one statement).
+    #[arg(long)]
+    keep_secondary_indexes: bool,
     /// Bound on shoal's lock waits (DDL, fences, cut-over).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     lock_wait_timeout: std::time::Duration,
@@ -516,6 +526,7 @@ async fn plan(
                 copy_mode: shoal_common::task::CopyMode::default(),
                 keep_old_table: false,
                 no_instant: args.no_instant,
+                keep_secondary_indexes: false,
                 lock_wait_timeout: std::time::Duration::from_secs(5),
                 lease_ttl: std::time::Duration::from_secs(10),
                 checkpoint_interval: std::time::Duration::from_secs(50),
@@ -627,6 +638,7 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         copy_mode: args.copy_mode,
         keep_old_table: args.keep_old_table,
         no_instant: args.no_instant,
+        keep_secondary_indexes: args.keep_secondary_indexes,
         lock_wait_timeout: args.lock_wait_timeout,
         lease_ttl: args.lease_ttl,
         checkpoint_interval: args.checkpoint_interval,
@@ -763,6 +775,7 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
                 target_chunk_time: Some(proto_duration(args.target_chunk_time)),
                 keep_old_table: args.keep_old_table,
                 no_instant: args.no_instant,
+                keep_secondary_indexes: args.keep_secondary_indexes,
                 defer_cutover: args.defer_cutover,
                 strict: args.strict,
                 copy_mode: match args.copy_mode {

@@ -205,6 +205,7 @@ impl Migration {
             fleet: self.options.fleet.clone(),
             owner_connections,
             rows_copied: progress.rows_copied,
+            deferred_indexes: self.deferred_indexes.clone(),
         };
         serde_json::to_string(&detail).map_err(|error| Error::Checkpoint(error.to_string()))
     }

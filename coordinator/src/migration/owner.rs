@@ -31,6 +31,7 @@ use super::apply::Applier;
 use super::binlog::{self, BinlogPos};
 use super::catalog::{self, ServerInfo, TableInfo};
 use super::checkpoint::{self, Duties};
+use super::indexes;
 use super::stream::Stream;
 use super::{ChangePath, Error, Intents, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
@@ -92,6 +93,9 @@ pub struct Migration {
     pub(super) planner: Option<ChunkPlanner>,
     /// Chunks a resumed owner must copy again (planned but not drained in the checkpoint).
     pub(super) recopy: Vec<(ChunkId, ChunkRange)>,
+    /// Definitions of the shadow table's secondary indexes dropped for the copy, to be added
+    /// back in `RestoreSecondaryIndexes` (kept in the checkpoint).
+    pub(super) deferred_indexes: Vec<String>,
     /// The owner epoch this owner holds (INV-O1).
     pub(super) owner_epoch: u64,
     /// The dedicated connection checkpoints are written on.
@@ -286,6 +290,7 @@ impl Migration {
             safe_position: None,
             planner: None,
             recopy: Vec::new(),
+            deferred_indexes: Vec::new(),
             owner_epoch: 0,
             checkpoint_connection: None,
             duties: Duties::default(),
@@ -520,7 +525,7 @@ impl Migration {
         }
         self.apply_changeset().await?;
         self.advance(Event::ChangesetApplied)?;
-        // No secondary index is deferred yet (a performance issue's option): nothing to restore.
+        self.restore_indexes().await?;
         self.advance(Event::IndexesRestored)?;
         self.analyze().await?;
         self.advance(Event::Analyzed)?;
@@ -537,6 +542,36 @@ impl Migration {
         self.advance(Event::CutOverDone)?;
         self.close().await?;
         Ok(ChangePath::Copy)
+    }
+
+    /// Whether the copy runs without the shadow table's plain secondary indexes. Not when the
+    /// migration holds its copy for replicas or the application's latency: the index build is
+    /// one statement, which replicas replay serially (lagging by its time) and which no throttle
+    /// can pause.
+    pub(super) fn defers_indexes(&self) -> bool {
+        !self.options.keep_secondary_indexes
+            && self.options.replicas.is_empty()
+            && self.options.limits.max_latency_percent == 0
+    }
+
+    /// `RestoreSecondaryIndexes`: adds back the indexes the copy ran without (those the shadow
+    /// table still lacks: a resumed owner may find them built).
+    async fn restore_indexes(&mut self) -> Result<(), Error> {
+        if self.deferred_indexes.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connect().await?;
+        let shadow = self.qualified(&names::shadow(&self.table));
+        let started = std::time::Instant::now();
+        let added = indexes::restore(&mut connection, &shadow, &self.deferred_indexes).await?;
+        info!(
+            migration_id = %self.options.id,
+            added,
+            seconds = started.elapsed().as_secs_f64(),
+            "secondary indexes added back to {shadow}"
+        );
+        shoal_worker::failpoint::hit("indexes.restored", self.options.id.as_str()).await;
+        Ok(())
     }
 
     /// `AnalyzeTable`: fresh index statistics on the shadow table before it takes traffic.
@@ -724,6 +759,9 @@ impl Migration {
                 other => other.into(),
             });
         }
+        if self.defers_indexes() {
+            self.deferred_indexes = indexes::defer(&mut connection, &shadow).await?;
+        }
         connection
             .query_drop(format!(
                 "CREATE TABLE {} (chunk BIGINT UNSIGNED NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
@@ -883,6 +921,8 @@ impl Migration {
         self.created_tables = true;
         self.create_heartbeat(&mut connection).await?;
         self.prepare_columns(&mut connection).await?;
+        self.deferred_indexes
+            .clone_from(&saved.detail.deferred_indexes);
         if let Some(plan) = &saved.detail.plan {
             let (planner, ledger, undrained) = plan.restore();
             self.planner = Some(planner);

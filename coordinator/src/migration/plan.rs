@@ -195,6 +195,31 @@ impl Migration {
             },
             "",
         ));
+        let deferred = super::indexes::plain_indexes(&ddl);
+        if !deferred.is_empty() {
+            let names: Vec<String> = deferred
+                .iter()
+                .map(|index| quote_identifier(&index.name))
+                .collect();
+            findings.push(finding(
+                v1::FindingSeverity::Info,
+                "secondary_indexes",
+                if self.defers_indexes() {
+                    format!(
+                        "the copy runs without the secondary indexes {} of the new table; \
+                         they are built afterwards in one online ALTER of the shadow table",
+                        names.join(", ")
+                    )
+                } else {
+                    format!(
+                        "the secondary indexes {} are kept on the shadow table while it is \
+                         copied (replicas or latency are watched, or --keep-secondary-indexes)",
+                        names.join(", ")
+                    )
+                },
+                "",
+            ));
+        }
         let estimated_rows =
             catalog::estimated_rows(&mut connection, &self.schema, &self.table).await?;
         // Refusals ended the preflight already; these are its warnings.

@@ -427,6 +427,7 @@ pub async fn migration_store<F, Fut>(
         copy_mode: shoal_common::task::CopyMode::Server,
         keep_old_table: false,
         no_instant: true,
+        keep_secondary_indexes: false,
         strict: false,
         defer_cutover: false,
         lock_wait_timeout_ms: 5000,

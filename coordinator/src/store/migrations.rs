@@ -42,6 +42,9 @@ pub struct MigrationRecord {
     pub keep_old_table: bool,
     /// Skip the INSTANT attempt.
     pub no_instant: bool,
+    /// Copy with the shadow table's secondary indexes in place.
+    #[serde(default)]
+    pub keep_secondary_indexes: bool,
     /// Fail rather than start afresh when resuming is impossible.
     pub strict: bool,
     /// Wait on the sentinel before the cut-over.

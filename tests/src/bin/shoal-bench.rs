@@ -5,10 +5,12 @@
 //! `ADD COLUMN x INT`, run by shoal with `--no-instant` so every tool copies. Measured:
 //! - the server's references: `INSERT INTO copy SELECT *`, offline `ALTER … ALGORITHM=COPY`,
 //!   raw checksum scans, and the native `ALGORITHM=INSTANT` path (with shoal's);
-//! - `shoal run` with 1, 2, 4 threads, and with chunks sized by a byte budget instead of time;
+//! - `shoal run` with 1, 2, 4 threads, with chunks sized by a byte budget instead of time, and
+//!   with the secondary indexes maintained by the copy instead of built after it;
 //! - shoal's fleet (Redis, one coordinator) in both copy modes with 1, 2 and 4 worker processes;
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
-//! - a second ALTER that also adds an index (offline copy, shoal, pt-osc);
+//! - a second ALTER that also adds an index (offline copy, shoal with and without
+//!   `--keep-secondary-indexes`, pt-osc);
 //! - the application's view: sysbench at 100 tps alone and beside shoal (plain, gentle, and
 //!   under the latency gate) and pt-osc;
 //! - the coordinator's and workers' peak RSS migrating two table sizes under a writer;
@@ -1097,6 +1099,22 @@ async fn main() -> anyhow::Result<()> {
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
+    // The same with the secondary index maintained by the copy (by default it is built after).
+    let keep_indexes = || {
+        let mut extra = no_instant();
+        extra.push("--keep-secondary-indexes".to_owned());
+        extra
+    };
+    eprintln!("bench: shoal run, server copy, --threads 4 --keep-secondary-indexes");
+    let (seconds, profile) = profiled(args.reps, &mut connection, || {
+        let dsn = dsn.clone();
+        let extra = keep_indexes();
+        async move { run_mode(&dsn, ALTER, 4, &extra, mariadb.info.pid) }
+    })
+    .await?;
+    let name = "shoal run: server copy, --threads 4, --keep-secondary-indexes".to_owned();
+    profiles.push((name.clone(), profile));
+    results.push((name, seconds));
     // Chunks sized by a byte budget (fixed keys per chunk: the budget over the table's average
     // row length) against the adaptive sizing above (500 ms statements), both `--threads 4`.
     let row_bytes: u64 = connection
@@ -1217,6 +1235,17 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let name = "second ALTER, shoal run: server copy, --threads 4".to_owned();
+    profiles.push((name.clone(), profile));
+    index_results.push((name, seconds));
+    eprintln!("bench: second ALTER, shoal run --threads 4 --keep-secondary-indexes");
+    let (seconds, profile) = profiled(args.reps, &mut connection, || {
+        let dsn = dsn.clone();
+        let extra = keep_indexes();
+        async move { run_mode(&dsn, ALTER_INDEX, 4, &extra, mariadb.info.pid) }
+    })
+    .await?;
+    let name =
+        "second ALTER, shoal run: server copy, --threads 4, --keep-secondary-indexes".to_owned();
     profiles.push((name.clone(), profile));
     index_results.push((name, seconds));
     eprintln!("bench: second ALTER, shoal fleet 1 worker × 2 slots");
