@@ -506,6 +506,25 @@ async fn the_copy_loops_connection_killed_between_statements_is_replaced() {
     assert_migrated_exactly(&database, &expected).await;
 }
 
+/// The deferred indexes' build killed (an operator, pt-kill, a restarting server's proxy): the
+/// server rolls the build back, and the owner builds again on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_builds_connection_killed_is_replaced() {
+    let (database, ledger) = seeded("index_build_killed", 30_000).await;
+    let writer = start_writer(&database, ledger, 96).await;
+    let mut run = scenario::shoal_run(&database, ALTER, &[], "indexes.build=1*sleep(1500)");
+    let mut admin = database.connect().await.unwrap();
+    kill_connection_at(&run, &mut admin, "indexes.build").await;
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains("the index build's connection was lost; building again"),
+        "{log}"
+    );
+    assert!(log.contains("added=2"), "{log}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
+
 /// The advisory lock's connection idles for the whole migration, so an operator's (or
 /// pt-kill's) `KILL` of idle connections takes the lock with it, and another migration of the
 /// table could then start. The owner checks the lock before each checkpoint and takes it again

@@ -40,6 +40,9 @@ use shoal_common::lifecycle::{Event, transition};
 /// MariaDB's "ALGORITHM=INSTANT is not supported" errors.
 const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
 
+/// Times the deferred indexes' build is started again after its connection was lost.
+const MAX_BUILD_ATTEMPTS: u32 = 3;
+
 /// Where a migration starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resume {
@@ -555,15 +558,34 @@ impl Migration {
     }
 
     /// `RestoreSecondaryIndexes`: adds back the indexes the copy ran without (those the shadow
-    /// table still lacks: a resumed owner may find them built).
+    /// table still lacks: a resumed owner may find them built). A lost connection (a killed
+    /// statement: the server rolls the build back) builds again on a fresh one, unless this owner
+    /// was deposed meanwhile.
     async fn restore_indexes(&mut self) -> Result<(), Error> {
         if self.deferred_indexes.is_empty() {
             return Ok(());
         }
-        let mut connection = self.connect().await?;
         let shadow = self.qualified(&names::shadow(&self.table));
         let started = std::time::Instant::now();
-        let added = indexes::restore(&mut connection, &shadow, &self.deferred_indexes).await?;
+        let mut attempt = 0;
+        let added = loop {
+            let mut connection = self.connect().await?;
+            shoal_worker::failpoint::hit(
+                "indexes.build",
+                &format!("connection={}", connection.id()),
+            )
+            .await;
+            match indexes::restore(&mut connection, &shadow, &self.deferred_indexes).await {
+                Err(error) if error.connection_lost() && attempt < MAX_BUILD_ATTEMPTS => {
+                    if let Some(deposed) = self.deposed_meanwhile().await {
+                        return Err(deposed);
+                    }
+                    attempt += 1;
+                    warn!(migration_id = %self.options.id, %error, attempt, "the index build's connection was lost; building again");
+                }
+                result => break result?,
+            }
+        };
         info!(
             migration_id = %self.options.id,
             added,

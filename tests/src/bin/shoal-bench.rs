@@ -89,6 +89,9 @@ struct Args {
     skip_perf: bool,
     /// Only sysbench alone and the latency-throttled case, for iterating on the throttle.
     only_throttle: bool,
+    /// The latency-throttled case's chunk time and latency factor.
+    throttle_chunk_time: String,
+    latency_factor: String,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -103,6 +106,8 @@ fn parse_args() -> anyhow::Result<Args> {
         no_docs: false,
         skip_perf: false,
         only_throttle: false,
+        throttle_chunk_time: "100ms".to_owned(),
+        latency_factor: "2".to_owned(),
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -124,11 +129,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--no-docs" => args.no_docs = true,
             "--skip-perf" => args.skip_perf = true,
             "--only-throttle" => args.only_throttle = true,
+            "--throttle-chunk-time" => {
+                args.throttle_chunk_time = iter.next().context("--throttle-chunk-time T")?;
+            }
+            "--latency-factor" => {
+                args.latency_factor = iter.next().context("--latency-factor F")?;
+            }
             other => {
                 bail!(
                     "unknown argument {other}; use --rows N, --reps R, --skip-ptosc, \
                      --skip-sysbench, --skip-perf, --quick, --rss-rows A,B, --only-rss, --no-docs, \
-                     --only-throttle"
+                     --only-throttle, --throttle-chunk-time T, --latency-factor F"
                 )
             }
         }
@@ -553,11 +564,8 @@ where
 /// Byte budgets per copy chunk compared with the adaptive sizing (Spirit's alternative).
 const BYTE_BUDGETS_MIB: [u64; 3] = [2, 8, 32];
 
-/// The latency throttle's factor in the bench's throttled case.
-const LATENCY_FACTOR: &str = "2";
-
-/// The application's view beside the latency-throttled fleet (1 worker × 1 slot, 100 ms
-/// chunks, `--max-latency-factor` [`LATENCY_FACTOR`]). Its time under load cannot be known
+/// The application's view beside the latency-throttled fleet (1 worker × 1 slot, chunks of
+/// `--throttle-chunk-time`, `--max-latency-factor` `--latency-factor`). Its time under load cannot be known
 /// beforehand (the throttle stretches it), and sysbench reports only at the end of a fixed
 /// window: it runs once to learn that time, then again with the window set to the last time
 /// until the migration fits its window within 10% (three attempts at most), so that the
@@ -568,13 +576,15 @@ async fn throttled_case(
     dsn: &str,
     servers: &[(&str, u32)],
     port: u16,
-    rows: u64,
+    args: &Args,
 ) -> anyhow::Result<(String, f64, AppView, f64, Profile)> {
+    let rows = args.rows;
+    let (chunk_time, factor) = (&args.throttle_chunk_time, &args.latency_factor);
     let extra = [
         "--target-chunk-time",
-        "100ms",
+        chunk_time.as_str(),
         "--max-latency-factor",
-        LATENCY_FACTOR,
+        factor.as_str(),
     ];
     let case = FleetCase {
         workers: 1,
@@ -584,8 +594,8 @@ async fn throttled_case(
         extra: &extra,
     };
     let name = format!(
-        "shoal fleet: server copy, 1 worker × 1 slot, 100ms chunks, --max-latency-factor \
-         {LATENCY_FACTOR}"
+        "shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks, --max-latency-factor \
+         {factor}"
     );
     reset(connection).await?;
     eprintln!("bench: {name}, idle");
@@ -911,6 +921,32 @@ fn perf_start(args: &Args, pid: u32, dir: &std::path::Path, name: &str) -> Optio
     }
 }
 
+/// Runs a case once more, after its timed runs, under `perf record` of the server (so that the
+/// profiler's overhead stays out of every figure), and keeps the profile under `name`.
+async fn profile_once<F, Fut, T>(
+    args: &Args,
+    server: (u32, &std::path::Path),
+    connection: &mut Conn,
+    profiles: &mut ServerProfiles,
+    name: &str,
+    case: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    if args.skip_perf {
+        return Ok(());
+    }
+    eprintln!("bench: {name}, once more under perf (not timed)");
+    reset(connection).await?;
+    let recording = perf_start(args, server.0, server.1, name);
+    case().await?;
+    perf_finish(recording, name, profiles);
+    reset(connection).await?;
+    Ok(())
+}
+
 /// Ends a profile started by [`perf_start`] and keeps its top symbols under `name`.
 fn perf_finish(recording: Option<Recording>, name: &str, profiles: &mut ServerProfiles) {
     if let Some(recording) = recording {
@@ -976,7 +1012,7 @@ async fn main() -> anyhow::Result<()> {
             &dsn,
             &servers,
             mariadb.info.port,
-            args.rows,
+            &args,
         )
         .await?;
         println!("sysbench alone: {alone:?}");
@@ -997,16 +1033,24 @@ async fn main() -> anyhow::Result<()> {
     let mut server_profiles: ServerProfiles = Vec::new();
     eprintln!("bench: server INSERT INTO … SELECT *");
     let name = "server: INSERT INTO copy SELECT *";
-    let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
-    let insert_select = timed(args.reps, &mut connection, || {
+    let insert_select_sql = || {
         time_sql(
             dsn.clone(),
             "CREATE TABLE sbtest1_copy LIKE sbtest1",
             "INSERT INTO sbtest1_copy SELECT * FROM sbtest1".to_owned(),
         )
-    })
+    };
+    let insert_select = timed(args.reps, &mut connection, insert_select_sql).await?;
+    let server = (mariadb.info.pid, scratch.path());
+    profile_once(
+        &args,
+        server,
+        &mut connection,
+        &mut server_profiles,
+        name,
+        insert_select_sql,
+    )
     .await?;
-    perf_finish(recording, name, &mut server_profiles);
     results.push((
         "server: INSERT INTO copy SELECT * (one transaction)".to_owned(),
         insert_select,
@@ -1052,18 +1096,25 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let hash = RowHash::detect(&mut connection, &version).await?;
     let name = "server: one raw scan with shoal's row hash";
-    let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
-    let same_hash_scan = server_case(
-        args.reps,
+    let scan = format!(
+        "SELECT {} FROM sbtest1 FORCE INDEX (PRIMARY)",
+        digest_select(hash, &columns)
+    );
+    let same_hash_scan = server_case(args.reps, &mut connection, &dsn, scan.clone()).await?;
+    let session = Conn::new(Opts::from_url(&dsn)?).await?;
+    profile_once(
+        &args,
+        server,
         &mut connection,
-        &dsn,
-        format!(
-            "SELECT {} FROM sbtest1 FORCE INDEX (PRIMARY)",
-            digest_select(hash, &columns)
-        ),
+        &mut server_profiles,
+        name,
+        || async move {
+            let mut session = session;
+            session.query_drop(scan).await?;
+            anyhow::Ok(())
+        },
     )
     .await?;
-    perf_finish(recording, name, &mut server_profiles);
     results.push((
         format!("server: one raw scan with shoal's row hash ({hash:?}) (not a migration)"),
         same_hash_scan,
@@ -1087,15 +1138,22 @@ async fn main() -> anyhow::Result<()> {
     for threads in [1, 2, 4] {
         eprintln!("bench: shoal run, server copy, --threads {threads}");
         let name = format!("shoal run: server copy, --threads {threads}");
-        let recording = (threads == 4)
-            .then(|| perf_start(&args, mariadb.info.pid, scratch.path(), &name))
-            .flatten();
-        let (seconds, profile) = profiled(args.reps, &mut connection, || {
+        let case = || {
             let dsn = dsn.clone();
             async move { run_mode(&dsn, ALTER, threads, &no_instant(), mariadb.info.pid) }
-        })
-        .await?;
-        perf_finish(recording, &name, &mut server_profiles);
+        };
+        let (seconds, profile) = profiled(args.reps, &mut connection, case).await?;
+        if threads == 4 {
+            profile_once(
+                &args,
+                server,
+                &mut connection,
+                &mut server_profiles,
+                &name,
+                case,
+            )
+            .await?;
+        }
         profiles.push((name.clone(), profile));
         results.push((name, seconds));
     }
@@ -1293,28 +1351,42 @@ async fn main() -> anyhow::Result<()> {
         let window = (shoal_idle * 1.5).ceil() as u64;
         reset(&mut connection).await?;
         eprintln!("bench: sysbench alone for {window} s");
-        let name = "sysbench alone";
-        let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
-        let alone = sysbench_finish(
-            sysbench_start(mariadb.info.port, args.rows, window)?,
-            window as f64,
-        )?;
-        perf_finish(recording, name, &mut server_profiles);
+        let (port, rows) = (mariadb.info.port, args.rows);
+        let alone_case =
+            || async move { sysbench_finish(sysbench_start(port, rows, window)?, window as f64) };
+        let alone = alone_case().await?;
         app.push(("sysbench alone".to_owned(), alone, None));
-        reset(&mut connection).await?;
-        eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
-        let name = "sysbench during shoal fleet, 2 workers × 2 slots";
-        let recording = perf_start(&args, mariadb.info.pid, scratch.path(), name);
-        let load = sysbench_start(mariadb.info.port, args.rows, window)?;
-        let (seconds, _, _) = fleet_run(
-            &redis.info.url(),
-            &dsn,
-            &FleetCase::of(2, "server"),
-            &servers,
+        profile_once(
+            &args,
+            server,
+            &mut connection,
+            &mut server_profiles,
+            "sysbench alone",
+            alone_case,
         )
         .await?;
-        let view = sysbench_finish(load, window as f64)?;
-        perf_finish(recording, name, &mut server_profiles);
+        reset(&mut connection).await?;
+        eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
+        let during_case = || {
+            let redis_url = redis.info.url();
+            let dsn = dsn.clone();
+            async move {
+                let load = sysbench_start(port, rows, window)?;
+                let (seconds, _, _) =
+                    fleet_run(&redis_url, &dsn, &FleetCase::of(2, "server"), &servers).await?;
+                anyhow::Ok((sysbench_finish(load, window as f64)?, seconds))
+            }
+        };
+        let (view, seconds) = during_case().await?;
+        profile_once(
+            &args,
+            server,
+            &mut connection,
+            &mut server_profiles,
+            "sysbench during shoal fleet, 2 workers × 2 slots",
+            during_case,
+        )
+        .await?;
         app.push((
             "during shoal fleet, 2 workers × 2 slots".to_owned(),
             view,
@@ -1354,14 +1426,15 @@ async fn main() -> anyhow::Result<()> {
             &dsn,
             &servers,
             mariadb.info.port,
-            args.rows,
+            &args,
         )
         .await?;
         results.push((format!("{name} (idle, once)"), idle));
         app.push((
             format!(
-                "during shoal fleet, 1 worker × 1 slot, 100ms chunks, --max-latency-factor \
-                 {LATENCY_FACTOR} (window = its time under load)"
+                "during shoal fleet, 1 worker × 1 slot, {} chunks, --max-latency-factor {} \
+                 (window = its time under load)",
+                args.throttle_chunk_time, args.latency_factor
             ),
             view,
             Some(seconds),
