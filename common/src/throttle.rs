@@ -33,6 +33,10 @@ pub struct Limits {
     /// (200: twice as long).
     #[serde(default)]
     pub max_latency_percent: u32,
+    /// After each chunk the copy rests this percentage of the chunk's statement time (gh-ost's
+    /// nice ratio × 100; 1900: the copy runs a twentieth of the time). 0: off.
+    #[serde(default)]
+    pub nice_percent: u32,
 }
 
 impl Default for Limits {
@@ -43,8 +47,26 @@ impl Default for Limits {
             max_threads_running: 0,
             max_history_list_length: 0,
             max_latency_percent: 0,
+            nice_percent: 0,
         }
     }
+}
+
+/// A nice ratio as the percentage [`Limits::nice_percent`] keeps (19 → 1900; 0: off).
+pub fn percent_of_nice_ratio(ratio: f64) -> Result<u32, String> {
+    if ratio.is_finite() && (0.0..=100.0).contains(&ratio) {
+        Ok((ratio * 100.0).round() as u32)
+    } else {
+        Err(format!(
+            "the nice ratio must be from 0 (off) to 100 (e.g. 4: rest four times as long as each \
+             chunk's statement took); got {ratio}"
+        ))
+    }
+}
+
+/// How long the copy rests after work that took `took`, at [`Limits::nice_percent`].
+pub fn rest_after(took: Duration, nice_percent: u32) -> Duration {
+    took.saturating_mul(nice_percent) / 100
 }
 
 /// A latency factor as the percentage [`Limits::max_latency_percent`] keeps (2.0 → 200; 0: off).
@@ -302,6 +324,7 @@ mod tests {
             max_threads_running: 20,
             max_history_list_length: 1_000,
             max_latency_percent: 0,
+            nice_percent: 0,
         }
     }
 
@@ -380,6 +403,7 @@ mod tests {
             max_threads_running: 0,
             max_history_list_length: 0,
             max_latency_percent: 0,
+            nice_percent: 0,
         });
         assert_eq!(
             throttle.judge(&readings(Some(1_000_000), 999, 999_999), 0),
@@ -469,6 +493,24 @@ mod tests {
         assert_eq!(gate.baseline(), Some(Duration::from_micros(200)));
         assert_eq!(gate.limit(), Some(Duration::from_micros(1_200)));
         assert_eq!(gate.observe(Some(Duration::from_micros(900))), None);
+    }
+
+    #[test]
+    fn the_nice_ratio_rests_in_proportion_to_the_work() {
+        assert_eq!(percent_of_nice_ratio(0.0), Ok(0));
+        assert_eq!(percent_of_nice_ratio(19.0), Ok(1900));
+        assert_eq!(percent_of_nice_ratio(0.5), Ok(50));
+        for bad in [-1.0, 100.5, f64::NAN, f64::INFINITY] {
+            assert!(
+                percent_of_nice_ratio(bad)
+                    .unwrap_err()
+                    .starts_with("the nice ratio must be from 0 (off) to 100")
+            );
+        }
+        let took = Duration::from_millis(80);
+        assert_eq!(rest_after(took, 0), Duration::ZERO);
+        assert_eq!(rest_after(took, 50), Duration::from_millis(40));
+        assert_eq!(rest_after(took, 1900), Duration::from_millis(1520));
     }
 
     #[test]

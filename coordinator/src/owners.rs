@@ -159,6 +159,9 @@ fn limits_of(options: &v1::MigrationOptions) -> Result<shoal_common::throttle::L
             .map_err(|error| {
                 Status::invalid_argument(format!("spec.options.max_latency_factor: {error}"))
             })?,
+        nice_percent: shoal_common::throttle::percent_of_nice_ratio(options.nice_ratio).map_err(
+            |error| Status::invalid_argument(format!("spec.options.nice_ratio: {error}")),
+        )?,
     })
 }
 
@@ -193,6 +196,7 @@ fn spec_of(record: &MigrationRecord) -> v1::MigrationSpec {
             max_threads_running: record.limits.max_threads_running,
             max_history_list_length: record.limits.max_history_list_length,
             max_latency_factor: f64::from(record.limits.max_latency_percent) / 100.0,
+            nice_ratio: f64::from(record.limits.nice_percent) / 100.0,
             ..v1::MigrationOptions::default()
         }),
     }

@@ -420,3 +420,80 @@ async fn the_copy_holds_while_probe_commits_are_slow_and_resumes_when_they_recov
         "the probe's table is removed with shoal's others"
     );
 }
+
+/// `--nice-ratio R`: after each chunk no new one is handed out for R × its statement time. With
+/// one slot the copy phase (from the status history) lasts at least R × the statement time of
+/// every chunk but the last (the coordinator's own histogram sum); at R = 100 that is several
+/// times what the copy takes without resting (whose round trips cost about 20 × the statements
+/// here). The table ends exact under the writer, and a
+/// ratio out of range is refused with the table untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nice_ratio_rests_after_each_chunk_in_proportion_to_its_time() {
+    use shoal_proto::v1;
+    let (database, ledger) = shoal_tests::scenario::seeded("nice_ratio", 10_000).await;
+    let mut refused = shoal_run(&database, ALTER, &["--nice-ratio", "101"], "");
+    let status = refused.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        refused
+            .logs()
+            .contains("the nice ratio must be from 0 (off) to 100"),
+        "{}",
+        refused.logs()
+    );
+    let writer = start_writer(&database, ledger, 41).await;
+    let env = vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())];
+    let coordinator =
+        shoal_tests::scenario::start_fleet_coordinator("nice_ratio", env.clone()).await;
+    let _worker =
+        shoal_tests::processes::start_worker("worker", &coordinator.url, 1, &env).unwrap();
+    let id = shoal_tests::scenario::submit(
+        &coordinator.url,
+        &[
+            "--threads",
+            "1",
+            "--target-chunk-time",
+            "0",
+            "--nice-ratio",
+            "100",
+        ],
+    )
+    .await;
+    shoal_tests::scenario::watch_to_completion(&coordinator, &id).await;
+    let status = coordinator.status(&id).await.unwrap();
+    let entered = |state: v1::State| {
+        status
+            .last_transitions
+            .iter()
+            .find(|transition| transition.to == state as i32)
+            .and_then(|transition| transition.at)
+            .map(|at| at.seconds as f64 + f64::from(at.nanos) / 1e9)
+            .unwrap_or_else(|| panic!("no transition to {state:?}: {status:?}"))
+    };
+    let copy_phase = entered(v1::State::ApplyChangeset) - entered(v1::State::CopyRows);
+    let (_, metrics) = shoal_tests::processes::http_get(&coordinator.http_address, "/metrics")
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name) && line.contains(&id))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {id}:\n{metrics}"))
+    };
+    let (sum, count) = (
+        sample("shoal_chunk_duration_seconds_sum"),
+        sample("shoal_chunk_duration_seconds_count"),
+    );
+    assert!(count >= 10.0, "{count} chunks");
+    eprintln!("copy phase {copy_phase:.2} s; {count} chunks' statements {sum:.3} s");
+    // The last chunk's rest delays nothing: 0.8 leaves room for it (chunks are all 1,000 keys).
+    let rested_at_least = 100.0 * sum * 0.8;
+    assert!(
+        copy_phase >= rested_at_least,
+        "the copy phase took {copy_phase:.2} s; {count} chunks' statements took {sum:.3} s"
+    );
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}

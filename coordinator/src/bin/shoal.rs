@@ -221,6 +221,19 @@ struct LimitArgs {
     /// latency then wins over the copy's speed.
     #[arg(long, default_value_t = 0.0, value_parser = parse_latency_factor)]
     max_latency_factor: f64,
+    /// After each chunk, rest this many times as long as its statement took (gh-ost's nice
+    /// ratio; 19: the copy runs a twentieth of the time), and pace the checksum the same way
+    /// (0: off).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_nice_ratio)]
+    nice_ratio: f64,
+}
+
+/// `--nice-ratio`: from 0 to 100.
+fn parse_nice_ratio(value: &str) -> Result<f64, String> {
+    let ratio: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    shoal_common::throttle::percent_of_nice_ratio(ratio).map(|_| ratio)
 }
 
 /// `--max-latency-factor`: 0 or a factor above 1.
@@ -240,6 +253,8 @@ impl LimitArgs {
             max_history_list_length: self.max_history_list_length,
             // Checked when parsed.
             max_latency_percent: shoal_common::throttle::percent_of_factor(self.max_latency_factor)
+                .unwrap_or(0),
+            nice_percent: shoal_common::throttle::percent_of_nice_ratio(self.nice_ratio)
                 .unwrap_or(0),
         }
     }
@@ -788,6 +803,7 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
                 max_threads_running: args.limits.max_threads_running,
                 max_history_list_length: args.limits.max_history_list_length,
                 max_latency_factor: args.limits.max_latency_factor,
+                nice_ratio: args.limits.nice_ratio,
                 ..Default::default()
             }),
         }),

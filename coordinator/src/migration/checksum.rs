@@ -8,7 +8,8 @@
 //! fence, then its deferred changes applied) and the pass repeats. Cut-over needs one full pass
 //! with zero mismatches; after three failing passes the migration fails, naming the range.
 //! Under a latency limit (`--max-latency-factor`) ranges span a few copy chunks and each round
-//! of them first waits, at most a second, while the latency gate holds.
+//! of them first waits, at most a second, while the latency gate holds. With `--nice-ratio` the
+//! ranges are as small, and each round is followed by a rest in proportion to its time.
 //!
 //! Transitions: Checksum → CutOver on a clean pass; → ErrCleanup after three failing passes.
 //!
@@ -103,8 +104,10 @@ impl Migration {
         let mut planner = planning::new_planner(&mut sessions[0], &source, rows, &self.key).await?;
         let keys = planner.key_span().unwrap_or(rows);
         let mut span = checksum_span(keys, threads);
-        if gate.is_some() {
-            // Small ranges, so that the gate can pace them: a few copy chunks' worth.
+        let nice = self.options.limits.nice_percent;
+        if gate.is_some() || nice > 0 {
+            // Small ranges, so that the gate or the nice ratio can pace them: a few copy
+            // chunks' worth.
             span = span.min(self.sizer.size().saturating_mul(PACED_RANGE_CHUNKS));
         }
         let mut ranges = Vec::new();
@@ -131,6 +134,7 @@ impl Migration {
                 self.wait_for_gate(monitor, &mut hold_log).await?;
             }
             let phase = self.phase().clone();
+            let started = Instant::now();
             let digests = join_all(batch.into_iter().map(|(session, range)| {
                 let span = tracing::info_span!(
                     parent: &phase,
@@ -181,6 +185,8 @@ impl Migration {
                 }
             }
             self.check_cancelled()?;
+            // `--nice-ratio`: rest in proportion to the round's time (the snapshots stay open).
+            tokio::time::sleep(shoal_common::throttle::rest_after(started.elapsed(), nice)).await;
         }
         for mut session in sessions {
             session.query_drop("COMMIT").await?;

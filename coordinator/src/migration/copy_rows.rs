@@ -401,6 +401,9 @@ impl Migration {
             .collect();
         let throttle = self.start_throttle();
         let mut hold_log = super::throttle::HoldLog::default();
+        // `--nice-ratio`: no chunk is handed out before this (set by each completion).
+        let mut rest_until = std::time::Instant::now();
+        let nice = self.options.limits.nice_percent;
         loop {
             self.check_cancelled()?;
             let intents = *self.intents.borrow();
@@ -415,11 +418,14 @@ impl Migration {
                 return Err(Error::Throttle(reason.clone()));
             }
             self.publish_throttled(verdict.held(), &mut hold_log);
-            // A chunk queued per slot keeps the workers busy; under a latency limit, none is
-            // queued, so that a hold stops the copy within one chunk.
-            let window = if intents.paused || verdict.held().is_some() {
+            // A chunk queued per slot keeps the workers busy; under a latency limit or a nice
+            // ratio, none is queued, so that a hold or a rest stops the copy within one chunk.
+            let window = if intents.paused
+                || verdict.held().is_some()
+                || std::time::Instant::now() < rest_until
+            {
                 0
-            } else if self.options.limits.max_latency_percent > 0 {
+            } else if self.options.limits.max_latency_percent > 0 || nice > 0 {
                 intents.threads.max(1) as usize
             } else {
                 (intents.threads.max(1) as usize) * 2
@@ -532,6 +538,12 @@ impl Migration {
                     tracing::debug!(migration_id = %self.options.id, size, "chunk size changed");
                 }
                 let now = std::time::Instant::now();
+                rest_until = rest_until.max(
+                    now + shoal_common::throttle::rest_after(
+                        completion.outcome.statement_time,
+                        nice,
+                    ),
+                );
                 self.recent_workers.insert(completion.worker.clone(), now);
                 self.recent_workers
                     .retain(|_, seen| now.duration_since(*seen) < RECENT_WORKER);

@@ -548,13 +548,14 @@ impl Migration {
     }
 
     /// Whether the copy runs without the shadow table's plain secondary indexes. Not when the
-    /// migration holds its copy for replicas or the application's latency: the index build is
+    /// migration holds or paces its copy for replicas or the application: the index build is
     /// one statement, which replicas replay serially (lagging by its time) and which no throttle
     /// can pause.
     pub(super) fn defers_indexes(&self) -> bool {
         !self.options.keep_secondary_indexes
             && self.options.replicas.is_empty()
             && self.options.limits.max_latency_percent == 0
+            && self.options.limits.nice_percent == 0
     }
 
     /// `RestoreSecondaryIndexes`: adds back the indexes the copy ran without (those the shadow

@@ -117,6 +117,7 @@ impl Migration {
                 max_threads_running: 0,
                 max_history_list_length: 0,
                 max_latency_percent: percent,
+                nice_percent: 0,
             };
             self.start_monitor(limits, Vec::new())
         })

@@ -11,8 +11,8 @@
 //! - pt-online-schema-change (Debian's percona-toolkit), when installed;
 //! - a second ALTER that also adds an index (offline copy, shoal with and without
 //!   `--keep-secondary-indexes`, pt-osc);
-//! - the application's view: sysbench at 100 tps alone and beside shoal (plain, gentle, and
-//!   under the latency gate) and pt-osc;
+//! - the application's view: sysbench at 100 tps alone and beside shoal (plain, gentle, under
+//!   the latency gate, and paced by a nice ratio) and pt-osc;
 //! - the coordinator's and workers' peak RSS migrating two table sizes under a writer;
 //! - where the server's CPU goes (`perf record` of mariadbd) in chosen cases.
 //!
@@ -23,7 +23,8 @@
 //! `--skip-sysbench`, `--skip-perf`, `--quick` (only the fleet with server copy and two
 //! workers, with its time and CPU profile), `--rss-rows A,B` (the peak-RSS case's table sizes,
 //! default 200000,1000000), `--only-rss` (only that case), `--no-docs` (leave the docs alone),
-//! `--only-throttle` (only sysbench alone and the latency-throttled case).
+//! `--only-throttle` (only sysbench alone and the paced cases: the latency gate and the nice
+//! ratio), `--throttle-chunk-time T`, `--latency-factor F`, `--nice-ratio R` (their settings).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,11 +88,12 @@ struct Args {
     no_docs: bool,
     /// Skip the `perf` profiles of the server.
     skip_perf: bool,
-    /// Only sysbench alone and the latency-throttled case, for iterating on the throttle.
+    /// Only sysbench alone and the paced cases, for iterating on the throttle.
     only_throttle: bool,
-    /// The latency-throttled case's chunk time and latency factor.
+    /// The paced cases' chunk time, latency factor and nice ratio.
     throttle_chunk_time: String,
     latency_factor: String,
+    nice_ratio: String,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -108,6 +110,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only_throttle: false,
         throttle_chunk_time: "100ms".to_owned(),
         latency_factor: "2".to_owned(),
+        nice_ratio: "19".to_owned(),
     };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -135,11 +138,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--latency-factor" => {
                 args.latency_factor = iter.next().context("--latency-factor F")?;
             }
+            "--nice-ratio" => args.nice_ratio = iter.next().context("--nice-ratio R")?,
             other => {
                 bail!(
                     "unknown argument {other}; use --rows N, --reps R, --skip-ptosc, \
                      --skip-sysbench, --skip-perf, --quick, --rss-rows A,B, --only-rss, --no-docs, \
-                     --only-throttle, --throttle-chunk-time T, --latency-factor F"
+                     --only-throttle, --throttle-chunk-time T, --latency-factor F, --nice-ratio R"
                 )
             }
         }
@@ -564,9 +568,17 @@ where
 /// Byte budgets per copy chunk compared with the adaptive sizing (Spirit's alternative).
 const BYTE_BUDGETS_MIB: [u64; 3] = [2, 8, 32];
 
-/// The application's view beside the latency-throttled fleet (1 worker × 1 slot, chunks of
-/// `--throttle-chunk-time`, `--max-latency-factor` `--latency-factor`). Its time under load cannot be known
-/// beforehand (the throttle stretches it), and sysbench reports only at the end of a fixed
+/// The paced cases under load: the latency gate, and the nice ratio.
+fn pacings(args: &Args) -> [[&str; 2]; 2] {
+    [
+        ["--max-latency-factor", args.latency_factor.as_str()],
+        ["--nice-ratio", args.nice_ratio.as_str()],
+    ]
+}
+
+/// The application's view beside a paced fleet (1 worker × 1 slot, chunks of
+/// `--throttle-chunk-time`, `pacing`: the latency gate or the nice ratio). Its time under load
+/// cannot be known beforehand (the gate stretches it), and sysbench reports only at the end of a fixed
 /// window: it runs once to learn that time, then again with the window set to the last time
 /// until the migration fits its window within 10% (three attempts at most), so that the
 /// reported window is the migration's. Returns the idle seconds and the last attempt's view.
@@ -577,14 +589,15 @@ async fn throttled_case(
     servers: &[(&str, u32)],
     port: u16,
     args: &Args,
+    pacing: [&str; 2],
 ) -> anyhow::Result<(String, f64, AppView, f64, Profile)> {
     let rows = args.rows;
-    let (chunk_time, factor) = (&args.throttle_chunk_time, &args.latency_factor);
+    let chunk_time = &args.throttle_chunk_time;
     let extra = [
         "--target-chunk-time",
         chunk_time.as_str(),
-        "--max-latency-factor",
-        factor.as_str(),
+        pacing[0],
+        pacing[1],
     ];
     let case = FleetCase {
         workers: 1,
@@ -594,8 +607,8 @@ async fn throttled_case(
         extra: &extra,
     };
     let name = format!(
-        "shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks, --max-latency-factor \
-         {factor}"
+        "shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks, {} {}",
+        pacing[0], pacing[1]
     );
     reset(connection).await?;
     eprintln!("bench: {name}, idle");
@@ -1006,27 +1019,30 @@ async fn main() -> anyhow::Result<()> {
     if args.only_throttle {
         wait_clean(&mut connection).await?;
         let alone = sysbench_finish(sysbench_start(mariadb.info.port, args.rows, 20)?, 20.0)?;
-        let (name, idle, view, seconds, profile) = throttled_case(
-            &mut connection,
-            &redis.info.url(),
-            &dsn,
-            &servers,
-            mariadb.info.port,
-            &args,
-        )
-        .await?;
         println!("sysbench alone: {alone:?}");
-        println!(
-            "{name}: idle {idle:.1} s; under load {seconds:.1} s; {}",
-            profile.line()
-        );
-        for line in &view.per_second {
-            println!("  {line}");
+        for pacing in pacings(&args) {
+            let (name, idle, view, seconds, profile) = throttled_case(
+                &mut connection,
+                &redis.info.url(),
+                &dsn,
+                &servers,
+                mariadb.info.port,
+                &args,
+                pacing,
+            )
+            .await?;
+            println!(
+                "{name}: idle {idle:.1} s; under load {seconds:.1} s; {}",
+                profile.line()
+            );
+            for line in &view.per_second {
+                println!("  {line}");
+            }
+            println!(
+                "  tps {:.1}, p95 {:.2} ms, p99 {:.2} ms, max {:.1} ms over {:.0} s",
+                view.tps, view.p95_ms, view.p99_ms, view.max_ms, view.window
+            );
         }
-        println!(
-            "  tps {:.1}, p95 {:.2} ms, p99 {:.2} ms, max {:.1} ms over {:.0} s",
-            view.tps, view.p95_ms, view.p99_ms, view.max_ms, view.window
-        );
         return Ok(());
     }
 
@@ -1420,25 +1436,27 @@ async fn main() -> anyhow::Result<()> {
                 Some(seconds),
             ));
         }
-        let (name, idle, view, seconds, _) = throttled_case(
-            &mut connection,
-            &redis.info.url(),
-            &dsn,
-            &servers,
-            mariadb.info.port,
-            &args,
-        )
-        .await?;
-        results.push((format!("{name} (idle, once)"), idle));
-        app.push((
-            format!(
-                "during shoal fleet, 1 worker × 1 slot, {} chunks, --max-latency-factor {} \
-                 (window = its time under load)",
-                args.throttle_chunk_time, args.latency_factor
-            ),
-            view,
-            Some(seconds),
-        ));
+        for pacing in pacings(&args) {
+            let (name, idle, view, seconds, _) = throttled_case(
+                &mut connection,
+                &redis.info.url(),
+                &dsn,
+                &servers,
+                mariadb.info.port,
+                &args,
+                pacing,
+            )
+            .await?;
+            results.push((format!("{name} (idle, once)"), idle));
+            app.push((
+                format!(
+                    "during {} (window = its time under load)",
+                    name.trim_start_matches("shoal fleet: server copy, ")
+                ),
+                view,
+                Some(seconds),
+            ));
+        }
         if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
             && !args.skip_ptosc
         {
