@@ -165,7 +165,7 @@ pub struct MigrationOptions {
     /// Skip the INSTANT attempt.
     pub no_instant: bool,
     /// Copy with the shadow table's secondary indexes in place (by default plain ones are
-    /// dropped for the copy and built afterwards, unless replicas or latency are watched).
+    /// dropped for the copy and built afterwards, unless the copy is throttled or paced).
     pub keep_secondary_indexes: bool,
     /// Bound on shoal's lock waits (DDL, fence bumps, cut-over).
     pub lock_wait_timeout: Duration,

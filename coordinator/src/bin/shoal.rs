@@ -180,8 +180,9 @@ struct SubmitArgs {
     #[arg(long)]
     no_instant: bool,
     /// Copy with the new table's secondary indexes in place. By default plain (non-unique)
-    /// indexes are built after the copy, which is faster; they are kept anyway when replicas
-    /// or the latency probe are watched (the build replays on replicas in one statement).
+    /// indexes are built after the copy, which is faster; they are kept anyway with replicas
+    /// to watch, the latency gate or a nice ratio (the build is one statement no throttle
+    /// pauses, and replicas replay it serially).
     #[arg(long)]
     keep_secondary_indexes: bool,
     /// Wait before the cut-over until `shoal release ID`, or until the `_shoal_sentinel` table
@@ -314,8 +315,9 @@ struct RunArgs {
     #[arg(long)]
     no_instant: bool,
     /// Copy with the new table's secondary indexes in place. By default plain (non-unique)
-    /// indexes are built after the copy, which is faster; they are kept anyway when replicas
-    /// or the latency probe are watched (the build replays on replicas in one statement).
+    /// indexes are built after the copy, which is faster; they are kept anyway with replicas
+    /// to watch, the latency gate or a nice ratio (the build is one statement no throttle
+    /// pauses, and replicas replay it serially).
     #[arg(long)]
     keep_secondary_indexes: bool,
     /// Bound on shoal's lock waits (DDL, fences, cut-over).

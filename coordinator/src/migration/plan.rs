@@ -213,7 +213,8 @@ impl Migration {
                 } else {
                     format!(
                         "the secondary indexes {} are kept on the shadow table while it is \
-                         copied (replicas or latency are watched, or --keep-secondary-indexes)",
+                         copied (replicas are watched, the latency gate or a nice ratio is on, or \
+                         --keep-secondary-indexes)",
                         names.join(", ")
                     )
                 },
