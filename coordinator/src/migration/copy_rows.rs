@@ -79,6 +79,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 const RECENT_WORKER: Duration = Duration::from_secs(30);
 /// How often the owner looks for completions when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_millis(20);
+/// How often it looks while nothing is in flight and nothing may be handed out (held by the
+/// throttle, paused, or resting for the nice ratio: then until the rest ends, if sooner).
+const QUIET_TICK: Duration = Duration::from_millis(100);
 
 /// A published chunk not yet drained.
 #[derive(Debug, Clone)]
@@ -655,17 +658,41 @@ impl Migration {
                 break;
             }
             self.duties().await?;
-            // Sleep until the next message from the stream or the idle tick.
-            let Some(stream) = self.stream.as_mut() else {
-                return Err(Error::Binlog("the change stream is not running".to_owned()));
+            // Sleep until the next message from the stream or the tick.
+            let quiet = window == 0
+                && in_flight.is_empty()
+                && to_republish.is_empty()
+                && awaiting.is_empty();
+            let tick = if quiet {
+                let rest_left = rest_until.saturating_duration_since(std::time::Instant::now());
+                if rest_left.is_zero() {
+                    QUIET_TICK
+                } else {
+                    rest_left.clamp(IDLE_TICK, QUIET_TICK)
+                }
+            } else {
+                IDLE_TICK
             };
-            if let Ok(received) = tokio::time::timeout(IDLE_TICK, stream.receiver.recv()).await {
-                match received {
-                    Some(message) => self.on_stream_message(message)?,
-                    None => {
+            // While quiet, changes are taken in as they come but the next round waits for the
+            // tick: a round reads the live store, and under write load one came per row event.
+            let deadline = tokio::time::Instant::now() + tick;
+            loop {
+                let Some(stream) = self.stream.as_mut() else {
+                    return Err(Error::Binlog("the change stream is not running".to_owned()));
+                };
+                match tokio::time::timeout_at(deadline, stream.receiver.recv()).await {
+                    Ok(Some(message)) => {
+                        self.on_stream_message(message)?;
+                        if !quiet {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
                         let failure = self.stream_failure().await;
                         self.restart_stream(failure).await?;
+                        break;
                     }
+                    Err(_) => break,
                 }
             }
         }
