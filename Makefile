@@ -34,7 +34,8 @@ demo: deps build
 # shoal vs the server's own copy and pt-online-schema-change, side by side (release build).
 # A full run rewrites the generated part of docs/benchmarks.md.
 # BENCH_ARGS: --rows N, --reps R, --skip-ptosc, --skip-sysbench, --skip-perf, --quick,
-# --rss-rows A,B, --only-rss, --no-docs.
+# --rss-rows A,B, --only-rss, --no-docs, --only-throttle, --throttle-chunk-time T,
+# --latency-factor F, --nice-ratio R.
 bench: deps
 	@missing=""; for tool in pt-online-schema-change:percona-toolkit sysbench:sysbench perf:linux-perf; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
