@@ -186,7 +186,10 @@ impl Migration {
             }
             self.check_cancelled()?;
             // `--nice-ratio`: rest in proportion to the round's time (the snapshots stay open).
-            tokio::time::sleep(shoal_common::throttle::rest_after(started.elapsed(), nice)).await;
+            if nice > 0 {
+                tokio::time::sleep(shoal_common::throttle::rest_after(started.elapsed(), nice))
+                    .await;
+            }
         }
         for mut session in sessions {
             session.query_drop("COMMIT").await?;
