@@ -103,7 +103,7 @@ fn parse_args() -> anyhow::Result<Args> {
         skip_ptosc: false,
         skip_sysbench: false,
         quick: false,
-        rss_rows: vec![200_000, 1_000_000],
+        rss_rows: vec![1_000_000, 5_000_000],
         only_rss: false,
         no_docs: false,
         skip_perf: false,
@@ -576,12 +576,8 @@ fn pacings(args: &Args) -> [[&str; 2]; 2] {
     ]
 }
 
-/// The application's view beside a paced fleet (1 worker × 1 slot, chunks of
-/// `--throttle-chunk-time`, `pacing`: the latency gate or the nice ratio). Its time under load
-/// cannot be known beforehand (the gate stretches it), and sysbench reports only at the end of a fixed
-/// window: it runs once to learn that time, then again with the window set to the last time
-/// until the migration fits its window within 10% (three attempts at most), so that the
-/// reported window is the migration's. Returns the idle seconds and the last attempt's view.
+/// A paced fleet (1 worker × 1 slot, chunks of `--throttle-chunk-time`, `pacing`: the latency
+/// gate or the nice ratio) idle and under load; see [`fitted_case`].
 async fn throttled_case(
     connection: &mut Conn,
     redis_url: &str,
@@ -591,7 +587,6 @@ async fn throttled_case(
     args: &Args,
     pacing: [&str; 2],
 ) -> anyhow::Result<(String, f64, AppView, f64, Profile)> {
-    let rows = args.rows;
     let chunk_time = &args.throttle_chunk_time;
     let extra = [
         "--target-chunk-time",
@@ -610,13 +605,38 @@ async fn throttled_case(
         "shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks, {} {}",
         pacing[0], pacing[1]
     );
+    let (idle, view, seconds, profile) = fitted_case(
+        connection, redis_url, dsn, servers, port, args.rows, &name, &case,
+    )
+    .await?;
+    Ok((name, idle, view, seconds, profile))
+}
+
+/// The application's view beside a fleet case, in a window that is the migration's own. Its
+/// time under load cannot be known beforehand (a throttle stretches it, the load slows it), and
+/// sysbench reports only at the end of a fixed window: the case runs idle once, then under load
+/// to learn its time, then again with the window set to the last time until the migration fits
+/// its window within 10% (three attempts at most), so that quiet seconds after the migration do
+/// not dilute the percentiles. Returns the idle seconds and the last attempt's view, time and
+/// profile.
+#[allow(clippy::too_many_arguments)]
+async fn fitted_case(
+    connection: &mut Conn,
+    redis_url: &str,
+    dsn: &str,
+    servers: &[(&str, u32)],
+    port: u16,
+    rows: u64,
+    name: &str,
+    case: &FleetCase<'_>,
+) -> anyhow::Result<(f64, AppView, f64, Profile)> {
     reset(connection).await?;
     eprintln!("bench: {name}, idle");
-    let (idle, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    let (idle, _, _) = fleet_run(redis_url, dsn, case, servers).await?;
     reset(connection).await?;
     eprintln!("bench: sysbench during {name}, learning its time");
     let load = sysbench_start(port, rows, idle.ceil() as u64)?;
-    let (mut learnt, _, _) = fleet_run(redis_url, dsn, &case, servers).await?;
+    let (mut learnt, _, _) = fleet_run(redis_url, dsn, case, servers).await?;
     sysbench_finish(load, idle.ceil())?;
     let mut attempt = 1;
     let (view, seconds, profile) = loop {
@@ -624,7 +644,7 @@ async fn throttled_case(
         let window = learnt.ceil() as u64;
         eprintln!("bench: sysbench during {name} ({window} s window, attempt {attempt})");
         let load = sysbench_start(port, rows, window)?;
-        let (seconds, _, profile) = fleet_run(redis_url, dsn, &case, servers).await?;
+        let (seconds, _, profile) = fleet_run(redis_url, dsn, case, servers).await?;
         let view = sysbench_finish(load, window as f64)?;
         // A window much longer than the migration would dilute the figures with quiet
         // seconds, a shorter one would miss its end: within 10%, or the third attempt.
@@ -635,7 +655,7 @@ async fn throttled_case(
         attempt += 1;
     };
     reset(connection).await?;
-    Ok((name, idle, view, seconds, profile))
+    Ok((idle, view, seconds, profile))
 }
 
 /// One fleet configuration: worker processes, slots per worker (the migration's `--threads` is
@@ -856,6 +876,166 @@ fn print_rss(report: &mut String, rss: &[(u64, f64, Peaks)]) {
              ≤ 1.20); worker: {:.2}",
             large.coordinator as f64 / small.coordinator as f64,
             large.worker as f64 / small.worker as f64
+        );
+    }
+}
+
+/// shoal's default configuration (adaptive chunks, server copy, deferred indexes): the cases the
+/// idle targets are read from.
+fn is_default_case(name: &str) -> bool {
+    let run = name
+        .strip_prefix("shoal run: server copy, --threads ")
+        .is_some_and(|threads| threads.parse::<u32>().is_ok());
+    let fleet = name
+        .strip_prefix("shoal fleet: server copy, ")
+        .and_then(|rest| rest.strip_suffix(" worker(s) × 2 slots"))
+        .is_some_and(|workers| workers.parse::<u32>().is_ok());
+    run || fleet
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+/// The issue's targets, read from this run's figures.
+struct Figures<'a> {
+    results: &'a [(String, f64)],
+    profiles: &'a [(String, Profile)],
+    app: &'a [(String, AppView, Option<f64>)],
+    idle_of: &'a [(String, f64)],
+    same_hash_scan: f64,
+    rss: &'a [(u64, f64, Peaks)],
+}
+
+fn print_targets(report: &mut String, figures: &Figures) {
+    let seconds_of = |name: &str| {
+        figures
+            .results
+            .iter()
+            .find(|(case, _)| case == name)
+            .map(|(_, seconds)| *seconds)
+    };
+    out!(report, "\n### Against the issue's targets (this run)\n");
+    out!(report, "| target | figure | |");
+    out!(report, "|---|---|---|");
+    let best = figures
+        .results
+        .iter()
+        .filter(|(name, _)| is_default_case(name))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((best_name, best)) = best {
+        if let Some(ptosc) = seconds_of("pt-online-schema-change 3.x (default chunking)") {
+            out!(
+                report,
+                "| idle: faster than pt-osc's default | best default shoal ({best_name}) {best:.1} s \
+                 / pt-osc {ptosc:.1} s = {:.2} | {} |",
+                best / ptosc,
+                verdict(*best < ptosc)
+            );
+        }
+        if let Some(insert) = seconds_of("server: INSERT INTO copy SELECT * (one transaction)") {
+            out!(
+                report,
+                "| idle: ≤ 1.1× the server's `INSERT … SELECT` | {best:.1} / {insert:.1} s = {:.2} | {} |",
+                best / insert,
+                verdict(*best <= 1.1 * insert)
+            );
+        }
+        if let Some(floor) = seconds_of("server: ALTER … ALGORITHM=COPY (offline, blocks writes)")
+        {
+            out!(
+                report,
+                "| idle: distance to the offline `ALGORITHM=COPY` floor (reported) | {best:.1} / \
+                 {floor:.1} s = {:.2} | - |",
+                best / floor
+            );
+        }
+    }
+    let checksum_ratios: Vec<f64> = figures
+        .profiles
+        .iter()
+        .filter(|(name, _)| is_default_case(name))
+        .filter_map(|(_, profile)| {
+            profile
+                .phases
+                .iter()
+                .find(|(phase, _)| phase.eq_ignore_ascii_case("checksum"))
+                .map(|(_, seconds)| seconds / figures.same_hash_scan)
+        })
+        .collect();
+    if let Some(worst) = checksum_ratios.iter().copied().reduce(f64::max) {
+        let least = checksum_ratios.iter().copied().fold(worst, f64::min);
+        out!(
+            report,
+            "| checksum phase ≤ 3× one raw scan with the same hash | {least:.2}–{worst:.2}× over \
+             the default cases | {} |",
+            verdict(worst <= 3.0)
+        );
+    }
+    let cutover = figures
+        .profiles
+        .iter()
+        .flat_map(|(_, profile)| &profile.phases)
+        .filter(|(phase, _)| phase.replace('_', "").eq_ignore_ascii_case("cutover"))
+        .map(|(_, seconds)| *seconds)
+        .fold(0.0, f64::max);
+    let shoal_max = figures
+        .app
+        .iter()
+        .filter(|(name, _, _)| figures.idle_of.iter().any(|(case, _)| case == name))
+        .map(|(_, view, _)| view.max_ms)
+        .fold(0.0, f64::max);
+    out!(
+        report,
+        "| cut-over blocks writes < 1 s | longest cut-over phase {cutover:.2} s; the application's \
+         max latency in every shoal window ≤ {shoal_max:.0} ms | {} |",
+        verdict(cutover < 1.0 && shoal_max < 1000.0)
+    );
+    if let [(small_rows, _, small), (large_rows, _, large)] = figures.rss {
+        let ratio = large.coordinator as f64 / small.coordinator as f64;
+        out!(
+            report,
+            "| coordinator peak RSS at 5M rows ≤ 1.2× at 1M | {large_rows} / {small_rows} rows: \
+             {ratio:.2} | {} |",
+            if *small_rows == 1_000_000 && *large_rows == 5_000_000 {
+                verdict(ratio <= 1.2)
+            } else {
+                "not the target's sizes"
+            }
+        );
+    }
+    let Some((_, alone, _)) = figures
+        .app
+        .iter()
+        .find(|(name, _, _)| name == "sysbench alone")
+    else {
+        return;
+    };
+    out!(
+        report,
+        "\nUnder the fixed 100 tps load (targets: tps ≥ 0.97× alone, whole-window p95 ≤ 2× alone, \
+         max ≤ 1 s, time under load ≤ 1.5× the same configuration idle):\n"
+    );
+    out!(
+        report,
+        "| case | tps × alone | p95 × alone | max ms | under load / idle s | all four |"
+    );
+    out!(report, "|---|---:|---:|---:|---:|---|");
+    for (name, view, seconds) in figures.app {
+        let (Some((_, idle)), Some(seconds)) = (
+            figures.idle_of.iter().find(|(case, _)| case == name),
+            seconds,
+        ) else {
+            continue;
+        };
+        let tps = view.tps / alone.tps;
+        let p95 = view.p95_ms / alone.p95_ms;
+        let time = seconds / idle;
+        out!(
+            report,
+            "| {name} | {tps:.2} | {p95:.2} | {:.0} | {seconds:.1} / {idle:.1} = {time:.2} | {} |",
+            view.max_ms,
+            verdict(tps >= 0.97 && p95 <= 2.0 && view.max_ms <= 1000.0 && time <= 1.5)
         );
     }
 }
@@ -1357,6 +1537,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The application's view: sysbench at a fixed 100 tps alone, during shoal, during pt-osc.
     let mut app: Vec<(String, AppView, Option<f64>)> = Vec::new();
+    // Each shoal case under load with its idle time (the same configuration without the load).
+    let mut idle_of: Vec<(String, f64)> = Vec::new();
     if args.skip_sysbench {
         eprintln!("bench: application view skipped");
     } else {
@@ -1381,19 +1563,62 @@ async fn main() -> anyhow::Result<()> {
             alone_case,
         )
         .await?;
-        reset(&mut connection).await?;
-        eprintln!("bench: sysbench during shoal (fleet, server copy, 2 workers)");
+        // The fleet as in the idle cases (2 workers × 2 slots), then gentle ones: one copy at a
+        // time (a core left to the application), chunks sized for 500 ms and 100 ms statements.
+        for (name, case) in [
+            (
+                "shoal fleet: server copy, 2 worker(s) × 2 slots",
+                FleetCase::of(2, "server"),
+            ),
+            (
+                "shoal fleet: server copy, 1 worker × 1 slot, 500ms chunks",
+                FleetCase {
+                    slots: 1,
+                    extra: &["--target-chunk-time", "500ms"],
+                    ..FleetCase::of(1, "server")
+                },
+            ),
+            (
+                "shoal fleet: server copy, 1 worker × 1 slot, 100ms chunks",
+                FleetCase {
+                    slots: 1,
+                    extra: &["--target-chunk-time", "100ms"],
+                    ..FleetCase::of(1, "server")
+                },
+            ),
+        ] {
+            let (idle, view, seconds, profile) = fitted_case(
+                &mut connection,
+                &redis.info.url(),
+                &dsn,
+                &servers,
+                port,
+                rows,
+                name,
+                &case,
+            )
+            .await?;
+            profiles.push((format!("under load: {name}"), profile));
+            if case.workers == 1 {
+                results.push((format!("{name} (idle, once)"), idle));
+            }
+            let during = format!(
+                "during {} (window = its time under load)",
+                name.trim_start_matches("shoal fleet: server copy, ")
+            );
+            idle_of.push((during.clone(), idle));
+            app.push((during, view, Some(seconds)));
+        }
+        // The server's profile beside the fleet, in a separate untimed run.
         let during_case = || {
             let redis_url = redis.info.url();
             let dsn = dsn.clone();
             async move {
                 let load = sysbench_start(port, rows, window)?;
-                let (seconds, _, _) =
-                    fleet_run(&redis_url, &dsn, &FleetCase::of(2, "server"), &servers).await?;
-                anyhow::Ok((sysbench_finish(load, window as f64)?, seconds))
+                fleet_run(&redis_url, &dsn, &FleetCase::of(2, "server"), &servers).await?;
+                sysbench_finish(load, window as f64)
             }
         };
-        let (view, seconds) = during_case().await?;
         profile_once(
             &args,
             server,
@@ -1403,41 +1628,8 @@ async fn main() -> anyhow::Result<()> {
             during_case,
         )
         .await?;
-        app.push((
-            "during shoal fleet, 2 workers × 2 slots".to_owned(),
-            view,
-            Some(seconds),
-        ));
-        // Gentle: one copy at a time (a core left to the application), chunks sized for 100 ms
-        // statements (shorter locks and binlog writes per commit).
-        // Each is first timed idle; its window is 1.5× that.
-        for chunk_time in ["500ms", "100ms"] {
-            let case = FleetCase {
-                workers: 1,
-                slots: 1,
-                copy_mode: "server",
-                alter: ALTER,
-                extra: &["--target-chunk-time", chunk_time],
-            };
-            let name = format!("shoal fleet: server copy, 1 worker × 1 slot, {chunk_time} chunks");
-            reset(&mut connection).await?;
-            eprintln!("bench: {name}, idle");
-            let (idle, _, _) = fleet_run(&redis.info.url(), &dsn, &case, &servers).await?;
-            results.push((format!("{name} (idle, once)"), idle));
-            reset(&mut connection).await?;
-            let window = (idle * 1.5).ceil() as u64;
-            eprintln!("bench: sysbench during {name} ({window} s)");
-            let load = sysbench_start(mariadb.info.port, args.rows, window)?;
-            let (seconds, _, _) = fleet_run(&redis.info.url(), &dsn, &case, &servers).await?;
-            let view = sysbench_finish(load, window as f64)?;
-            app.push((
-                format!("during shoal fleet, 1 worker × 1 slot, {chunk_time} chunks"),
-                view,
-                Some(seconds),
-            ));
-        }
         for pacing in pacings(&args) {
-            let (name, idle, view, seconds, _) = throttled_case(
+            let (name, idle, view, seconds, profile) = throttled_case(
                 &mut connection,
                 &redis.info.url(),
                 &dsn,
@@ -1447,15 +1639,14 @@ async fn main() -> anyhow::Result<()> {
                 pacing,
             )
             .await?;
+            profiles.push((format!("under load: {name}"), profile));
             results.push((format!("{name} (idle, once)"), idle));
-            app.push((
-                format!(
-                    "during {} (window = its time under load)",
-                    name.trim_start_matches("shoal fleet: server copy, ")
-                ),
-                view,
-                Some(seconds),
-            ));
+            let during = format!(
+                "during {} (window = its time under load)",
+                name.trim_start_matches("shoal fleet: server copy, ")
+            );
+            idle_of.push((during.clone(), idle));
+            app.push((during, view, Some(seconds)));
         }
         if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
             && !args.skip_ptosc
@@ -1605,16 +1796,29 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .find(|(phase, _)| phase.eq_ignore_ascii_case("checksum"))
             .map_or(0.0, |(_, seconds)| *seconds);
+        let cpu: f64 = profile.cpu.iter().map(|(_, seconds)| seconds).sum();
         out!(
             report,
-            "- {name}: {}; checksum phase / raw scan with the same hash = {:.2} \
-             (/ the CONCAT_WS scan = {:.2})",
+            "- {name}: {}; {:.0} rows per CPU-second of all of them; checksum phase / raw scan \
+             with the same hash = {:.2} (/ the CONCAT_WS scan = {:.2})",
             profile.line(),
+            args.rows as f64 / cpu.max(0.001),
             checksum / same_hash_scan,
             checksum / raw_scan
         );
     }
     print_rss(&mut report, &rss);
+    print_targets(
+        &mut report,
+        &Figures {
+            results: &results,
+            profiles: &profiles,
+            app: &app,
+            idle_of: &idle_of,
+            same_hash_scan,
+            rss: &rss,
+        },
+    );
     if !server_profiles.is_empty() {
         out!(
             report,
