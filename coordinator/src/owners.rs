@@ -8,13 +8,18 @@
 //! 2. renews the owner lease of each migration it runs (a lost lease deposes it), applies the
 //!    intents operators recorded through any coordinator, and publishes the status;
 //! 3. tries to take over every active migration nobody holds: the new owner resumes from the
-//!    MySQL checkpoint, which fences the old owner (INV-O1).
+//!    MySQL checkpoint, which fences the old owner (INV-O1). The takeover's preparation (its
+//!    preflight on the target) runs beside the rounds, whose renewals keep its lease meanwhile.
 //!
 //! # Invariants
 //! - A migration runs here only while this coordinator holds its owner lease; a deposed or
 //!   shutting-down owner stops without cleanup (shoal's tables stay for the next owner).
 //! - A takeover needs a checkpoint; without one the migration is ended as failed rather than
 //!   started afresh on a table whose state is unknown.
+//! - No round waits on a target server: a slow takeover preflight (a loaded or refusing server)
+//!   must neither let its own lease lapse (another coordinator would take the migration over
+//!   beside it, and the two would kill each other's connections) nor hold up the renewal of
+//!   the other migrations this coordinator owns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,7 +64,7 @@ pub struct OwnerSettings {
     pub max_concurrent_migrations: u32,
 }
 
-/// A migration running on this coordinator.
+/// A migration running on this coordinator, or being taken over by it.
 #[derive(Debug, Clone)]
 struct Owned {
     /// Stops it without cleanup.
@@ -327,7 +332,8 @@ impl Owners {
             .register(&record)
             .await
             .map_err(|error| crate::api::store_status(&error))?;
-        self.start(migration, &record, progress_receiver, cancel)
+        let deposed = self.inner.shutdown.child_token();
+        self.start(migration, &record, progress_receiver, cancel, deposed)
             .await;
         Ok(id)
     }
@@ -355,13 +361,14 @@ impl Owners {
             .map_err(|error| preflight_status(&error))
     }
 
-    /// Runs an owned migration in the background.
+    /// Runs an owned migration in the background; `deposed` stops it without cleanup.
     async fn start(
         &self,
         migration: Migration,
         record: &MigrationRecord,
         progress: watch::Receiver<Progress>,
         cancel: CancellationToken,
+        deposed: CancellationToken,
     ) {
         let id = migration.id().clone();
         let recorded = self.inner.store.intents(&id).await.ok().flatten();
@@ -379,7 +386,6 @@ impl Owners {
         }
         let (intents_sender, intents_receiver) = watch::channel(intents);
         let (outcome_sender, outcome) = watch::channel(Outcome::Running);
-        let deposed = self.inner.shutdown.child_token();
         let entry = Entry {
             spec: spec_of(record),
             progress,
@@ -616,7 +622,16 @@ impl Owners {
                     .iter()
                     .any(|active| active.id == record.id)
                 {
-                    self.take_over(id, record).await;
+                    // Owned (so renewed by the next rounds) while it prepares beside them.
+                    let deposed = self.inner.shutdown.child_token();
+                    self.owned().insert(
+                        id.clone(),
+                        Owned {
+                            deposed: deposed.clone(),
+                        },
+                    );
+                    let owners = self.clone();
+                    tokio::spawn(async move { owners.take_over(id, record, deposed).await });
                 } else {
                     store.disown(&id, &settings.owner).await?;
                 }
@@ -625,9 +640,15 @@ impl Owners {
         Ok(())
     }
 
-    /// Resumes an orphaned migration from its checkpoint.
-    async fn take_over(&self, id: MigrationId, record: MigrationRecord) {
+    /// Resumes an orphaned migration from its checkpoint (already in `owned`, with `deposed`).
+    async fn take_over(
+        &self,
+        id: MigrationId,
+        record: MigrationRecord,
+        deposed: CancellationToken,
+    ) {
         info!(migration_id = %id, "taking the migration over");
+        shoal_worker::failpoint::hit("owners.take_over", id.as_str()).await;
         let store = &self.inner.store;
         let owner = &self.inner.settings.owner;
         let (progress, progress_receiver) = watch::channel(Progress::default());
@@ -645,8 +666,16 @@ impl Owners {
             Err(error) => Err(error),
         };
         match prepared {
+            Ok(_) if deposed.is_cancelled() => {
+                // The lease was lost, the store lost its data, or this coordinator is stopping.
+                info!(migration_id = %id, "deposed while preparing the takeover; not starting it");
+                if self.inner.shutdown.is_cancelled() {
+                    let _ = store.disown(&id, owner).await;
+                }
+                self.owned().remove(&id);
+            }
             Ok(migration) if migration.resumed_intents().is_some() => {
-                self.start(migration, &record, progress_receiver, cancel)
+                self.start(migration, &record, progress_receiver, cancel, deposed)
                     .await;
             }
             Ok(_) => {
@@ -672,11 +701,13 @@ impl Owners {
                 self.publish(&id, &entry).await;
                 let _ = store.finish(&id).await;
                 let _ = store.disown(&id, owner).await;
+                self.owned().remove(&id);
             }
             Err(error) => {
                 // Perhaps a target this coordinator cannot reach: leave it to another replica.
                 warn!(migration_id = %id, %error, "cannot take the migration over; releasing it");
                 let _ = store.disown(&id, owner).await;
+                self.owned().remove(&id);
             }
         }
     }

@@ -19,7 +19,8 @@ use shoal_tests::servers::{TestDatabase, unique_name};
 use shoal_tests::wait;
 use shoal_tests::writer;
 
-/// Buffered copy with each chunk's read followed by a pause, so that a crash lands mid-copy.
+/// Buffered copy with each chunk's read followed by a pause, so that a crash lands mid-copy
+/// (with fixed 1,000-key chunks: `--target-chunk-time 0`, which the tests using it pass).
 const SLOW_COPY: &str = "copy.after_read=sleep(100)";
 
 async fn kill(process: &mut ShoalProcess) {
@@ -31,7 +32,7 @@ async fn kill(process: &mut ShoalProcess) {
 async fn a_crash_early_in_the_copy_resumes_from_the_checkpoint_written_by_initial() {
     let (database, ledger) = seeded("resume_early", 60_000).await;
     let writer = start_writer(&database, ledger, 31).await;
-    let flags = ["--copy-mode", "buffered"];
+    let flags = ["--copy-mode", "buffered", "--target-chunk-time", "0"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
     wait_for_shadow_rows(&database, 4_000).await;
     kill(&mut first).await;
@@ -81,7 +82,7 @@ async fn a_crash_early_in_the_copy_resumes_from_the_checkpoint_written_by_initia
 async fn deferred_indexes_survive_a_crash_in_the_copy_and_one_after_their_build() {
     let (database, ledger) = seeded("resume_indexes", 60_000).await;
     let writer = start_writer(&database, ledger, 38).await;
-    let flags = ["--copy-mode", "buffered"];
+    let flags = ["--copy-mode", "buffered", "--target-chunk-time", "0"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
     wait_for_shadow_rows(&database, 4_000).await;
     let mut connection = database.connect().await.unwrap();
@@ -188,7 +189,7 @@ async fn a_purged_binlog_fails_with_strict_and_starts_afresh_without() {
         .unwrap();
     let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
     let writer = start_writer(&database, ledger, 33).await;
-    let flags = ["--copy-mode", "buffered"];
+    let flags = ["--copy-mode", "buffered", "--target-chunk-time", "0"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
     wait_for_shadow_rows(&database, 2_000).await;
     kill(&mut first).await;
@@ -261,7 +262,14 @@ async fn a_dropped_checkpoint_table_stops_the_migration_and_leaves_the_table_int
     let mut run = shoal_run(
         &database,
         ALTER,
-        &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
+        &[
+            "--copy-mode",
+            "buffered",
+            "--target-chunk-time",
+            "0",
+            "--checkpoint-interval",
+            "1s",
+        ],
         SLOW_COPY,
     );
     wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
@@ -303,7 +311,14 @@ async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes()
     let mut run = shoal_run(
         &database,
         ALTER,
-        &["--copy-mode", "buffered", "--checkpoint-interval", "1s"],
+        &[
+            "--copy-mode",
+            "buffered",
+            "--target-chunk-time",
+            "0",
+            "--checkpoint-interval",
+            "1s",
+        ],
         SLOW_COPY,
     );
     let saved = wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
@@ -400,7 +415,7 @@ async fn a_stream_lagging_behind_the_copy_still_migrates_exactly_without_repairs
 async fn sigterm_checkpoints_and_the_same_command_resumes() {
     let (database, ledger) = seeded("resume_sigterm", 60_000).await;
     let writer = start_writer(&database, ledger, 37).await;
-    let flags = ["--copy-mode", "buffered"];
+    let flags = ["--copy-mode", "buffered", "--target-chunk-time", "0"];
     let mut first = shoal_run(&database, ALTER, &flags, SLOW_COPY);
     wait_for_shadow_rows(&database, 6_000).await;
     first.signal(Signal::SIGTERM).unwrap();
@@ -429,7 +444,7 @@ async fn sigterm_checkpoints_and_the_same_command_resumes() {
 async fn a_killed_binlog_stream_is_restarted_and_the_migration_completes() {
     let (database, ledger) = seeded("stream_killed", 60_000).await;
     let writer = start_writer(&database, ledger, 35).await;
-    let flags = ["--copy-mode", "buffered"];
+    let flags = ["--copy-mode", "buffered", "--target-chunk-time", "0"];
     let mut run = shoal_run(&database, ALTER, &flags, SLOW_COPY);
     wait_for_shadow_rows(&database, 4_000).await;
     let mut connection = database.connect().await.unwrap();

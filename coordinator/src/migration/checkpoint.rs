@@ -383,6 +383,17 @@ impl Migration {
         let mut watcher = self.connect().await?;
         while !raise.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.deposed.is_cancelled() {
+                // Given up meanwhile (lease lost, store lost, shutdown): kill nobody, and stop the
+                // raise on the server (a dropped client does not end a statement waiting for a
+                // lock). Had it committed already, an owner raising to the same epoch is refused
+                // and the migration is taken over again once that owner's lease runs out.
+                let _ = watcher.exec_drop("KILL QUERY ?", (updater_id,)).await;
+                let _ = raise.await;
+                return Err(Error::Deposed(
+                    "deposed while raising the owner epoch".to_owned(),
+                ));
+            }
             let blockers: Vec<u64> = watcher
                 .exec(
                     "SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w \

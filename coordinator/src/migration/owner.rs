@@ -616,6 +616,13 @@ impl Migration {
         if self.options.take_over
             && let Some(saved) = &self.resume
         {
+            // Killing for a takeover this coordinator has already given up would hit the owner
+            // that replaced it.
+            if self.deposed.is_cancelled() {
+                return Err(Error::Deposed(
+                    "deposed before taking the migration's lock".to_owned(),
+                ));
+            }
             // A stalled previous owner still holds the lock: kill its connection (only if the
             // checkpoint names it as the previous owner's).
             let holder: Option<Option<u64>> = connection
