@@ -20,6 +20,11 @@ use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::wait;
 use shoal_tests::writer::{Ledger, Writer};
 
+/// Buffered copy in fixed 1,000-key chunks: with the workers' `copy.after_read` pause, the
+/// scenarios below act while much of the table is still to copy (the adaptive sizer's slow
+/// start would otherwise finish 60,000 rows in a few large chunks).
+const MID_COPY: &[&str] = &["--copy-mode", "buffered", "--target-chunk-time", "0"];
+
 /// Owner lease of the test coordinators; they renew it every third.
 const OWNER_TTL: Duration = Duration::from_secs(3);
 
@@ -239,12 +244,7 @@ async fn a_takeover_slower_than_the_owner_ttl_keeps_its_lease() {
         ],
     )
     .await;
-    // Fixed 1,000-key chunks: still copying when the owner is killed.
-    let id = submit(
-        &fleet.owner.url,
-        &["--copy-mode", "buffered", "--target-chunk-time", "0"],
-    )
-    .await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_checkpoint(&fleet.database, "a checkpoint with a plan", |detail| {
         detail.plan.is_some()
     })
@@ -291,7 +291,7 @@ async fn deposed_owner_is_fenced(label: &str, failpoint: &str, expected: &[&str]
         "copy.after_read=sleep(20)",
     )
     .await;
-    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_log(
         &fleet.owner.process,
         "failpoint hit",
@@ -383,7 +383,7 @@ async fn redis_flushall_while_paused_stays_paused_and_mid_copy_completes() {
         "copy.after_read=sleep(50)",
     )
     .await;
-    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_shadow_rows(&fleet.database, 3_000).await;
     shoal_cli(&fleet.standby.url, &["pause", &id]).await;
     wait_for_checkpoint(
@@ -472,7 +472,7 @@ async fn redis_flushall_with_the_owner_killed_completes_on_the_standby() {
         "copy.after_read=sleep(50)",
     )
     .await;
-    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_checkpoint(
         &fleet.database,
         "a periodic checkpoint with a plan",
@@ -558,7 +558,7 @@ async fn sigterm_hands_the_migration_to_the_standby_before_the_owner_ttl() {
         "copy.after_read=sleep(50)",
     )
     .await;
-    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_shadow_rows(&fleet.database, 5_000).await;
     fleet.owner.process.signal(Signal::SIGTERM).unwrap();
     let stopped_at = Instant::now();
@@ -693,7 +693,7 @@ async fn a_redis_restart_mid_copy_is_survived() {
         "copy.after_read=sleep(50)",
     )
     .await;
-    let id = submit(&fleet.owner.url, &["--copy-mode", "buffered"]).await;
+    let id = submit(&fleet.owner.url, MID_COPY).await;
     wait_for_shadow_rows(&fleet.database, 3_000).await;
     redis.restart().unwrap();
     wait::until(

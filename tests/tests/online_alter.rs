@@ -96,7 +96,14 @@ async fn keep_secondary_indexes_copies_into_every_index() {
     let mut shoal = shoal_run(
         &database,
         ALTER,
-        &["--copy-mode", "buffered", "--keep-secondary-indexes"],
+        // Fixed 1,000-key chunks: still copying when the shadow table's keys are read.
+        &[
+            "--copy-mode",
+            "buffered",
+            "--target-chunk-time",
+            "0",
+            "--keep-secondary-indexes",
+        ],
         "copy.after_read=sleep(100)",
     );
     wait_for_shadow_rows(&database, 2_000).await;
