@@ -111,6 +111,17 @@ async fn fleet_with(
     )
 }
 
+/// SIGKILLs the owner coordinator and waits for it to be gone.
+async fn kill_owner(fleet: &mut Fleet) {
+    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
+    fleet
+        .owner
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 async fn try_status(coordinator: &CoordinatorProcess, id: &str) -> Option<v1::MigrationStatus> {
     coordinator.status(id).await.ok()
 }
@@ -249,13 +260,7 @@ async fn a_takeover_slower_than_the_owner_ttl_keeps_its_lease() {
         detail.plan.is_some()
     })
     .await;
-    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
-    fleet
-        .owner
-        .process
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .unwrap();
+    kill_owner(&mut fleet).await;
     wait_for_log(
         &fleet.standby.process,
         "failpoint hit",
@@ -531,13 +536,7 @@ async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
         .await
         .unwrap();
     assert_eq!(interim, Some(1));
-    fleet.owner.process.signal(Signal::SIGKILL).unwrap();
-    fleet
-        .owner
-        .process
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .unwrap();
+    kill_owner(&mut fleet).await;
     wait_for_log(
         &fleet.standby.process,
         "the cut-over had renamed: closing",

@@ -23,6 +23,16 @@ use shoal_tests::writer;
 /// (with fixed 1,000-key chunks: `--target-chunk-time 0`, which the tests using it pass).
 const SLOW_COPY: &str = "copy.after_read=sleep(100)";
 
+/// Buffered copy in fixed chunks, checkpointing every second.
+const CHECKPOINT_EVERY_SECOND: &[&str] = &[
+    "--copy-mode",
+    "buffered",
+    "--target-chunk-time",
+    "0",
+    "--checkpoint-interval",
+    "1s",
+];
+
 async fn kill(process: &mut ShoalProcess) {
     process.signal(Signal::SIGKILL).unwrap();
     process.wait_exit(Duration::from_secs(10)).await.unwrap();
@@ -259,19 +269,7 @@ async fn a_purged_binlog_fails_with_strict_and_starts_afresh_without() {
 async fn a_dropped_checkpoint_table_stops_the_migration_and_leaves_the_table_intact() {
     let (database, ledger) = seeded("chkpnt_dropped", 60_000).await;
     let writer = start_writer(&database, ledger, 34).await;
-    let mut run = shoal_run(
-        &database,
-        ALTER,
-        &[
-            "--copy-mode",
-            "buffered",
-            "--target-chunk-time",
-            "0",
-            "--checkpoint-interval",
-            "1s",
-        ],
-        SLOW_COPY,
-    );
+    let mut run = shoal_run(&database, ALTER, CHECKPOINT_EVERY_SECOND, SLOW_COPY);
     wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
         detail.plan.is_some()
     })
@@ -308,19 +306,7 @@ async fn a_dropped_checkpoint_table_stops_the_migration_and_leaves_the_table_int
 async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes() {
     let (database, ledger) = seeded("chkpnt_killed", 60_000).await;
     let writer = start_writer(&database, ledger, 35).await;
-    let mut run = shoal_run(
-        &database,
-        ALTER,
-        &[
-            "--copy-mode",
-            "buffered",
-            "--target-chunk-time",
-            "0",
-            "--checkpoint-interval",
-            "1s",
-        ],
-        SLOW_COPY,
-    );
+    let mut run = shoal_run(&database, ALTER, CHECKPOINT_EVERY_SECOND, SLOW_COPY);
     let saved = wait_for_checkpoint(&database, "a periodic checkpoint", |detail| {
         detail.plan.is_some()
     })

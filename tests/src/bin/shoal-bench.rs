@@ -1563,6 +1563,22 @@ async fn main() -> anyhow::Result<()> {
             alone_case,
         )
         .await?;
+        // A shoal case under load, its idle time (listed among the results if `list_idle`) and
+        // its profile.
+        let mut record = |name: &str,
+                          (idle, view, seconds, profile): (f64, AppView, f64, Profile),
+                          list_idle: bool| {
+            profiles.push((format!("under load: {name}"), profile));
+            if list_idle {
+                results.push((format!("{name} (idle, once)"), idle));
+            }
+            let during = format!(
+                "during {} (window = its time under load)",
+                name.trim_start_matches("shoal fleet: server copy, ")
+            );
+            idle_of.push((during.clone(), idle));
+            app.push((during, view, Some(seconds)));
+        };
         // The fleet as in the idle cases (2 workers × 2 slots), then gentle ones: one copy at a
         // time (a core left to the application), chunks sized for 500 ms and 100 ms statements.
         for (name, case) in [
@@ -1598,16 +1614,8 @@ async fn main() -> anyhow::Result<()> {
                 &case,
             )
             .await?;
-            profiles.push((format!("under load: {name}"), profile));
-            if case.workers == 1 {
-                results.push((format!("{name} (idle, once)"), idle));
-            }
-            let during = format!(
-                "during {} (window = its time under load)",
-                name.trim_start_matches("shoal fleet: server copy, ")
-            );
-            idle_of.push((during.clone(), idle));
-            app.push((during, view, Some(seconds)));
+            // The 2 × 2 fleet's idle time is already among the timed cases.
+            record(name, (idle, view, seconds, profile), case.workers == 1);
         }
         // The server's profile beside the fleet, in a separate untimed run.
         let during_case = || {
@@ -1639,14 +1647,7 @@ async fn main() -> anyhow::Result<()> {
                 pacing,
             )
             .await?;
-            profiles.push((format!("under load: {name}"), profile));
-            results.push((format!("{name} (idle, once)"), idle));
-            let during = format!(
-                "during {} (window = its time under load)",
-                name.trim_start_matches("shoal fleet: server copy, ")
-            );
-            idle_of.push((during.clone(), idle));
-            app.push((during, view, Some(seconds)));
+            record(&name, (idle, view, seconds, profile), true);
         }
         if let Ok(ptosc) = find_program("pt-online-schema-change", "percona-toolkit")
             && !args.skip_ptosc
