@@ -46,6 +46,20 @@ pub struct SpecRecord {
     /// Throttle limits.
     #[serde(default)]
     pub limits: crate::throttle::Limits,
+    /// Copy with the shadow table's secondary indexes in place.
+    #[serde(default)]
+    pub keep_secondary_indexes: bool,
+    /// Fail rather than start afresh when resuming is impossible.
+    #[serde(default)]
+    pub strict: bool,
+    /// Bound on shoal's lock waits, in milliseconds.
+    #[serde(default = "default_lock_wait_timeout_ms")]
+    pub lock_wait_timeout_ms: u64,
+}
+
+/// The lock-wait bound of a checkpoint written before the spec recorded it.
+pub fn default_lock_wait_timeout_ms() -> u64 {
+    5_000
 }
 
 /// What the operator asked of the running migration.
@@ -224,6 +238,9 @@ mod tests {
                     defer_cutover: false,
                     replica_targets: Vec::new(),
                     limits: crate::throttle::Limits::default(),
+                    keep_secondary_indexes: false,
+                    strict: false,
+                    lock_wait_timeout_ms: 5_000,
                 },
                 intents: IntentsRecord {
                     paused: false,

@@ -1,7 +1,9 @@
 //! One online schema change, driven by its owner: the phases from `Initial` to `Close`.
 //!
 //! # Layout (one file per phase, in the order a migration visits them)
-//! - [`alter`]: the statement, vetted; [`catalog`]: what the server says about tables.
+//! - [`alter`]: the statement, vetted (read as the server reads it); [`catalog`]: what the
+//!   server says about tables; [`columns`]: the old → new column mapping, names folded by the
+//!   server.
 //! - [`owner`]: preflight, the native INSTANT attempt, `Initial` (advisory lock, shadow,
 //!   checkpoint and fence tables, binlog position, change stream) and `ErrCleanup`.
 //! - [`copy_rows`]: `CopyRows` and `ApplyChangeset`: plans chunks lazily, publishes them as
@@ -10,7 +12,8 @@
 //! - [`checksum`]: `Checksum`: the snapshot barrier, range digests, repair.
 //! - [`cutover`]: `CutOver` and `Close`: the two-connection rename (MariaDB), cleanup.
 //! - [`binlog`]: the change stream reader; `stream`: the owner's side of it (filing events into
-//!   the buffer, catching up); [`apply`]: writing changes into the shadow table.
+//!   the buffer, catching up); [`apply`]: writing changes into the shadow table; `removals`:
+//!   rows a write pushed out under a new unique key, checked against the source.
 //!
 //! # Invariants
 //! INV-C1 (nothing lost), INV-F1 (worker fence), INV-W1 (drained set and watermark), INV-L1
@@ -23,13 +26,16 @@ pub mod capacity;
 pub mod catalog;
 pub mod checkpoint;
 pub mod checksum;
+pub mod columns;
 pub mod copy_rows;
 pub mod cutover;
 pub mod indexes;
 pub mod owner;
 pub mod plan;
 pub mod planning;
+mod removals;
 pub mod sentinel;
+mod settle;
 mod stream;
 pub mod throttle;
 pub mod unique;
@@ -66,6 +72,14 @@ pub enum Error {
     /// The cut-over failed; the original table is in place.
     #[error("cut-over: {0}")]
     Cutover(String),
+    /// A row of the new table would be lost under a secondary unique key: the source holds rows
+    /// that collide under a UNIQUE index the ALTER adds. Not retried.
+    #[error("unique key: {0}")]
+    UniqueConflict(String),
+    /// The cut-over failed and the catalogue shows neither the original nor the swapped tables
+    /// as shoal left them: nothing is cleaned up, a human must look.
+    #[error("cut-over: {0}")]
+    CutoverAmbiguous(String),
     /// The live store failed.
     #[error("store: {0}")]
     Store(crate::store::Error),
@@ -148,8 +162,11 @@ pub struct MigrationOptions {
     pub id: MigrationId,
     /// Target name (what workers resolve).
     pub target: String,
-    /// Resolved DSN of the target; must select the schema.
+    /// Resolved DSN of the target; it selects the schema unless `schema` does.
     pub dsn: String,
+    /// The schema, when it comes from elsewhere than the DSN (a fleet's request): selected
+    /// through the driver's typed option, never spliced into the DSN.
+    pub schema: Option<String>,
     /// The user's ALTER TABLE.
     pub alter: String,
     /// Concurrent copy tasks.

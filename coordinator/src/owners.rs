@@ -31,7 +31,7 @@ use shoal_common::ids::MigrationId;
 use shoal_common::names;
 use shoal_common::task::CopyMode;
 use shoal_proto::v1;
-use shoal_worker::session::{Targets, with_database};
+use shoal_worker::session::Targets;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -252,10 +252,8 @@ impl Owners {
         record: &MigrationRecord,
         take_over: bool,
     ) -> Result<MigrationOptions, Error> {
-        let mut dsn = self.inner.targets.dsn(&record.target)?;
-        if !record.schema.is_empty() {
-            dsn = with_database(&dsn, &record.schema);
-        }
+        let dsn = self.inner.targets.dsn(&record.target)?;
+        let schema = (!record.schema.is_empty()).then(|| record.schema.clone());
         let settings = &self.inner.settings;
         let lock_wait_timeout = Duration::from_millis(record.lock_wait_timeout_ms);
         let replicas = record
@@ -275,6 +273,7 @@ impl Owners {
                 .map_err(|error| Error::Preflight(format!("migration id: {error}")))?,
             target: record.target.clone(),
             dsn,
+            schema,
             alter: record.alter.clone(),
             threads: record.threads,
             chunk_rows: record.chunk_rows,
@@ -753,24 +752,7 @@ impl Owners {
                 // A `shoal run`, or another fleet's migration: not ours to adopt.
                 continue;
             }
-            let record = MigrationRecord {
-                id: detail.migration_id.clone(),
-                target: detail.spec.target.clone(),
-                schema: schema.clone(),
-                alter: saved.statement.clone(),
-                threads: detail.spec.threads,
-                chunk_rows: detail.spec.chunk_rows,
-                target_chunk_ms: detail.spec.target_chunk_ms,
-                copy_mode: detail.spec.copy_mode,
-                keep_old_table: detail.spec.keep_old_table,
-                no_instant: true,
-                keep_secondary_indexes: false,
-                strict: false,
-                defer_cutover: detail.spec.defer_cutover,
-                lock_wait_timeout_ms: 5_000,
-                replica_targets: detail.spec.replica_targets.clone(),
-                limits: detail.spec.limits,
-            };
+            let record = MigrationRecord::from_checkpoint(&schema, &saved);
             let id = MigrationId::parse(record.id.clone())
                 .map_err(|error| Error::Preflight(format!("migration id: {error}")))?;
             self.inner.store.register(&record).await?;

@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{
     expect_success, finish_writer, seeded, shoal_run, start_writer, tables,
 };
-use shoal_tests::servers::TestDatabase;
+use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::writer;
 
 async fn show_create(database: &TestDatabase) -> String {
@@ -111,6 +111,45 @@ async fn widen_a_column_and_its_type() {
         &[],
     )
     .await;
+}
+
+/// Column names compare as the server compares them: an ALTER naming `K`, `I` or `Ü` modifies
+/// `k`, `i` and `ü`, whose data must be carried (byte-for-byte matching once zeroed them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_named_in_another_case_keep_their_data() {
+    let database = completes(
+        "m_name_case",
+        &[
+            "ALTER TABLE orders ADD COLUMN i INT NOT NULL DEFAULT 0, \
+             ADD COLUMN `ü` INT NOT NULL DEFAULT 0",
+            "UPDATE orders SET i = id % 1000 + 1, `ü` = id % 1000 + 6",
+        ],
+        "ALTER TABLE orders MODIFY K BIGINT NOT NULL DEFAULT 0, MODIFY I BIGINT NOT NULL DEFAULT 0, \
+         MODIFY `Ü` BIGINT NOT NULL DEFAULT 0",
+        &[
+            "`K` bigint(20) NOT NULL DEFAULT 0",
+            "`I` bigint(20) NOT NULL DEFAULT 0",
+            "`Ü` bigint(20) NOT NULL DEFAULT 0",
+        ],
+        &[],
+    )
+    .await;
+    // The writer's own inserts take the defaults (0); every other row keeps its pair of values
+    // (a key moved by the writer keeps them too).
+    let mut connection = database.connect().await.unwrap();
+    let (kept, wrong): (i64, i64) = connection
+        .query_first(
+            "SELECT SUM(i <> 0 AND `ü` = i + 5), SUM(NOT (i = 0 AND `ü` = 0) AND `ü` <> i + 5) \
+             FROM orders",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wrong, 0, "rows with values neither copied nor defaulted");
+    assert!(
+        kept > 15_000,
+        "only {kept} of 20,000 seeded rows kept i and ü"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +320,7 @@ async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate
 async fn narrowing_names_the_first_row_that_does_not_fit() {
     // One value in 5,000 does not fit TINYINT, in the middle of a chunk; both copy modes.
     for mode in ["server", "buffered"] {
-        let database = shoal_tests::servers::shared()
+        let database = servers::shared()
             .database(&format!("m_narrow_row_{mode}"))
             .await
             .unwrap();
@@ -317,4 +356,37 @@ async fn narrowing_names_the_first_row_that_does_not_fit() {
         );
         assert_eq!(tables(&mut connection, &database.name).await, ["t"]);
     }
+}
+
+/// A schema whose default character set is latin1, and an ALTER holding text latin1 cannot
+/// hold: shoal's own tables are utf8mb4, so the checkpoint keeps the statement (its first
+/// insert once failed, was taken for lost ownership, and left shoal's tables behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latin1_schema_and_an_alter_with_other_text() {
+    let database = servers::shared().database("m_latin1").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop(format!(
+            "ALTER DATABASE `{}` CHARACTER SET latin1",
+            database.name
+        ))
+        .await
+        .unwrap();
+    writer::seed(&mut connection, "orders", 20_000)
+        .await
+        .unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    let writer = start_writer(&database, ledger, 53).await;
+    let mut run = shoal_run(
+        &database,
+        "ALTER TABLE orders ADD COLUMN note INT NULL COMMENT '名前 — ü'",
+        &[],
+        "",
+    );
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&database, &expected).await;
+    let create = show_create(&database).await;
+    assert!(create.contains("COMMENT '名前 — ü'"), "{create}");
+    assert!(create.contains("CHARSET=latin1"), "{create}");
 }

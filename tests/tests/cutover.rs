@@ -80,3 +80,93 @@ async fn the_queued_rename_killed_restores_the_shadow_and_retries() {
     )
     .await;
 }
+
+/// The lock connection killed after the swap was sent and before it was seen queued: the probe
+/// fails, the lock went with the connection, the swap ran. The catalogue, not the error, decides:
+/// the migration finishes (it once reported failure and left `<t>_shoal_old` beside the swapped
+/// table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_after_the_swap_was_sent_is_settled_by_the_catalogue() {
+    survives_a_kill(
+        "cut_c1_sent",
+        "cutover.rename_sent",
+        "holder",
+        "the catalogue shows the tables swapped: finishing the cut-over",
+    )
+    .await;
+}
+
+/// The renaming connection killed before it was seen queued: nothing swapped, the attempt is
+/// retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rename_killed_before_it_was_seen_queued_is_retried() {
+    survives_a_kill(
+        "cut_c2_sent",
+        "cutover.rename_sent",
+        "renamer",
+        "the catalogue shows the original in place: the attempt is retried",
+    )
+    .await;
+}
+
+/// Another session's DDL on the table during the migration (written with a leading comment, or
+/// kept out of the binlog) is never undone by the swap: the migration fails and the original,
+/// with the DBA's index, stays in place and exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sessions_ddl_during_the_migration_is_never_undone() {
+    for (label, statements, expected) in [
+        (
+            "ddl_comment",
+            &["/* ticket 42 */ ALTER TABLE orders ADD INDEX dba_idx (c)"][..],
+            "DDL on",
+        ),
+        (
+            "ddl_unlogged",
+            &[
+                "SET SESSION sql_log_bin = 0",
+                "# ticket 43\nALTER TABLE orders ADD INDEX dba_idx (c)",
+            ][..],
+            "changed during the migration",
+        ),
+    ] {
+        let (database, ledger) = seeded(label, 20_000).await;
+        let writer = start_writer(&database, ledger, 98).await;
+        let mut run = shoal_run(&database, ALTER, &[], "cutover.before=1*sleep(3000)");
+        wait_for_log(&run, "failpoint hit", Duration::from_secs(120)).await;
+        let mut dba = database.connect().await.unwrap();
+        for statement in statements {
+            dba.query_drop(*statement).await.unwrap();
+        }
+        let status = run.wait_exit(Duration::from_secs(300)).await.unwrap();
+        let logs = run.logs();
+        assert!(!status.success(), "{label}: the swap went ahead:\n{logs}");
+        assert!(
+            logs.contains(expected),
+            "{label}: no {expected:?} in:\n{logs}"
+        );
+        let (expected_rows, _) = finish_writer(writer, 200).await;
+        let mut connection = database.connect().await.unwrap();
+        let actual = shoal_tests::writer::read_table(&mut connection, "orders")
+            .await
+            .unwrap();
+        assert!(
+            shoal_tests::writer::differences(&expected_rows, &actual).is_empty(),
+            "{label}: the original is not exact"
+        );
+        let create: (String, String) = connection
+            .query_first("SHOW CREATE TABLE orders")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            create.1.contains("dba_idx"),
+            "{label}: the DBA's index is gone"
+        );
+        assert!(!create.1.contains("note"), "{label}: the table was swapped");
+        assert_eq!(
+            shoal_tests::scenario::tables(&mut connection, &database.name).await,
+            ["orders"],
+            "{label}: shoal's tables are left"
+        );
+    }
+}

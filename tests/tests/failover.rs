@@ -334,7 +334,7 @@ async fn a_deposed_owner_cannot_flush_changes() {
     deposed_owner_is_fenced(
         "deposed_flush",
         "flush.before=1*sleep(1500)",
-        &["flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1"],
+        &["flush refused: the checkpoint's owner epoch is 2, this owner holds 1"],
     )
     .await;
 }
@@ -350,7 +350,7 @@ async fn a_deposed_owner_killed_inside_its_flush_cleans_nothing_up() {
         "flush.locked=1*sleep(1500)",
         &[
             "flush connection lost; reconnecting",
-            "flush refused: the checkpoint's owner epoch is Some(2), this owner holds 1",
+            "flush refused: the checkpoint's owner epoch is 2, this owner holds 1",
         ],
     )
     .await;

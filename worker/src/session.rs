@@ -77,27 +77,6 @@ pub fn redact_dsn(dsn: &str) -> String {
     }
 }
 
-/// `dsn` with its database replaced by `schema` (`mysql://…/schema?params`).
-pub fn with_database(dsn: &str, schema: &str) -> String {
-    let Some(scheme_end) = dsn.find("://") else {
-        return dsn.to_owned();
-    };
-    let rest = &dsn[scheme_end + 3..];
-    let (authority_and_path, query) = match rest.split_once('?') {
-        Some((before, query)) => (before, Some(query)),
-        None => (rest, None),
-    };
-    let authority = authority_and_path
-        .split_once('/')
-        .map_or(authority_and_path, |(authority, _)| authority);
-    let mut result = format!("{}{authority}/{schema}", &dsn[..scheme_end + 3]);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
-}
-
 /// Whether `error` means the server refuses new connections for now (too many connections, the
 /// account's connection limit, a refused or reset socket while it restarts): waiting may cure it.
 pub fn refused_for_now(error: &mysql_async::Error) -> bool {
@@ -139,10 +118,12 @@ where
     }
 }
 
-/// Builds a pool for `dsn` with shoal's session settings.
+/// Builds a pool for `dsn` with shoal's session settings, selecting `database` when given (a
+/// typed option: a name never becomes part of a URL, where `?` or `#` would change its meaning).
 pub fn pool_for(
     name: &str,
     dsn: &str,
+    database: Option<&str>,
     lock_wait_timeout: Duration,
     max_connections: usize,
 ) -> Result<Pool, Error> {
@@ -152,7 +133,11 @@ pub fn pool_for(
         reason: error.to_string(),
     })?;
     let constraints = PoolConstraints::new(0, max_connections.max(1)).unwrap_or_default();
-    let builder = OptsBuilder::from_opts(opts)
+    let mut builder = OptsBuilder::from_opts(opts);
+    if let Some(database) = database {
+        builder = builder.db_name(Some(database));
+    }
+    let builder = builder
         .setup(session_setup(lock_wait_timeout))
         .pool_opts(PoolOpts::default().with_constraints(constraints))
         .tcp_nodelay(true)
@@ -252,6 +237,7 @@ impl Targets {
         let pool = pool_for(
             name,
             &self.dsn(name)?,
+            None,
             self.lock_wait_timeout,
             self.max_connections,
         )?;
@@ -272,19 +258,6 @@ mod tests {
         );
         assert_eq!(redact_dsn("mysql://root@db/shop"), "mysql://root@db/shop");
         assert_eq!(redact_dsn("garbage hunter2"), "<not a URL>");
-    }
-
-    #[test]
-    fn replaces_the_database() {
-        assert_eq!(
-            with_database("mysql://u:p@h:3306/old", "new"),
-            "mysql://u:p@h:3306/new"
-        );
-        assert_eq!(with_database("mysql://u@h", "new"), "mysql://u@h/new");
-        assert_eq!(
-            with_database("mysql://u@h/old?ssl=true", "new"),
-            "mysql://u@h/new?ssl=true"
-        );
     }
 
     #[test]
@@ -310,6 +283,7 @@ mod tests {
         let error = pool_for(
             "x",
             "mysql://u:hunter2@host:notaport/db",
+            None,
             Duration::from_secs(1),
             1,
         )

@@ -27,6 +27,12 @@ pub enum Error {
     /// Several statements.
     #[error("the ALTER contains ';': pass exactly one statement")]
     MultipleStatements,
+    /// An executable comment, which the server runs as code.
+    #[error(
+        "the ALTER contains an executable comment (/*! … */ or /*M! … */), which the server runs \
+         as code: write its content as plain SQL, or remove it"
+    )]
+    ExecutableComment,
     /// A clause shoal refuses.
     #[error("{clause} is not supported: {why}")]
     Unsupported {
@@ -63,6 +69,17 @@ pub struct AlterStatement {
     /// Whether the statement sets the table's `AUTO_INCREMENT` counter itself (then the
     /// source's counter is not carried over).
     pub sets_auto_increment: bool,
+    /// Columns the statement drops, as written: a source column missing from the shadow table
+    /// must be one of them, or shoal refuses (a column it cannot map would be lost).
+    pub dropped_columns: Vec<String>,
+}
+
+/// Whether two column names written by a user name the same column: the servers compare column
+/// names in lower case (accents count). Rust's lower case is close to the server's, not equal;
+/// this only refuses a statement early. The column mapping asks the server
+/// ([`super::columns::name_keys`]).
+pub fn same_column_name(left: &str, right: &str) -> bool {
+    left.to_lowercase() == right.to_lowercase()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,16 +94,48 @@ enum Token {
     Symbol(char),
 }
 
-/// Tokens with the byte offset just past each.
-fn lex(text: &str) -> Result<Vec<(Token, usize)>, Error> {
+/// What the lexer does with an executable comment (`/*! … */`, `/*M! … */`), which the server
+/// runs as code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Executable {
+    /// Refuse it: a user's ALTER must say what it does in plain text.
+    Refuse,
+    /// Read its content as code, as the server does (statements found in the binlog).
+    AsCode,
+}
+
+/// Whether the byte after `--` makes it a comment: the server's rule is a whitespace or control
+/// character (or the end of the text); `1--1` is one minus minus one.
+fn starts_dash_comment(next: Option<&u8>) -> bool {
+    next.is_none_or(|&byte| byte.is_ascii_whitespace() || byte.is_ascii_control())
+}
+
+/// Tokens with the byte offset just past each, read as the server reads them under shoal's own
+/// `sql_mode` (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`): `#` and `-- ` comments to the end of
+/// the line, `/* */` comments, quoted strings with backslash and doubled-quote escapes, and
+/// backquoted identifiers.
+fn lex(text: &str, executable: Executable) -> Result<Vec<(Token, usize)>, Error> {
     let bytes = text.as_bytes();
     let mut tokens = Vec::new();
     let mut index = 0;
+    // Inside an executable comment read as code: its closing `*/` is not a token.
+    let mut in_executable = false;
     while index < bytes.len() {
         let byte = bytes[index];
         match byte {
-            b' ' | b'\t' | b'\r' | b'\n' => index += 1,
-            b'-' if bytes.get(index + 1) == Some(&b'-') => {
+            // The server's spaces: `\t \n \v \f \r` and the space (Rust's ASCII whitespace
+            // lacks `\v`).
+            b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => index += 1,
+            // The server may end the statement there: nothing after it could be vetted.
+            0 => {
+                return Err(Error::Unsupported {
+                    clause: "a NUL byte",
+                    why: "remove it from the statement",
+                });
+            }
+            b'-' if bytes.get(index + 1) == Some(&b'-')
+                && starts_dash_comment(bytes.get(index + 2)) =>
+            {
                 while index < bytes.len() && bytes[index] != b'\n' {
                     index += 1;
                 }
@@ -96,9 +145,37 @@ fn lex(text: &str) -> Result<Vec<(Token, usize)>, Error> {
                     index += 1;
                 }
             }
+            b'*' if in_executable && bytes.get(index + 1) == Some(&b'/') => {
+                in_executable = false;
+                index += 2;
+            }
             b'/' if bytes.get(index + 1) == Some(&b'*') => {
-                let end = text[index + 2..].find("*/").ok_or(Error::Unterminated)?;
-                index += 2 + end + 2;
+                let body = &text[index + 2..];
+                let marker = if body.starts_with('!') {
+                    Some(1)
+                } else if body.starts_with("M!") {
+                    Some(2)
+                } else {
+                    None
+                };
+                match (marker, executable) {
+                    (Some(_), Executable::Refuse) => return Err(Error::ExecutableComment),
+                    (Some(length), Executable::AsCode) => {
+                        if in_executable {
+                            return Err(Error::ExecutableComment);
+                        }
+                        in_executable = true;
+                        index += 2 + length;
+                        // The optional server version: the content runs on newer servers.
+                        while index < bytes.len() && bytes[index].is_ascii_digit() {
+                            index += 1;
+                        }
+                    }
+                    (None, _) => {
+                        let end = body.find("*/").ok_or(Error::Unterminated)?;
+                        index += 2 + end + 2;
+                    }
+                }
             }
             b'`' => {
                 let mut name = String::new();
@@ -169,6 +246,9 @@ fn lex(text: &str) -> Result<Vec<(Token, usize)>, Error> {
             }
         }
     }
+    if in_executable {
+        return Err(Error::Unterminated);
+    }
     Ok(tokens)
 }
 
@@ -201,8 +281,9 @@ const NOT_A_COLUMN: [&str; 13] = [
     "VECTOR",
 ];
 
-/// The column a clause starting at `tokens[0]` (`ADD` or `DROP`) names, if it names one.
-fn clause_column(tokens: &[(Token, usize)]) -> Option<String> {
+/// The columns a clause starting at `tokens[0]` (`ADD` or `DROP`) names: one, several for
+/// `ADD [COLUMN] (a INT, b INT)`, or none for an index, key or constraint.
+fn clause_columns(tokens: &[(Token, usize)]) -> Vec<String> {
     let mut at = 1;
     if is_word(tokens.get(at), "COLUMN") {
         at += 1;
@@ -216,37 +297,89 @@ fn clause_column(tokens: &[(Token, usize)]) -> Option<String> {
         at += 1;
     }
     match tokens.get(at) {
-        Some((Token::Word(upper, _), _)) if NOT_A_COLUMN.contains(&upper.as_str()) => None,
-        Some((Token::Symbol(_), _)) => None,
-        token => identifier(token).map(|(name, _)| name.to_lowercase()),
+        Some((Token::Word(upper, _), _)) if NOT_A_COLUMN.contains(&upper.as_str()) => Vec::new(),
+        Some((Token::Symbol('('), _)) => {
+            // A parenthesised list: each element at depth 1 starts with its column's name.
+            let mut names = Vec::new();
+            let mut depth = 0;
+            let mut element_starts = true;
+            for (position, (token, _)) in tokens.iter().enumerate().skip(at) {
+                match token {
+                    Token::Symbol('(') => {
+                        depth += 1;
+                        if depth == 1 {
+                            element_starts = true;
+                            continue;
+                        }
+                    }
+                    Token::Symbol(')') => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    Token::Symbol(',') if depth == 1 => {
+                        element_starts = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+                if element_starts && depth == 1 {
+                    names.extend(identifier(tokens.get(position)).map(|(name, _)| name));
+                }
+                element_starts = false;
+            }
+            names
+        }
+        Some((Token::Symbol(_), _)) => Vec::new(),
+        token => identifier(token)
+            .map(|(name, _)| name)
+            .into_iter()
+            .collect(),
     }
 }
 
-/// A column both dropped and added by one statement: shoal maps columns by name, so the old
-/// values would be carried into the new column.
-fn dropped_and_added(tokens: &[(Token, usize)]) -> Option<String> {
+/// The positions of the tokens that start a clause: the first, and each after a comma outside
+/// parentheses.
+fn clause_starts(tokens: &[(Token, usize)]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut depth = 0_i32;
+    let mut after_comma = true;
+    for (position, (token, _)) in tokens.iter().enumerate() {
+        if after_comma {
+            starts.push(position);
+        }
+        after_comma = false;
+        match token {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            Token::Symbol(',') if depth == 0 => after_comma = true,
+            _ => {}
+        }
+    }
+    starts
+}
+
+/// The columns the statement drops and those it adds, as written.
+fn dropped_and_added(tokens: &[(Token, usize)]) -> (Vec<String>, Vec<String>) {
     let mut dropped = Vec::new();
     let mut added = Vec::new();
-    for (position, (token, _)) in tokens.iter().enumerate() {
-        let starts_clause = position == 0 || matches!(tokens[position - 1].0, Token::Symbol(','));
-        if !starts_clause {
-            continue;
-        }
-        if let Token::Word(word, _) = token {
+    for position in clause_starts(tokens) {
+        if let Token::Word(word, _) = &tokens[position].0 {
             match word.as_str() {
-                "DROP" => dropped.extend(clause_column(&tokens[position..])),
-                "ADD" => added.extend(clause_column(&tokens[position..])),
+                "DROP" => dropped.extend(clause_columns(&tokens[position..])),
+                "ADD" => added.extend(clause_columns(&tokens[position..])),
                 _ => {}
             }
         }
     }
-    dropped.into_iter().find(|name| added.contains(name))
+    (dropped, added)
 }
 
 /// Parses and vets an `ALTER TABLE` statement.
 pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
     let trimmed = statement.trim().trim_end_matches(';').trim_end();
-    let tokens = lex(trimmed)?;
+    let tokens = lex(trimmed, Executable::Refuse)?;
     if !is_word(tokens.first(), "ALTER") || !is_word(tokens.get(1), "TABLE") {
         return Err(Error::NotAlter(trimmed.chars().take(60).collect()));
     }
@@ -262,13 +395,19 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
     } else {
         (None, first)
     };
-    let changes = trimmed[end..].trim().to_owned();
-    if changes.is_empty() {
-        return Err(Error::Empty(table));
-    }
     let rest = &tokens[next..];
-    if let Some(column) = dropped_and_added(rest) {
-        return Err(Error::DropAndAdd(column));
+    // Up to the end of the last token: a trailing comment cannot swallow what follows it.
+    let Some(&(_, changes_end)) = rest.last() else {
+        return Err(Error::Empty(table));
+    };
+    let changes = trimmed[end..changes_end].trim().to_owned();
+    let (dropped_columns, added_columns) = dropped_and_added(rest);
+    if let Some(column) = dropped_columns.iter().find(|dropped| {
+        added_columns
+            .iter()
+            .any(|added| same_column_name(dropped, added))
+    }) {
+        return Err(Error::DropAndAdd(column.to_lowercase()));
     }
     for (position, (token, _)) in rest.iter().enumerate() {
         let following = rest.get(position + 1);
@@ -325,15 +464,78 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
         table,
         changes,
         sets_auto_increment,
+        dropped_columns,
     })
 }
 
-/// Whether `statement` (run with default schema `default_schema`) names `schema`.`table`,
-/// qualified or not. Used to spot DDL on the migrated table in the binlog; on a statement that
-/// does not lex, it answers yes (refusing is the safe side).
-pub fn mentions_table(statement: &str, default_schema: &str, schema: &str, table: &str) -> bool {
-    let Ok(tokens) = lex(statement) else {
-        return true;
+/// What a statement found in the binlog (a Query event) means for the migrated table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// It does not touch the table (or is only comments, `BEGIN`, `COMMIT`, `ROLLBACK`).
+    Unrelated,
+    /// DDL naming the table (`ALTER`, `RENAME`, `CREATE INDEX … ON`, `DROP`, `TRUNCATE`, …).
+    Ddl,
+    /// A statement-format change naming the table.
+    Statement,
+}
+
+/// Classifies `statement` (run with default schema `default_schema`) against `schema`.`table`,
+/// reading it as the server does: leading comments skipped, executable comments read as code,
+/// names qualified or not, compared as `lower_case_table_names` says (`names_fold_case`). A
+/// statement that does not lex is DDL (refusing is the safe side).
+pub fn classify_query(
+    statement: &str,
+    default_schema: &str,
+    schema: &str,
+    table: &str,
+    names_fold_case: bool,
+) -> QueryKind {
+    let Ok(tokens) = lex(statement, Executable::AsCode) else {
+        return QueryKind::Ddl;
+    };
+    let Some((Token::Word(first_word, _), _)) = tokens.first() else {
+        return if tokens.is_empty() {
+            QueryKind::Unrelated
+        } else if mentions_table(&tokens, default_schema, schema, table, names_fold_case) {
+            QueryKind::Statement
+        } else {
+            QueryKind::Unrelated
+        };
+    };
+    // Transaction control, and maintenance that changes neither rows nor the definition
+    // (OPTIMIZE rebuilds the same definition; the cut-over compares definitions anyway).
+    if matches!(
+        first_word.as_str(),
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "ANALYZE" | "OPTIMIZE" | "FLUSH" | "CHECK" | "REPAIR"
+    ) || !mentions_table(&tokens, default_schema, schema, table, names_fold_case)
+    {
+        return QueryKind::Unrelated;
+    }
+    if matches!(
+        first_word.as_str(),
+        "ALTER" | "RENAME" | "DROP" | "TRUNCATE" | "CREATE"
+    ) {
+        QueryKind::Ddl
+    } else {
+        QueryKind::Statement
+    }
+}
+
+/// Whether `tokens` name `schema`.`table`, qualified or (with default schema `default_schema`)
+/// not.
+fn mentions_table(
+    tokens: &[(Token, usize)],
+    default_schema: &str,
+    schema: &str,
+    table: &str,
+    names_fold_case: bool,
+) -> bool {
+    let same = |left: &str, right: &str| {
+        if names_fold_case {
+            left.to_lowercase() == right.to_lowercase()
+        } else {
+            left == right
+        }
     };
     let name = |token: &Token| match token {
         Token::Quoted(name) | Token::Word(_, name) => Some(name.clone()),
@@ -348,13 +550,13 @@ pub fn mentions_table(statement: &str, default_schema: &str, schema: &str, table
         let qualified = matches!(tokens.get(index + 1), Some((Token::Symbol('.'), _)));
         if qualified && let Some(second) = tokens.get(index + 2).and_then(|(token, _)| name(token))
         {
-            if first == schema && second == table {
+            if same(&first, schema) && same(&second, table) {
                 return true;
             }
             index += 3;
             continue;
         }
-        if first == table && default_schema == schema {
+        if same(&first, table) && same(default_schema, schema) {
             return true;
         }
         index += 1;
@@ -383,10 +585,11 @@ impl AlterStatement {
         )
     }
 
-    /// The statement with `ALGORITHM=INSTANT` appended, on the original table.
+    /// The statement with `ALGORITHM=INSTANT` placed first (a clause appended after the user's
+    /// text could be swallowed by it), on the original table.
     pub fn instant(&self, schema: &str) -> String {
         format!(
-            "ALTER TABLE {} {}, ALGORITHM=INSTANT",
+            "ALTER TABLE {} ALGORITHM=INSTANT, {}",
             quote_qualified(schema, &self.table),
             self.changes
         )
@@ -420,8 +623,99 @@ mod tests {
         );
         assert_eq!(
             parsed.instant("shop"),
-            "ALTER TABLE `shop`.`orders` ADD COLUMN note VARCHAR(64) DEFAULT 'a;b', ADD INDEX k (note), ALGORITHM=INSTANT"
+            "ALTER TABLE `shop`.`orders` ALGORITHM=INSTANT, ADD COLUMN note VARCHAR(64) DEFAULT 'a;b', ADD INDEX k (note)"
         );
+    }
+
+    #[test]
+    fn a_double_dash_is_a_comment_only_before_whitespace_as_on_the_server() {
+        assert_eq!(
+            parse("ALTER TABLE t ADD COLUMN x INT DEFAULT (1--1); DROP TABLE victim; #"),
+            Err(Error::MultipleStatements)
+        );
+        assert_eq!(
+            parse("ALTER TABLE t ADD COLUMN x INT DEFAULT (1--1)")
+                .unwrap()
+                .changes,
+            "ADD COLUMN x INT DEFAULT (1--1)"
+        );
+        // Before whitespace, a control character or the end it is a comment.
+        assert!(parse("ALTER TABLE t ADD COLUMN x INT -- ; DROP TABLE victim").is_ok());
+        assert!(parse("ALTER TABLE t ADD COLUMN x INT --\t; DROP TABLE victim").is_ok());
+        assert!(parse("ALTER TABLE t ADD COLUMN x INT --").is_ok());
+        // Escapes inside strings do not end them.
+        assert!(
+            parse(r"ALTER TABLE t ADD COLUMN x VARCHAR(9) DEFAULT 'a\'; DROP TABLE v; -- '")
+                .is_ok()
+        );
+        assert_eq!(
+            parse(r"ALTER TABLE t ADD COLUMN x VARCHAR(9) DEFAULT 'a\\'; DROP TABLE v"),
+            Err(Error::MultipleStatements)
+        );
+    }
+
+    #[test]
+    fn executable_comments_are_refused() {
+        for sql in [
+            "ALTER TABLE t ADD x INT /*!, RENAME TO t2 */",
+            "ALTER TABLE t /*!100000 CHANGE c2 c3 INT NULL */",
+            "ALTER TABLE t ADD x INT /*M!100000 , DROP COLUMN y */",
+        ] {
+            assert_eq!(parse(sql), Err(Error::ExecutableComment), "{sql}");
+        }
+        // A plain comment, and an optimizer-hint-looking one, are comments.
+        assert!(parse("ALTER TABLE t ADD x INT /* ! */").is_ok());
+        assert!(parse("ALTER TABLE t ADD x INT /*+ hint */").is_ok());
+    }
+
+    #[test]
+    fn a_trailing_comment_cannot_swallow_shoals_clauses() {
+        for sql in [
+            "ALTER TABLE t ADD COLUMN x INT -- note",
+            "ALTER TABLE t ADD COLUMN x INT # note",
+            "ALTER TABLE t ADD COLUMN x INT /* note */",
+        ] {
+            let parsed = parse(sql).unwrap();
+            assert_eq!(parsed.changes, "ADD COLUMN x INT", "{sql}");
+            assert_eq!(
+                parsed.instant("s"),
+                "ALTER TABLE `s`.`t` ALGORITHM=INSTANT, ADD COLUMN x INT"
+            );
+        }
+    }
+
+    #[test]
+    fn dropped_columns_are_read_from_every_form() {
+        let dropped = |sql: &str| parse(sql).unwrap().dropped_columns;
+        assert_eq!(
+            dropped("ALTER TABLE t DROP c, DROP COLUMN `d`, DROP IF EXISTS e, DROP INDEX k"),
+            ["c", "d", "e"]
+        );
+        assert_eq!(
+            dropped("ALTER TABLE t DROP PRIMARY KEY, DROP FOREIGN KEY f, ADD x DECIMAL(10, 2)"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            parse("ALTER TABLE t DROP COLUMN y, ADD COLUMN (y INT)"),
+            Err(Error::DropAndAdd("y".to_owned()))
+        );
+        assert_eq!(
+            parse("ALTER TABLE t DROP COLUMN z, ADD COLUMN (y DECIMAL(3,1), z INT)"),
+            Err(Error::DropAndAdd("z".to_owned()))
+        );
+        assert!(parse("ALTER TABLE t DROP COLUMN w, ADD COLUMN (y DECIMAL(3,1), z INT)").is_ok());
+        // A vertical tab is a space to the server.
+        assert_eq!(
+            parse("ALTER TABLE t DROP\x0bb, ADD b INT NOT NULL DEFAULT 0"),
+            Err(Error::DropAndAdd("b".to_owned()))
+        );
+        assert_eq!(
+            parse("ALTER TABLE t ADD x INT,\x0bDROP COLUMN b, ADD COLUMN b INT"),
+            Err(Error::DropAndAdd("b".to_owned()))
+        );
+        assert!(same_column_name("Ü", "ü"));
+        assert!(same_column_name("I", "i"));
+        assert!(!same_column_name("u", "ü"));
     }
 
     #[test]
@@ -439,40 +733,73 @@ mod tests {
     }
 
     #[test]
-    fn finds_mentions_of_the_table_in_its_schema_only() {
-        assert!(mentions_table(
-            "ALTER TABLE orders ADD x INT",
-            "shop",
-            "shop",
-            "orders"
-        ));
-        assert!(mentions_table(
-            "RENAME TABLE `shop`.`orders` TO `shop`.`o2`",
-            "other",
-            "shop",
-            "orders"
-        ));
-        assert!(!mentions_table(
-            "ALTER TABLE orders ADD x INT",
-            "other",
-            "shop",
-            "orders"
-        ));
-        assert!(!mentions_table(
-            "CREATE TABLE `test2`.`_orders_new` LIKE `test2`.`orders`",
-            "test2",
-            "shop",
-            "orders"
-        ));
-        assert!(!mentions_table(
-            "ALTER TABLE orders_archive ADD x INT",
-            "shop",
-            "shop",
-            "orders"
-        ));
-        assert!(
-            mentions_table("ALTER TABLE `unterminated", "shop", "shop", "orders"),
-            "unparsable: assume yes"
+    fn classifies_binlog_statements_as_the_server_reads_them() {
+        use QueryKind::{Ddl, Statement, Unrelated};
+        let kind = |sql: &str, default: &str| classify_query(sql, default, "shop", "orders", false);
+        assert_eq!(kind("ALTER TABLE orders ADD x INT", "shop"), Ddl);
+        assert_eq!(
+            kind("RENAME TABLE `shop`.`orders` TO `shop`.`o2`", "other"),
+            Ddl
+        );
+        assert_eq!(kind("ALTER TABLE orders ADD x INT", "other"), Unrelated);
+        assert_eq!(
+            kind(
+                "CREATE TABLE `test2`.`_orders_new` LIKE `test2`.`orders`",
+                "test2"
+            ),
+            Unrelated
+        );
+        assert_eq!(
+            kind("ALTER TABLE orders_archive ADD x INT", "shop"),
+            Unrelated
+        );
+        assert_eq!(
+            kind("ALTER TABLE `unterminated", "shop"),
+            Ddl,
+            "unparsable: DDL"
+        );
+        // Leading comments, executable comments, other forms naming the table.
+        assert_eq!(
+            kind("/* ticket 42 */ ALTER TABLE orders ADD INDEX k (c)", "shop"),
+            Ddl
+        );
+        assert_eq!(
+            kind("# note\nALTER TABLE orders ADD INDEX k (c)", "shop"),
+            Ddl
+        );
+        assert_eq!(kind("-- note\nDROP TABLE orders", "shop"), Ddl);
+        assert_eq!(
+            kind("/*!40000 ALTER TABLE orders DISABLE KEYS */", "shop"),
+            Ddl
+        );
+        assert_eq!(kind("CREATE INDEX k ON orders (c)", "shop"), Ddl);
+        assert_eq!(kind("RENAME TABLE o2 TO shop.orders", "x"), Ddl);
+        assert_eq!(kind("TRUNCATE orders", "shop"), Ddl);
+        assert_eq!(kind("UPDATE orders SET c = 1", "shop"), Statement);
+        assert_eq!(kind("/* x */ DELETE FROM shop.orders", "y"), Statement);
+        // MariaDB's rewritten events and transaction control.
+        assert_eq!(
+            kind(
+                "# Dummy event replacing event type 160 that slave cannot handle.",
+                "shop"
+            ),
+            Unrelated
+        );
+        assert_eq!(kind("BEGIN", "shop"), Unrelated);
+        assert_eq!(kind("ANALYZE TABLE orders", "shop"), Unrelated);
+        assert_eq!(kind("OPTIMIZE TABLE shop.orders", "x"), Unrelated);
+        assert_eq!(kind("COMMIT", "shop"), Unrelated);
+        // Table names as lower_case_table_names says.
+        assert_eq!(kind("ALTER TABLE ORDERS ADD x INT", "shop"), Unrelated);
+        assert_eq!(
+            classify_query(
+                "ALTER TABLE ORDERS ADD x INT",
+                "SHOP",
+                "shop",
+                "orders",
+                true
+            ),
+            Ddl
         );
     }
 

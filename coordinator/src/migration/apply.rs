@@ -6,6 +6,16 @@
 //! row holding the value is replaced, not merged. Deletes go first, then upserts: the buffer
 //! holds one change per key, and where two entries are one key under a collation only the last
 //! stored spelling can be an upsert (see `shoal_common::changes`).
+//!
+//! # Unique keys of the new table
+//! A REPLACE also removes any *other* row holding a value it writes under a secondary unique
+//! key. That is normal while values move between rows (the row that held the value is changed
+//! by a later event, which writes it back), and a silent loss when the source still holds both
+//! rows (an ALTER adding a UNIQUE key over data that gains a duplicate after the copy). When the
+//! new table has such keys, each batch therefore deletes its own keys first, reads the rows its
+//! values collide with (each is a row REPLACE will remove), writes, and compares the affected
+//! rows with the batch: every removal is returned as a [`Removed`] for the owner to check
+//! against the source (INV-C1), and an unexplained one fails the flush.
 
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
@@ -73,15 +83,67 @@ pub struct Applier {
     binds: Vec<Bind>,
     /// Key columns, quoted, with each one's placeholder and binding.
     key: Vec<(String, String, Bind)>,
+    /// Each copied column's placeholder (the parts of `tuple`).
+    placeholders: Vec<String>,
+    /// The shadow's secondary unique keys over copied columns.
+    unique_keys: Vec<UniqueKey>,
+    /// The shadow's secondary unique keys over a column that is not copied (added or generated):
+    /// a removal under one cannot be named, so it fails the flush.
+    uncovered_unique: Vec<String>,
 }
 
 /// What one flush did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
     /// Rows replaced.
     pub upserts: usize,
     /// Keys deleted.
     pub deletes: usize,
+    /// Other rows a written value pushed out under a secondary unique key.
+    pub removed: Vec<Removed>,
+}
+
+/// A row of the shadow table that a REPLACE removed because a written row took its value under
+/// a secondary unique key. Legitimate only if the source no longer holds that row with that
+/// value (a later event of its own then writes it back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Removed {
+    /// Its primary-key values, as read from the shadow table.
+    pub key: Vec<Value>,
+    /// The unique index whose value it lost.
+    pub index: String,
+    /// That index's columns, quoted.
+    pub columns: Vec<String>,
+    /// Its values under that index, as read from the shadow table.
+    pub values: Vec<Value>,
+    /// The keys of the batch that removed it (one of them took the value), as a predicate and
+    /// its parameters: a real duplicate is the source holding the value under this row's key and
+    /// one of these. Dropped once checked.
+    pub rivals: Option<(String, Vec<Value>)>,
+}
+
+/// `values` as SQL literals, for messages.
+pub fn shown(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(|value| value.as_sql(false))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A secondary unique key of the shadow table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UniqueKey {
+    /// Index name.
+    name: String,
+    /// Its columns, quoted.
+    columns: Vec<String>,
+    /// Each part as the index compares it: the column, or `LEFT(column, n)` for a prefix.
+    compared: Vec<String>,
+    /// Each part's prefix length, if only a prefix is indexed.
+    prefixes: Vec<Option<u64>>,
+    /// Each column's position among the copied columns.
+    positions: Vec<usize>,
 }
 
 impl Applier {
@@ -99,6 +161,9 @@ impl Applier {
             source_columns.iter().map(placeholder).unzip();
         Self {
             tuple: format!("({})", placeholders.join(", ")),
+            placeholders,
+            unique_keys: Vec::new(),
+            uncovered_unique: Vec::new(),
             binds,
             shadow: quote_qualified(schema, shadow_table),
             shadow_columns: shadow_columns
@@ -115,6 +180,49 @@ impl Applier {
                 })
                 .collect(),
         }
+    }
+
+    /// The same applier, guarding the shadow's secondary unique `indexes` (name → parts, columns
+    /// as the shadow names them); `shadow_columns` are the copied columns.
+    pub fn with_unique_keys(
+        mut self,
+        indexes: &std::collections::BTreeMap<String, Vec<super::unique::IndexPart>>,
+        shadow_columns: &[String],
+    ) -> Self {
+        for (name, parts) in indexes {
+            let positions: Option<Vec<usize>> = parts
+                .iter()
+                .map(|part| {
+                    shadow_columns
+                        .iter()
+                        .position(|copied| *copied == part.column)
+                })
+                .collect();
+            let Some(positions) = positions else {
+                self.uncovered_unique.push(name.clone());
+                continue;
+            };
+            // A prefix part collides on its prefix: compare `LEFT(…, n)` on both sides.
+            self.unique_keys.push(UniqueKey {
+                name: name.clone(),
+                columns: parts
+                    .iter()
+                    .map(|part| quote_identifier(&part.column))
+                    .collect(),
+                compared: parts
+                    .iter()
+                    .map(|part| match part.prefix {
+                        Some(length) => {
+                            format!("LEFT({}, {length})", quote_identifier(&part.column))
+                        }
+                        None => quote_identifier(&part.column),
+                    })
+                    .collect(),
+                prefixes: parts.iter().map(|part| part.prefix).collect(),
+                positions,
+            });
+        }
+        self
     }
 
     /// Applies `changes` on `connection` (which may hold `LOCK TABLES` during cut-over).
@@ -151,8 +259,31 @@ impl Applier {
         applied: &mut Applied,
     ) -> Result<(), Error> {
         for keys in deletes.chunks(DELETE_KEYS) {
+            let keys: Vec<&Key> = keys.iter().map(|(key, _)| key).collect();
+            self.delete_keys(connection, &keys).await?;
+            applied.deletes += keys.len();
+        }
+        Ok(())
+    }
+
+    /// `DELETE FROM _t_new WHERE <key in keys>`.
+    async fn delete_keys(
+        &self,
+        connection: &mut impl Queryable,
+        keys: &[&Key],
+    ) -> Result<(), Error> {
+        let (predicate, params) = self.keys_predicate(keys);
+        let sql = format!("DELETE FROM {} WHERE {predicate}", self.shadow);
+        connection.exec_drop(sql, params).await?;
+        Ok(())
+    }
+
+    /// A predicate matching the rows of `keys` (rendered as the copy writes them), and its
+    /// parameters.
+    fn keys_predicate(&self, keys: &[&Key]) -> (String, Vec<Value>) {
+        {
             let mut params = Vec::new();
-            for (key, _) in keys {
+            for key in keys {
                 for ((_, _, bind), part) in self.key.iter().zip(&key.0) {
                     Self::bind(*bind, &shoal_worker::keys::part_to_value(part), &mut params);
                 }
@@ -173,11 +304,8 @@ impl Applier {
                     vec![one; keys.len()].join(" OR ")
                 }
             };
-            let sql = format!("DELETE FROM {} WHERE {predicate}", self.shadow);
-            connection.exec_drop(sql, params).await?;
-            applied.deletes += keys.len();
+            (predicate, params)
         }
-        Ok(())
     }
 
     async fn replace(
@@ -192,17 +320,34 @@ impl Applier {
                 .iter()
                 .filter(|bind| **bind == Bind::Twice)
                 .count();
+        let guarded = !self.unique_keys.is_empty() || !self.uncovered_unique.is_empty();
         for rows in upserts.chunks(REPLACE_ROWS) {
             let mut params = Vec::with_capacity(rows.len() * width);
+            let mut images: Vec<Vec<&Value>> = Vec::with_capacity(rows.len());
             for (_, change) in rows {
                 let Change::Upsert(row) = change else {
                     continue;
                 };
+                let mut image = Vec::with_capacity(self.source_indices.len());
                 for (&index, &bind) in self.source_indices.iter().zip(&self.binds) {
                     let value = row
                         .get(index)
                         .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
                     Self::bind(bind, value, &mut params);
+                    image.push(value);
+                }
+                images.push(image);
+            }
+            let mut removed = Vec::new();
+            if guarded {
+                let keys: Vec<&Key> = rows.iter().map(|(key, _)| key).collect();
+                self.delete_keys(connection, &keys).await?;
+                removed = self.colliding_rows(connection, &images).await?;
+                if !removed.is_empty() {
+                    let rivals = self.keys_predicate(&keys);
+                    for row in &mut removed {
+                        row.rivals = Some(rivals.clone());
+                    }
                 }
             }
             let sql = format!(
@@ -211,7 +356,28 @@ impl Applier {
                 self.shadow_columns,
                 vec![self.tuple.as_str(); rows.len()].join(", ")
             );
-            connection.exec_drop(sql, params).await?;
+            let result = connection.exec_iter(sql, params).await?;
+            let affected = usize::try_from(result.affected_rows()).unwrap_or(usize::MAX);
+            result.drop_result().await?;
+            if guarded {
+                // Each own key was deleted first: every affected row beyond one per written row
+                // is another row removed, and each must be one read above.
+                if affected != images.len() + removed.len() {
+                    return Err(Error::UniqueConflict(format!(
+                        "writing {} changed rows to {} removed {} other row(s) under a unique \
+                         index, {} of them accounted for{}: the source holds rows that collide \
+                         under a UNIQUE index the ALTER adds (remove the duplicates, or drop \
+                         UNIQUE from the ALTER; the original table is untouched)",
+                        images.len(),
+                        self.shadow,
+                        affected.saturating_sub(images.len()),
+                        removed.len(),
+                        self.batch_duplicate(&images)
+                            .map(|found| format!(" ({found})"))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
             let warnings: Vec<(String, u16, String)> = connection.query("SHOW WARNINGS").await?;
             if let Some((_, code, message)) = warnings.into_iter().next() {
                 return Err(Error::Apply(format!(
@@ -220,8 +386,108 @@ impl Applier {
                 )));
             }
             applied.upserts += rows.len();
+            applied.removed.extend(removed);
         }
         Ok(())
+    }
+
+    /// The shadow rows (own keys already deleted) that the written `images` collide with under
+    /// each secondary unique key: the rows a REPLACE of them removes. NULLs never collide.
+    async fn colliding_rows(
+        &self,
+        connection: &mut impl Queryable,
+        images: &[Vec<&Value>],
+    ) -> Result<Vec<Removed>, Error> {
+        let mut removed: Vec<Removed> = Vec::new();
+        let key_columns: Vec<&str> = self
+            .key
+            .iter()
+            .map(|(column, _, _)| column.as_str())
+            .collect();
+        for unique in &self.unique_keys {
+            let mut params = Vec::new();
+            let mut tuples = 0;
+            for image in images {
+                let values: Vec<&Value> = unique.positions.iter().map(|&at| image[at]).collect();
+                if values.iter().any(|value| **value == Value::NULL) {
+                    continue;
+                }
+                for (&at, value) in unique.positions.iter().zip(values) {
+                    Self::bind(self.binds[at], value, &mut params);
+                }
+                tuples += 1;
+            }
+            if tuples == 0 {
+                continue;
+            }
+            let tuple: Vec<String> = unique
+                .positions
+                .iter()
+                .zip(&unique.prefixes)
+                .map(|(&at, prefix)| match prefix {
+                    Some(length) => format!("LEFT({}, {length})", self.placeholders[at]),
+                    None => self.placeholders[at].clone(),
+                })
+                .collect();
+            let tuple = format!("({})", tuple.join(", "));
+            // A locking read: it sees (and holds) what the REPLACE will meet, not the
+            // transaction's snapshot, and keeps a copy from adding a colliding row meanwhile.
+            let sql = format!(
+                "SELECT {}, {} FROM {} WHERE ({}) IN ({}) FOR UPDATE",
+                key_columns.join(", "),
+                unique.columns.join(", "),
+                self.shadow,
+                unique.compared.join(", "),
+                vec![tuple.as_str(); tuples].join(", ")
+            );
+            let rows: Vec<mysql_async::Row> = connection.exec(sql, params).await?;
+            for row in rows {
+                let values = row.unwrap();
+                let (key, values) = values.split_at(key_columns.len());
+                if removed.iter().any(|known| known.key == key) {
+                    continue;
+                }
+                removed.push(Removed {
+                    key: key.to_vec(),
+                    index: unique.name.clone(),
+                    columns: unique.columns.clone(),
+                    values: values.to_vec(),
+                    rivals: None,
+                });
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Two written images equal under a secondary unique key (byte for byte), named.
+    fn batch_duplicate(&self, images: &[Vec<&Value>]) -> Option<String> {
+        for unique in &self.unique_keys {
+            let mut seen: Vec<Vec<&Value>> = Vec::new();
+            for image in images {
+                let values: Vec<&Value> = unique.positions.iter().map(|&at| image[at]).collect();
+                if values.iter().any(|value| **value == Value::NULL) {
+                    continue;
+                }
+                if seen.contains(&values) {
+                    let shown: Vec<String> =
+                        values.iter().map(|value| value.as_sql(true)).collect();
+                    return Some(format!(
+                        "value ({}) written twice under unique index {}",
+                        shown.join(", "),
+                        quote_identifier(&unique.name)
+                    ));
+                }
+                seen.push(values);
+            }
+        }
+        if self.uncovered_unique.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "unique index(es) {} cover columns the change stream does not carry",
+                self.uncovered_unique.join(", ")
+            ))
+        }
     }
 }
 

@@ -180,6 +180,9 @@ pub struct ServerInfo {
     pub server_id: u32,
     /// `@@hostname`.
     pub hostname: String,
+    /// `@@lower_case_table_names` is not 0: the server compares table and schema names without
+    /// regard to case.
+    pub names_fold_case: bool,
 }
 
 impl ServerInfo {
@@ -190,6 +193,45 @@ impl ServerInfo {
             hostname: self.hostname.clone(),
         }
     }
+}
+
+/// `SHOW CREATE TABLE` of `schema`.`table` without its `AUTO_INCREMENT=` table option (the
+/// counter moves with every insert; any other change is a change of the definition).
+pub async fn definition(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<String, Error> {
+    let shown: Option<(String, String)> = connection
+        .query_first(format!(
+            "SHOW CREATE TABLE {}",
+            shoal_common::sql::quote_qualified(schema, table)
+        ))
+        .await?;
+    let (_, ddl) = shown.ok_or_else(|| {
+        Error::Preflight(format!(
+            "SHOW CREATE TABLE of `{schema}`.`{table}` returned nothing"
+        ))
+    })?;
+    Ok(without_auto_increment(&ddl))
+}
+
+/// `ddl` (a `SHOW CREATE TABLE`) without the ` AUTO_INCREMENT=<n>` table option, which follows
+/// the column list's closing parenthesis (at the start of a line: the server escapes newlines in
+/// names and comments).
+pub fn without_auto_increment(ddl: &str) -> String {
+    let Some(options_start) = ddl.rfind("\n)") else {
+        return ddl.to_owned();
+    };
+    let (columns, options) = ddl.split_at(options_start);
+    let Some(at) = options.find(" AUTO_INCREMENT=") else {
+        return ddl.to_owned();
+    };
+    let digits_start = at + " AUTO_INCREMENT=".len();
+    let digits_end = options[digits_start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(options.len(), |end| digits_start + end);
+    format!("{columns}{}{}", &options[..at], &options[digits_end..])
 }
 
 /// Checks the binlog settings shoal needs and returns server facts.
@@ -231,12 +273,16 @@ pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo,
             ));
         }
     }
-    let hostname: Option<String> = connection.query_first("SELECT @@hostname").await?;
+    let (hostname, lower_case_table_names): (Option<String>, i64) = connection
+        .query_first("SELECT @@hostname, @@lower_case_table_names")
+        .await?
+        .ok_or_else(|| Error::Preflight("the server returned no settings".to_owned()))?;
     Ok(ServerInfo {
         version,
         mariadb,
         server_id,
         hostname: hostname.unwrap_or_default(),
+        names_fold_case: lower_case_table_names != 0,
     })
 }
 
@@ -328,6 +374,19 @@ pub async fn check_privileges(connection: &mut impl Queryable, schema: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auto_increment_counter_is_not_part_of_the_definition() {
+        let shown = "CREATE TABLE `t` (\n  `id` int NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) \
+                     ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=utf8mb4 COMMENT='a)b'";
+        assert_eq!(
+            without_auto_increment(shown),
+            "CREATE TABLE `t` (\n  `id` int NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`)\n) \
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='a)b'"
+        );
+        let plain = "CREATE TABLE `t` (\n  `id` int NOT NULL\n) ENGINE=InnoDB";
+        assert_eq!(without_auto_increment(plain), plain);
+    }
 
     fn names(privileges: &[&str]) -> Vec<String> {
         privileges.iter().map(|name| (*name).to_owned()).collect()

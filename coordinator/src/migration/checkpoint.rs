@@ -135,7 +135,8 @@ impl Migration {
                  binlog_name VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, \
                  statement TEXT NOT NULL, owner_epoch BIGINT UNSIGNED NOT NULL, \
                  detail LONGTEXT NOT NULL, \
-                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"
+                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) \
+                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
             ))
             .await?;
         connection
@@ -189,6 +190,10 @@ impl Migration {
                     .filter_map(|replica| replica.target.clone())
                     .collect(),
                 limits: self.options.limits,
+                keep_secondary_indexes: self.options.keep_secondary_indexes,
+                strict: self.options.strict,
+                lock_wait_timeout_ms: u64::try_from(self.options.lock_wait_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
             },
             intents: IntentsRecord {
                 paused: intents.paused,
@@ -353,13 +358,19 @@ impl Migration {
             }
             Err(error) => return Err(error.into()),
         };
-        if found != Some(self.owner_epoch) {
-            return Err(Error::Deposed(format!(
-                "flush refused: the checkpoint's owner epoch is {found:?}, this owner holds {}",
+        // Only another owner's record deposes this one: a missing row (the first checkpoint's
+        // insert failed) is a failure of this owner's, cleaned up like any other.
+        match found {
+            Some(epoch) if epoch == self.owner_epoch => Ok(()),
+            Some(epoch) => Err(Error::Deposed(format!(
+                "flush refused: the checkpoint's owner epoch is {epoch}, this owner holds {}",
                 self.owner_epoch
-            )));
+            ))),
+            None => Err(Error::Checkpoint(format!(
+                "the checkpoint table {} holds no owner record",
+                self.checkpoint_table()
+            ))),
         }
-        Ok(())
     }
 
     /// Takes the migration over from the checkpoint's writer: raises the owner epoch in MySQL,

@@ -64,6 +64,8 @@ impl Migration {
             let target = binlog::current_position(&mut lock, self.server.mariadb).await?;
             self.catch_up(&target, Duration::from_secs(30)).await?;
             self.flush_ready_locked(&mut lock).await?;
+            // The checksum about to run covers every row as of now, removals included.
+            self.unique_removals.clear();
             tracing::debug!(
                 %target,
                 reached = ?self.stream_position,
@@ -278,7 +280,7 @@ impl Migration {
             &self.schema,
             &self.table,
             &names::shadow(&self.table),
-            &self.source_columns,
+            &self.shadow_columns,
         )
         .await?;
         match duplicate {

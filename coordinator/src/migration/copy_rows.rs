@@ -259,6 +259,11 @@ impl Migration {
             .await;
             match result {
                 Ok(applied) => {
+                    // Outside the transaction: the source as it is now. Under the cut-over lock
+                    // the source cannot be read here; `verify_removals` checks there.
+                    if !self.under_cutover_lock {
+                        self.check_removals(connection, &applied.removed).await?;
+                    }
                     self.count_applied(applied);
                     return Ok(());
                 }
@@ -309,7 +314,17 @@ impl Migration {
         }
     }
 
-    fn count_applied(&self, applied: super::apply::Applied) {
+    fn count_applied(&mut self, applied: super::apply::Applied) {
+        // Kept for the check under the cut-over lock, which needs only the keys.
+        self.unique_removals.extend(
+            applied
+                .removed
+                .into_iter()
+                .map(|row| super::apply::Removed {
+                    rivals: None,
+                    ..row
+                }),
+        );
         let buffered = self.buffer.len() as u64;
         let last_event_at = self.last_event_at;
         self.progress.send_modify(|progress| {
@@ -354,6 +369,8 @@ impl Migration {
                 Err(error) => return Err(error),
             }
         };
+        // The caller's lock covers the source (the checksum barrier's `READ`).
+        self.check_removals(connection, &applied.removed).await?;
         self.count_applied(applied);
         Ok(())
     }

@@ -43,6 +43,16 @@ use super::binlog;
 use super::owner::Migration;
 
 const ATTEMPTS: u32 = 3;
+
+/// The connection sending the swap (C2) and the task running it. The task hands the connection
+/// back with the outcome, so its id cannot be reused by the pool (and hit by a `KILL`) while
+/// shoal may still kill it.
+struct Renamer {
+    /// Its connection id, to find it in the process list or kill it.
+    id: u32,
+    /// The `RENAME TABLE` in flight.
+    handle: super::settle::RenameTask,
+}
 /// How long C2 may wait in the process list before the attempt is abandoned.
 const RENAME_QUEUE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -111,7 +121,16 @@ impl Migration {
                     self.stop_stream().await;
                     return Ok(());
                 }
-                Err(error) if attempt < ATTEMPTS => {
+                // A changed definition or an ambiguous catalogue is not cured by trying again.
+                Err(error)
+                    if attempt < ATTEMPTS
+                        && !matches!(
+                            error,
+                            Error::Preflight(_)
+                                | Error::CutoverAmbiguous(_)
+                                | Error::UniqueConflict(_)
+                        ) =>
+                {
                     warn!(migration_id = %self.options.id, attempt, %error, "cut-over attempt failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 }
@@ -129,6 +148,7 @@ impl Migration {
             .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
             .await?;
         let checkpoint = self.checkpoint_table();
+        shoal_worker::failpoint::hit("cutover.locking", self.options.id.as_str()).await;
         holder
             .query_drop(format!("LOCK TABLES {source} WRITE, {checkpoint} READ"))
             .await?;
@@ -144,34 +164,47 @@ impl Migration {
         let renamer = match self.queue_rename(&mut holder, lock_wait).await {
             Ok(renamer) => renamer,
             Err(error) => {
+                // Nothing was sent to rename `t`: the original is in place.
+                self.cutting_over = false;
                 let _ = holder.query_drop("UNLOCK TABLES").await;
                 self.restore_shadow_name().await?;
                 return Err(error);
             }
         };
+        // From here the swap is sent: an error no longer says whether it ran; the catalogue does.
+        if let Err(error) = self.wait_until_queued(&mut holder, &renamer).await {
+            let sent = super::settle::Sent {
+                renamer_id: renamer.id,
+                in_flight: Some(renamer.handle),
+                finished: None,
+                holder: Some(holder),
+            };
+            return self.settle_after_error(error, sent, locked_at).await;
+        }
         if let Err(error) = holder.query_drop("UNLOCK TABLES").await {
             // C1 is gone (killed, lost) and its lock with it: the queued rename ran or runs
             // now. Its own outcome decides, not this error.
             warn!(migration_id = %self.options.id, %error, "the lock connection was lost after the rename was queued; its lock went with it");
         }
-        let renamed = renamer
-            .await
-            .map_err(|join| Error::Cutover(format!("rename task failed: {join}")))?;
-        let blocked = locked_at.elapsed();
+        let (finished, renamed) = match renamer.handle.await {
+            Ok((connection, renamed)) => (Some(connection), renamed.map_err(Error::from)),
+            Err(join) => (
+                None,
+                Err(Error::Cutover(format!("rename task failed: {join}"))),
+            ),
+        };
         if let Err(error) = renamed {
-            self.restore_shadow_name().await?;
-            return Err(error);
+            let sent = super::settle::Sent {
+                renamer_id: renamer.id,
+                in_flight: None,
+                finished,
+                holder: None,
+            };
+            return self.settle_after_error(error, sent, locked_at).await;
         }
-        shoal_worker::failpoint::hit("cutover.after_rename", self.options.id.as_str()).await;
-        let mut connection = self.connect().await?;
-        connection
-            .query_drop(format!(
-                "RENAME TABLE {} TO {}",
-                self.qualified(&names::swapped_out(&self.table)),
-                self.qualified(&names::old(&self.table))
-            ))
-            .await?;
-        self.verify_swap().await?;
+        drop(finished);
+        let blocked = locked_at.elapsed();
+        self.finish_swap().await?;
         Ok(blocked)
     }
 
@@ -191,23 +224,29 @@ impl Migration {
         Ok(())
     }
 
-    /// Steps 2 to 5: under C1's lock, catch up, flush and rename the shadow on C3; queue the
-    /// swap on C2 and wait until the server shows it waiting for the metadata lock.
+    /// Steps 2 to 4: under C1's lock, catch up, flush, check that nobody else changed the
+    /// table's definition, rename the shadow on C3 and send the swap on C2.
     async fn queue_rename(
         &mut self,
         holder: &mut mysql_async::Conn,
         lock_wait: u64,
-    ) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
+    ) -> Result<Renamer, Error> {
         let target = binlog::current_position(holder, self.server.mariadb).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
         let mut flusher = self.connect().await?;
-        self.flush_ready(&mut flusher).await?;
+        self.under_cutover_lock = true;
+        let flushed = self.flush_ready(&mut flusher).await;
+        self.under_cutover_lock = false;
+        flushed?;
         if !self.buffer.is_empty() {
             return Err(Error::Cutover(format!(
                 "{} changes are still deferred under the lock",
                 self.buffer.len()
             )));
         }
+        self.verify_removals(holder, &mut flusher).await?;
+        self.check_definition_unchanged(holder).await?;
+        self.changes_before_swap = None;
         let source = self.qualified(&self.table);
         let swap = self.qualified(&names::swap(&self.table));
         let swapped_out = self.qualified(&names::swapped_out(&self.table));
@@ -226,18 +265,32 @@ impl Migration {
         renamer
             .query_drop(format!("SET SESSION lock_wait_timeout = {}", lock_wait + 5))
             .await?;
-        let renamer_id = renamer.id();
+        let id = renamer.id();
         let rename = format!("RENAME TABLE {source} TO {swapped_out}, {swap} TO {source}");
         let handle = tokio::spawn(async move {
-            renamer.query_drop(rename).await?;
-            Ok::<(), Error>(())
+            let renamed = renamer.query_drop(rename).await;
+            (renamer, renamed)
         });
+        shoal_worker::failpoint::hit(
+            "cutover.rename_sent",
+            &format!("holder={} renamer={id}", holder.id()),
+        )
+        .await;
+        Ok(Renamer { id, handle })
+    }
+
+    /// Step 5: waits until the server shows C2 waiting for the metadata lock.
+    async fn wait_until_queued(
+        &mut self,
+        holder: &mut mysql_async::Conn,
+        renamer: &Renamer,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         loop {
             let state: Option<Option<String>> = holder
                 .exec_first(
                     "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
-                    (renamer_id,),
+                    (renamer.id,),
                 )
                 .await?;
             if let Some(Some(state)) = &state
@@ -245,33 +298,59 @@ impl Migration {
             {
                 shoal_worker::failpoint::hit(
                     "cutover.queued",
-                    &format!("holder={} renamer={renamer_id}", holder.id()),
+                    &format!("holder={} renamer={}", holder.id(), renamer.id),
                 )
                 .await;
-                return Ok(handle);
+                return Ok(());
             }
-            if handle.is_finished() || started.elapsed() > RENAME_QUEUE_DEADLINE {
-                self.cutting_over = false;
-                let outcome = if handle.is_finished() {
-                    match handle.await {
-                        Ok(Err(error)) => format!("the rename failed early: {error}"),
-                        _ => "the rename ended early".to_owned(),
-                    }
-                } else {
-                    handle.abort();
-                    let _ = holder.query_drop(format!("KILL {renamer_id}")).await;
-                    format!(
-                        "the rename was not seen waiting within {RENAME_QUEUE_DEADLINE:?} (state {state:?})"
-                    )
-                };
-                return Err(Error::Cutover(outcome));
+            if renamer.handle.is_finished() {
+                return Err(Error::Cutover(
+                    "the rename ended before it was seen waiting".to_owned(),
+                ));
+            }
+            if started.elapsed() > RENAME_QUEUE_DEADLINE {
+                return Err(Error::Cutover(format!(
+                    "the rename was not seen waiting within {RENAME_QUEUE_DEADLINE:?} (state {state:?})"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
+    /// Under the cut-over lock: the original's definition (without its `AUTO_INCREMENT=`
+    /// counter) is the one read at the start, and it has no triggers. Another session's DDL
+    /// would otherwise be undone by the swap.
+    async fn check_definition_unchanged(
+        &self,
+        holder: &mut mysql_async::Conn,
+    ) -> Result<(), Error> {
+        let now = super::catalog::definition(holder, &self.schema, &self.table).await?;
+        if now != self.source_definition {
+            return Err(Error::Preflight(format!(
+                "the definition of {} changed during the migration (another session's DDL); the \
+                 swap would undo it: run the migration again on the new definition",
+                self.qualified(&self.table)
+            )));
+        }
+        let trigger: Option<String> = holder
+            .exec_first(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS \
+                 WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? LIMIT 1",
+                (&self.schema, &self.table),
+            )
+            .await?;
+        if let Some(trigger) = trigger {
+            return Err(Error::Preflight(format!(
+                "trigger `{trigger}` was created on {} during the migration; shoal cannot carry \
+                 triggers across the cut-over",
+                self.qualified(&self.table)
+            )));
+        }
+        Ok(())
+    }
+
     /// Step 7: `t` is the former shadow table and `_t_old` the former original.
-    async fn verify_swap(&mut self) -> Result<(), Error> {
+    pub(super) async fn verify_swap(&mut self) -> Result<(), Error> {
         let mut connection = self.connect().await?;
         let old_exists =
             super::catalog::table_exists(&mut connection, &self.schema, &names::old(&self.table))

@@ -24,13 +24,14 @@ use shoal_common::sql::quote_qualified;
 use shoal_worker::session::pool_for;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::alter::{self, AlterStatement};
 use super::apply::Applier;
 use super::binlog::{self, BinlogPos};
 use super::catalog::{self, ServerInfo, TableInfo};
 use super::checkpoint::{self, Duties};
+use super::columns;
 use super::indexes;
 use super::stream::Stream;
 use super::{ChangePath, Error, Intents, MigrationOptions, Progress, State};
@@ -70,6 +71,9 @@ pub struct Migration {
     pub(super) table: String,
     pub(super) statement: AlterStatement,
     pub(super) server: ServerInfo,
+    /// The source's `SHOW CREATE TABLE` at the start, without its `AUTO_INCREMENT=` counter:
+    /// the cut-over refuses to swap if another session changed it meanwhile.
+    pub(super) source_definition: String,
     pub(super) source: TableInfo,
     /// Copied columns as named in the source, and in the shadow table.
     pub(super) source_columns: Vec<String>,
@@ -119,6 +123,16 @@ pub struct Migration {
     pub(super) repairing: Vec<ChunkRange>,
     /// Set once shoal's own rename is queued: a DDL event on the table is then expected.
     pub(super) cutting_over: bool,
+    /// Row changes of `t` the stream delivered after the final flush and before the swap's own
+    /// rename (`None` until the stream shows the rename): writes the original took after its
+    /// lock was lost, missing from the new table.
+    pub(super) changes_before_swap: Option<usize>,
+    /// Set while the cut-over lock holds the source: a flush cannot read the source then, and
+    /// its removals are verified under the lock instead.
+    pub(super) under_cutover_lock: bool,
+    /// Rows flushes removed under a secondary unique key since the last checksum barrier,
+    /// verified again under the cut-over lock (INV-C1).
+    pub(super) unique_removals: Vec<super::apply::Removed>,
     /// Whether shoal's tables exist (so ErrCleanup knows what to drop).
     pub(super) created_tables: bool,
     /// Key span of the next copy chunks, from the time of recent ones.
@@ -158,8 +172,11 @@ impl Migration {
                 shoal_worker::session::redact_dsn(&options.dsn)
             ))
         })?;
-        let schema = opts
-            .db_name()
+        let schema = options
+            .schema
+            .as_deref()
+            .filter(|schema| !schema.is_empty())
+            .or(opts.db_name())
             .or(statement.schema.as_deref())
             .map(str::to_owned)
             .ok_or_else(|| {
@@ -170,6 +187,7 @@ impl Migration {
         let pool = pool_for(
             &options.target,
             &options.dsn,
+            Some(&schema),
             options.lock_wait_timeout,
             options.threads as usize + 4,
         )?;
@@ -258,6 +276,7 @@ impl Migration {
             )));
         }
         check_foreign_keys(&mut connection, &schema, &table, &qualified).await?;
+        let source_definition = catalog::definition(&mut connection, &schema, &table).await?;
         drop(connection);
         // Without an operator channel the intents stay as submitted (or as checkpointed).
         let (_, intents) = watch::channel(initial_intents);
@@ -278,6 +297,7 @@ impl Migration {
             statement,
             server,
             source,
+            source_definition,
             source_columns: Vec::new(),
             shadow_columns: Vec::new(),
             source_hashed: Vec::new(),
@@ -304,6 +324,9 @@ impl Migration {
             ledger: ChunkLedger::default(),
             repairing: Vec::new(),
             cutting_over: false,
+            under_cutover_lock: false,
+            changes_before_swap: None,
+            unique_removals: Vec::new(),
             created_tables: false,
             sizer,
             last_event_at: 0,
@@ -469,6 +492,12 @@ impl Migration {
                 // The next owner runs the migration: touch nothing else.
                 warn!(migration_id = %self.options.id, %error, "deposed; stopping without cleanup");
                 self.stop_stream().await;
+                return result;
+            }
+            if let Error::CutoverAmbiguous(_) = error {
+                error!(migration_id = %self.options.id, %error, "cut-over outcome unknown; touching nothing");
+                self.stop_stream().await;
+                self.release_lock().await;
                 return result;
             }
             match self.advance(Event::Fail) {
@@ -747,7 +776,7 @@ impl Migration {
     async fn try_instant(&mut self) -> Result<bool, Error> {
         let mut connection = self.connect().await?;
         match connection
-            .query_drop(self.statement.instant(&self.schema))
+            .exec_drop(self.statement.instant(&self.schema), ())
             .await
         {
             Ok(()) => {
@@ -778,7 +807,7 @@ impl Migration {
             .query_drop(format!("CREATE TABLE {shadow} LIKE {source}"))
             .await?;
         if let Err(error) = connection
-            .query_drop(self.statement.applied_to(&self.schema, &shadow_name))
+            .exec_drop(self.statement.applied_to(&self.schema, &shadow_name), ())
             .await
         {
             return Err(match error {
@@ -794,7 +823,7 @@ impl Migration {
         }
         connection
             .query_drop(format!(
-                "CREATE TABLE {} (chunk BIGINT UNSIGNED NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+                "CREATE TABLE {} (chunk BIGINT UNSIGNED NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                 self.qualified(&names::fence(&self.table))
             ))
             .await?;
@@ -816,13 +845,31 @@ impl Migration {
         Ok(())
     }
 
-    /// Maps the source's columns onto the shadow table's and builds the applier.
+    /// Maps the source's columns onto the shadow table's (names compared as the server compares
+    /// them) and builds the applier.
     async fn prepare_columns(&mut self, connection: &mut Conn) -> Result<(), Error> {
         let shadow_name = names::shadow(&self.table);
         let shadow_info = catalog::read_table(connection, &self.schema, &shadow_name)
             .await?
             .ok_or_else(|| Error::Preflight("the shadow table vanished".to_owned()))?;
-        if shadow_info.primary_key != self.source.primary_key {
+        let source_named = named_columns(connection, &self.source.columns).await?;
+        let shadow_named = named_columns(connection, &shadow_info.columns).await?;
+        let dropped = columns::name_keys(connection, &self.statement.dropped_columns).await?;
+        let mapping = columns::map(&source_named, &shadow_named, &dropped).map_err(|unmapped| {
+            Error::Preflight(format!("{}: {unmapped}", self.qualified(&self.table)))
+        })?;
+        let same_key = shadow_info.primary_key.len() == self.source.primary_key.len()
+            && shadow_info
+                .primary_key
+                .iter()
+                .zip(&self.source.primary_key)
+                .all(|(shadow_column, source_column)| {
+                    shadow_info
+                        .index_of(shadow_column)
+                        .and_then(|index| mapping[index])
+                        .is_some_and(|index| &self.source.columns[index].name == source_column)
+                });
+        if !same_key {
             return Err(Error::Preflight(
                 "the ALTER changes the primary key; shoal needs the same key on both tables"
                     .to_owned(),
@@ -833,16 +880,11 @@ impl Migration {
         self.shadow_columns.clear();
         self.source_hashed.clear();
         self.shadow_hashed.clear();
-        for column in shadow_info
-            .columns
-            .iter()
-            .filter(|column| !column.generated)
-        {
-            if let Some(index) = self.source.index_of(&column.name)
-                && !self.source.columns[index].generated
-            {
+        for (column, counterpart) in shadow_info.columns.iter().zip(&mapping) {
+            if let Some(index) = *counterpart {
                 source_indices.push(index);
-                self.source_columns.push(column.name.clone());
+                self.source_columns
+                    .push(self.source.columns[index].name.clone());
                 self.shadow_columns.push(column.name.clone());
                 self.source_hashed.push(self.source.columns[index].hashed());
                 self.shadow_hashed.push(column.hashed());
@@ -852,18 +894,23 @@ impl Migration {
             .iter()
             .map(|&index| self.source.columns[index].clone())
             .collect();
-        self.applier = Some(Applier::new(
-            &self.schema,
-            &shadow_name,
-            &self.shadow_columns,
-            source_indices,
-            &source_types,
-            &self
-                .key_indices
-                .iter()
-                .map(|&index| self.source.columns[index].clone())
-                .collect::<Vec<_>>(),
-        ));
+        let unique_indexes =
+            super::unique::unique_index_parts(connection, &self.schema, &shadow_name).await?;
+        self.applier = Some(
+            Applier::new(
+                &self.schema,
+                &shadow_name,
+                &self.shadow_columns,
+                source_indices,
+                &source_types,
+                &self
+                    .key_indices
+                    .iter()
+                    .map(|&index| self.source.columns[index].clone())
+                    .collect::<Vec<_>>(),
+            )
+            .with_unique_keys(&unique_indexes, &self.shadow_columns),
+        );
         Ok(())
     }
 
@@ -1018,6 +1065,24 @@ impl Migration {
         }
         Ok(())
     }
+}
+
+/// `columns` with the server's comparison keys of their names.
+pub(super) async fn named_columns(
+    connection: &mut Conn,
+    columns: &[catalog::Column],
+) -> Result<Vec<columns::NamedColumn>, Error> {
+    let names: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
+    let keys = columns::name_keys(connection, &names).await?;
+    Ok(columns
+        .iter()
+        .zip(keys)
+        .map(|(column, key)| columns::NamedColumn {
+            name: column.name.clone(),
+            key,
+            generated: column.generated,
+        })
+        .collect())
 }
 
 /// A connection of `pool`, waiting (up to [`super::CONNECT_PATIENCE`]) while the server refuses

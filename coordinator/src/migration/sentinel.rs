@@ -63,7 +63,7 @@ impl Migration {
                 "CREATE TABLE IF NOT EXISTS {} (migration_id VARCHAR(255) NOT NULL PRIMARY KEY, \
                  table_name VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, \
                  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) \
-                 ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
+                 ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                 self.sentinel()
             ))
             .await?;

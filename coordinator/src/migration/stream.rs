@@ -58,6 +58,7 @@ impl Migration {
             schema: self.schema.clone(),
             table: self.table.clone(),
             columns: self.source.columns.clone().into(),
+            names_fold_case: self.server.names_fold_case,
         };
         // A server id per stream (two dumps with one id make the server drop the older): random
         // in the high range [2^30, 2^31), never the server's own id.
@@ -105,6 +106,9 @@ impl Migration {
                         self.schema, self.table
                     )));
                 }
+                // The swap's own rename: every change buffered since the final flush (which
+                // left the buffer empty) went to the original.
+                self.changes_before_swap.get_or_insert(self.buffer.len());
                 self.stream_position = Some(position);
             }
             StreamMsg::Rows(changes, position, written_at) => {

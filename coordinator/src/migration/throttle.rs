@@ -59,7 +59,7 @@ impl Replica {
             Ok(opts) => format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
             Err(_) => shoal_worker::session::redact_dsn(dsn),
         };
-        let pool = shoal_worker::session::pool_for("replica", dsn, lock_wait_timeout, 2)?;
+        let pool = shoal_worker::session::pool_for("replica", dsn, None, lock_wait_timeout, 2)?;
         Ok(Self {
             target,
             label,
@@ -93,7 +93,7 @@ impl Migration {
         connection
             .query_drop(format!(
                 "CREATE TABLE IF NOT EXISTS {} (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, \
-                 sent_ms BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+                 sent_ms BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                 self.qualified(&shoal_common::names::heartbeat(&self.table))
             ))
             .await?;

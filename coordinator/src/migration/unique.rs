@@ -57,6 +57,7 @@ impl fmt::Display for Duplicate {
 }
 
 /// Groups `(index, column)` rows (in `SEQ_IN_INDEX` order) of unique, non-primary indexes.
+#[cfg(test)]
 fn group(rows: Vec<(String, String)>) -> BTreeMap<String, Vec<String>> {
     let mut indexes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (index, column) in rows {
@@ -89,15 +90,46 @@ async fn unique_indexes(
     schema: &str,
     table: &str,
 ) -> Result<BTreeMap<String, Vec<String>>, Error> {
-    let rows: Vec<(String, String)> = connection
+    let parts = unique_index_parts(connection, schema, table).await?;
+    Ok(parts
+        .into_iter()
+        .map(|(index, parts)| (index, parts.into_iter().map(|part| part.column).collect()))
+        .collect())
+}
+
+/// One part of a unique index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexPart {
+    /// The column; empty for an expression (a functional index part, MySQL 8.0.13+), which
+    /// matches no column.
+    pub column: String,
+    /// The prefix length (`SUB_PART`: characters, or bytes of a binary string), if only a
+    /// prefix is indexed.
+    pub prefix: Option<u64>,
+}
+
+/// The secondary unique indexes of `schema`.`table`, their parts in index order.
+pub(super) async fn unique_index_parts(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<BTreeMap<String, Vec<IndexPart>>, Error> {
+    let rows: Vec<(String, Option<String>, Option<u64>)> = connection
         .exec(
-            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
              AND INDEX_NAME <> 'PRIMARY' ORDER BY INDEX_NAME, SEQ_IN_INDEX",
             (schema, table),
         )
         .await?;
-    Ok(group(rows))
+    let mut indexes: BTreeMap<String, Vec<IndexPart>> = BTreeMap::new();
+    for (index, column, prefix) in rows {
+        indexes.entry(index).or_default().push(IndexPart {
+            column: column.unwrap_or_default(),
+            prefix,
+        });
+    }
+    Ok(indexes)
 }
 
 /// The first duplicated value under a unique index the shadow table has and the source lacks,

@@ -59,6 +59,33 @@ pub struct MigrationRecord {
     pub limits: shoal_common::throttle::Limits,
 }
 
+impl MigrationRecord {
+    /// The record of a checkpointed migration of `schema`.`<table>` (after the live store lost
+    /// everything): every option the checkpoint's spec keeps. The INSTANT attempt is skipped (a
+    /// checkpoint means the copy began).
+    pub fn from_checkpoint(schema: &str, saved: &shoal_common::checkpoint::Saved) -> Self {
+        let spec = &saved.detail.spec;
+        Self {
+            id: saved.detail.migration_id.clone(),
+            target: spec.target.clone(),
+            schema: schema.to_owned(),
+            alter: saved.statement.clone(),
+            threads: spec.threads,
+            chunk_rows: spec.chunk_rows,
+            target_chunk_ms: spec.target_chunk_ms,
+            copy_mode: spec.copy_mode,
+            keep_old_table: spec.keep_old_table,
+            no_instant: true,
+            keep_secondary_indexes: spec.keep_secondary_indexes,
+            strict: spec.strict,
+            defer_cutover: spec.defer_cutover,
+            lock_wait_timeout_ms: spec.lock_wait_timeout_ms,
+            replica_targets: spec.replica_targets.clone(),
+            limits: spec.limits,
+        }
+    }
+}
+
 /// What operators asked of a migration, through any coordinator; its owner applies it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorIntents {
@@ -111,4 +138,67 @@ pub trait MigrationStore: Send + Sync + std::fmt::Debug + 'static {
     /// The live store's incarnation: created if absent. A different answer than before means
     /// the store lost everything.
     async fn incarnation(&self) -> Result<String, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(spec: &str) -> shoal_common::checkpoint::Saved {
+        let detail = format!(
+            r#"{{"migration_id":"m1","state":"CopyRows","spec":{spec},
+            "intents":{{"paused":false,"threads":2,"released":false}},
+            "source":{{"server_id":1,"hostname":"db"}},"plan":null,"cutover":"NotStarted",
+            "owner":"c1","fleet":"f","owner_connections":[],"rows_copied":0}}"#
+        );
+        shoal_common::checkpoint::Saved {
+            statement: "ALTER TABLE t ADD x INT".to_owned(),
+            binlog_file: "bin.000001".to_owned(),
+            binlog_pos: 4,
+            owner_epoch: 1,
+            detail: serde_json::from_str(&detail).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_record_rebuilt_from_a_checkpoint_keeps_every_option() {
+        let record = MigrationRecord::from_checkpoint(
+            "shop",
+            &saved(
+                r#"{"target":"shop","threads":3,"chunk_rows":500,"target_chunk_ms":250,
+                "copy_mode":"Buffered","keep_old_table":true,"defer_cutover":true,
+                "replica_targets":["r1"],"keep_secondary_indexes":true,"strict":true,
+                "lock_wait_timeout_ms":7000}"#,
+            ),
+        );
+        assert_eq!(record.schema, "shop");
+        assert_eq!(record.alter, "ALTER TABLE t ADD x INT");
+        assert_eq!(
+            (record.threads, record.chunk_rows, record.target_chunk_ms),
+            (3, 500, 250)
+        );
+        assert_eq!(record.copy_mode, CopyMode::Buffered);
+        assert!(record.keep_old_table && record.defer_cutover);
+        assert!(record.strict, "--strict survives the rebuild");
+        assert!(record.keep_secondary_indexes);
+        assert_eq!(record.lock_wait_timeout_ms, 7_000);
+        assert_eq!(record.replica_targets, ["r1"]);
+        assert!(
+            record.no_instant,
+            "a checkpointed migration never tries INSTANT"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_written_before_the_spec_kept_them_gets_the_defaults() {
+        let record = MigrationRecord::from_checkpoint(
+            "shop",
+            &saved(
+                r#"{"target":"shop","threads":3,"chunk_rows":500,"copy_mode":"Server",
+                "keep_old_table":false,"defer_cutover":false}"#,
+            ),
+        );
+        assert!(!record.strict);
+        assert_eq!(record.lock_wait_timeout_ms, 5_000);
+    }
 }

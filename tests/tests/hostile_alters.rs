@@ -1,0 +1,271 @@
+//! Hostile ALTER texts and names through every entry point (`shoal run`, `shoal plan`, the Plan
+//! and Submit RPCs): a second statement, an executable comment, a comment swallowing shoal's own
+//! clause, a schema name that would rewrite a URL. On a private server with the general log on,
+//! so the test sees every statement the server received: none but shoal's own.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::path::Path;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_tests::mariadb::MariaDb;
+use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess};
+use shoal_tests::scenario::tables;
+use shoal_tests::servers::{self, TestDatabase};
+
+const SETUP: [&str; 4] = [
+    "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NULL, b INT NOT NULL DEFAULT 0)",
+    "INSERT INTO t (id, a, b) SELECT seq, seq % 7, seq FROM seq_1_to_500",
+    "CREATE TABLE victim (id INT PRIMARY KEY)",
+    "INSERT INTO victim VALUES (1), (2)",
+];
+
+/// A private server whose general log records every statement, with database `hostile` set up
+/// with [`SETUP`].
+async fn server_with_general_log(dir: &Path) -> (MariaDb, TestDatabase) {
+    let log = dir.join("general.log");
+    let server = MariaDb::start_with(
+        &dir.join("server"),
+        &format!("general_log=1\ngeneral_log_file={}\n", log.display()),
+    )
+    .unwrap();
+    server.info.root_sql("CREATE DATABASE hostile").unwrap();
+    let database = TestDatabase {
+        name: "hostile".to_owned(),
+        dsn: server.info.dsn("hostile"),
+    };
+    let mut connection = database.connect().await.unwrap();
+    for statement in SETUP {
+        connection.query_drop(statement).await.unwrap();
+    }
+    (server, database)
+}
+
+fn general_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("general.log")).unwrap()
+}
+
+/// The rows of `t` and `victim` and the definition of `t`.
+async fn state(database: &TestDatabase) -> (Vec<String>, String, Vec<(i32, Option<i32>, i32)>) {
+    let mut connection = database.connect().await.unwrap();
+    let names = tables(&mut connection, &database.name).await;
+    let create: (String, String) = connection
+        .query_first("SHOW CREATE TABLE t")
+        .await
+        .unwrap()
+        .unwrap();
+    let rows: Vec<(i32, Option<i32>, i32)> = connection
+        .query("SELECT id, a, b FROM t ORDER BY id")
+        .await
+        .unwrap();
+    (names, create.1, rows)
+}
+
+async fn exits_refused(mut process: ShoalProcess, what: &str, expected: &str) {
+    let status = process.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = process.logs();
+    assert!(!status.success(), "{what}: accepted:\n{logs}");
+    assert!(
+        logs.contains(expected),
+        "{what}: no {expected:?} in:\n{logs}"
+    );
+}
+
+fn coordinator_options(database: &TestDatabase) -> CoordinatorOptions {
+    let servers = servers::shared();
+    CoordinatorOptions {
+        redis_url: Some(servers.redis.url()),
+        namespace: servers.redis_namespace("hostile"),
+        worker_ttl: Duration::from_secs(3),
+        env: vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())],
+        args: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, database) = server_with_general_log(dir.path()).await;
+    let before = state(&database).await;
+    let coordinator = CoordinatorProcess::start("coordinator", &coordinator_options(&database))
+        .await
+        .unwrap();
+    let cases = [
+        // The server reads `--1` as minus minus one, not as a comment.
+        (
+            "ALTER TABLE t ADD COLUMN x INT DEFAULT (1--1); DROP TABLE victim; #",
+            "pass exactly one statement",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x INT /*!, RENAME TO t_renamed */",
+            "executable comment",
+        ),
+        (
+            "ALTER TABLE t /*!100000 CHANGE a a_renamed INT NULL */",
+            "executable comment",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x INT /*M!100000 , DROP COLUMN b */",
+            "executable comment",
+        ),
+        (
+            "ALTER TABLE t DROP COLUMN b, ADD COLUMN (b INT NOT NULL DEFAULT 0)",
+            "drops column `b` and adds it again",
+        ),
+    ];
+    for (alter, expected) in cases {
+        let local_env = [("SHOAL_DSN", database.dsn.clone())];
+        for command in ["run", "plan"] {
+            let args: Vec<String> = [command, "--alter", alter, "--no-instant"]
+                .iter()
+                .filter(|arg| command == "run" || **arg != "--no-instant")
+                .map(|arg| (*arg).to_owned())
+                .collect();
+            let process = ShoalProcess::spawn("shoal", "shoal", &args, &local_env).unwrap();
+            exits_refused(process, &format!("shoal {command} {alter}"), expected).await;
+        }
+        for command in ["plan", "submit"] {
+            let args: Vec<String> = [
+                "--coordinator",
+                &coordinator.url,
+                command,
+                "--target",
+                "local",
+                "--alter",
+                alter,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let process = ShoalProcess::spawn("shoal-cli", "shoal", &args, &[]).unwrap();
+            exits_refused(process, &format!("{command} RPC {alter}"), expected).await;
+        }
+    }
+    assert_eq!(state(&database).await, before, "the server is as it was");
+    let log = general_log(dir.path());
+    for fragment in [
+        "victim;",
+        "DROP TABLE victim",
+        "t_renamed",
+        "a_renamed",
+        "DROP COLUMN b",
+    ] {
+        assert!(
+            !log.contains(fragment),
+            "the server received {fragment:?}:\n{log}"
+        );
+    }
+    coordinator.process.assert_no_error_logs();
+    // The second line of defence, for text the vetting would let through: the prepared
+    // protocol, on which shoal sends every user text, cannot carry a second statement.
+    let mut connection = database.connect().await.unwrap();
+    let second = connection
+        .exec_drop("ALTER TABLE t ADD COLUMN x INT; DROP TABLE victim", ())
+        .await;
+    assert!(second.is_err(), "a prepared statement ran two statements");
+    assert_eq!(state(&database).await, before, "the server is as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_comment_cannot_swallow_the_instant_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, database) = server_with_general_log(dir.path()).await;
+    let mut connection = database.connect().await.unwrap();
+    let expected: Vec<(i32, Option<i32>, i32)> = connection
+        .query("SELECT id, a, b FROM t ORDER BY id")
+        .await
+        .unwrap();
+    // INT -> BIGINT cannot run INSTANT on MariaDB: the server must refuse the INSTANT attempt,
+    // not run its own blocking copy because the guard was commented out.
+    for (label, alter) in [
+        ("dash", "ALTER TABLE t MODIFY a BIGINT NULL -- widen"),
+        (
+            "hash",
+            "ALTER TABLE t MODIFY b BIGINT NOT NULL DEFAULT 0 # widen",
+        ),
+    ] {
+        let args: Vec<String> = ["run", "--alter", alter].map(str::to_owned).to_vec();
+        let env = [("SHOAL_DSN", database.dsn.clone())];
+        let mut run = ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap();
+        let status = run.wait_exit(Duration::from_secs(300)).await.unwrap();
+        let logs = run.logs();
+        assert!(status.success(), "{label}:\n{logs}");
+        assert!(
+            logs.contains("INSTANT refused; copying"),
+            "{label}:\n{logs}"
+        );
+        assert!(!logs.contains("no copy needed"), "{label}:\n{logs}");
+    }
+    let rows: Vec<(i32, Option<i32>, i32)> = connection
+        .query("SELECT id, a, b FROM t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, expected);
+    let create: (String, String) = connection
+        .query_first("SHOW CREATE TABLE t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        create.1.contains("`a` bigint(20) DEFAULT NULL"),
+        "{}",
+        create.1
+    );
+    assert!(
+        create.1.contains("`b` bigint(20) NOT NULL DEFAULT 0"),
+        "{}",
+        create.1
+    );
+    let log = general_log(dir.path());
+    assert!(
+        !log.contains("widen, ALGORITHM=INSTANT"),
+        "the guard was commented out:\n{log}"
+    );
+    assert!(log.contains("ALGORITHM=INSTANT, MODIFY a BIGINT"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_name_never_becomes_part_of_the_connection_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, database) = server_with_general_log(dir.path()).await;
+    let before = state(&database).await;
+    // A socket that would receive the target's credentials if the name reached the URL.
+    let socket = dir.path().join("trap.sock");
+    let trap = tokio::net::UnixListener::bind(&socket).unwrap();
+    let coordinator = CoordinatorProcess::start("coordinator", &coordinator_options(&database))
+        .await
+        .unwrap();
+    let hostile = format!("hostile?socket={}", socket.display());
+    for schema in [hostile.as_str(), "hostile#", "hostile?require_ssl=false"] {
+        for command in ["plan", "submit"] {
+            let args: Vec<String> = [
+                "--coordinator",
+                &coordinator.url,
+                command,
+                "--target",
+                "local",
+                "--schema",
+                schema,
+                "--alter",
+                "ALTER TABLE t ADD COLUMN x INT",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let process = ShoalProcess::spawn("shoal-cli", "shoal", &args, &[]).unwrap();
+            exits_refused(
+                process,
+                &format!("{command} --schema {schema}"),
+                &format!("schema `{schema}` does not exist"),
+            )
+            .await;
+        }
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
+    assert!(accepted.is_err(), "a connection reached the trap socket");
+    assert_eq!(state(&database).await, before);
+    let logs = coordinator.process.logs();
+    assert!(
+        !logs.contains(shoal_tests::mariadb::TEST_PASSWORD),
+        "{logs}"
+    );
+}
