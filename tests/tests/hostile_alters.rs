@@ -11,6 +11,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use shoal_tests::mariadb::MariaDb;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess};
+use shoal_tests::redis_server::RedisServer;
 use shoal_tests::scenario::tables;
 use shoal_tests::servers::{self, TestDatabase};
 
@@ -268,4 +269,84 @@ async fn a_schema_name_never_becomes_part_of_the_connection_url() {
         !logs.contains(shoal_tests::mariadb::TEST_PASSWORD),
         "{logs}"
     );
+}
+
+/// The resume entry point: a coordinator rebuilding its fleet's migrations from their MySQL
+/// checkpoints (after Redis lost everything) finds a checkpoint holding a hostile statement (as
+/// an older version could have written, or anyone who can write the table): the statement is
+/// vetted like any other and never reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_statement_in_a_checkpoint_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, database) = server_with_general_log(dir.path()).await;
+    let redis = RedisServer::start(&dir.path().join("redis")).unwrap();
+    let namespace = "hostile_resume";
+    let hostile = "ALTER TABLE t ADD COLUMN x INT DEFAULT (1--1); DROP TABLE victim; #";
+    let detail = serde_json::json!({
+        "migration_id": "t-0badc0de",
+        "state": "CopyRows",
+        "spec": {"target": "local", "threads": 1, "chunk_rows": 1000, "copy_mode": "Server",
+                 "keep_old_table": false, "defer_cutover": false},
+        "intents": {"paused": false, "threads": 1, "released": false},
+        "source": {"server_id": 1, "hostname": "db"},
+        "plan": null,
+        "cutover": "NotStarted",
+        "owner": "an-older-coordinator",
+        "fleet": namespace,
+        "owner_connections": [],
+        "rows_copied": 0
+    });
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop(
+            "CREATE TABLE _t_chkpnt (id INT NOT NULL PRIMARY KEY, \
+             copier_watermark BIGINT UNSIGNED NOT NULL, checksum_watermark BIGINT UNSIGNED NOT NULL, \
+             binlog_name VARCHAR(255) NOT NULL, binlog_pos BIGINT UNSIGNED NOT NULL, \
+             statement TEXT NOT NULL, owner_epoch BIGINT UNSIGNED NOT NULL, detail LONGTEXT NOT NULL, \
+             updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) DEFAULT CHARSET=utf8mb4",
+        )
+        .await
+        .unwrap();
+    connection
+        .exec_drop(
+            "INSERT INTO _t_chkpnt (id, copier_watermark, checksum_watermark, binlog_name, \
+             binlog_pos, statement, owner_epoch, detail) VALUES (1, 0, 0, 'mariadb-bin.000001', 4, ?, 1, ?)",
+            (hostile, detail.to_string()),
+        )
+        .await
+        .unwrap();
+    let before = state(&database).await;
+    let options = CoordinatorOptions {
+        redis_url: Some(redis.info.url()),
+        namespace: namespace.to_owned(),
+        worker_ttl: Duration::from_secs(3),
+        env: vec![("SHOAL_TARGET_LOCAL", database.dsn.clone())],
+        args: Vec::new(),
+    };
+    let coordinator = CoordinatorProcess::start("coordinator", &options)
+        .await
+        .unwrap();
+    // Redis loses everything: the coordinator rebuilds from the checkpoints it finds.
+    let client = redis::Client::open(redis.info.url()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    shoal_tests::scenario::wait_for_log(
+        &coordinator.process,
+        "pass exactly one statement",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(state(&database).await, before, "the server is as it was");
+    let log = general_log(dir.path());
+    let sent: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("victim") && !line.contains("INSERT INTO _t_chkpnt"))
+        .filter(|line| {
+            !line.contains("CREATE TABLE victim") && !line.contains("INSERT INTO victim")
+        })
+        .collect();
+    assert!(sent.is_empty(), "the server received: {sent:?}");
 }
