@@ -7,6 +7,8 @@
 #   - python3-venv: scripts/validate-deploy.sh installs its validators from PyPI into a venv
 #   - buf (npm @bufbuild/buf, into .tools/): proto lint
 #   - cargo-nextest: the test runner
+#   - MySQL 9.7 (Debian sid mysql-server-core) in a debootstrapped root at $SHOAL_SID_ROOT
+#     (default /opt/sid): the tests' second server
 # protoc is not needed: shoal-proto builds with the vendored protoc (protoc-bin-vendored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,4 +47,34 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "ensure-deps: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# MySQL 9.7: Debian 12 has no MySQL server; Debian sid's mysql-server-core runs in a
+# debootstrapped root (about a minute and 650 MB the first time), shared with the host's
+# network. The tests start private servers in it (tests/src/mysql.rs).
+SID_ROOT="${SHOAL_SID_ROOT:-/opt/sid}"
+if [ ! -x "$SID_ROOT/usr/sbin/mysqld" ]; then
+  mirror=$( (grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true) \
+    | grep -v security | head -1 | awk '{print $2}')
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  command="debootstrap --variant=minbase --include=mysql-server-core,mysql-client,ca-certificates sid $SID_ROOT $mirror"
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "ensure-deps: installing MySQL 9.7 (Debian sid) into $SID_ROOT"
+    have debootstrap || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap)
+    $command >/dev/null
+  else
+    echo "ensure-deps: MySQL 9.7 is missing. Run:" >&2
+    echo "  sudo $command" >&2
+    exit 1
+  fi
+fi
+if ! chroot "$SID_ROOT" id -u mysql >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    chroot "$SID_ROOT" groupadd --system mysql
+    chroot "$SID_ROOT" useradd --system --gid mysql --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin mysql
+  else
+    echo "ensure-deps: the MySQL root $SID_ROOT has no mysql user; run make deps as root" >&2
+    exit 1
+  fi
 fi

@@ -6,7 +6,8 @@
 //!   the run ends; [`servers::shared`] is the entry point, [`servers::TestDatabase`] the
 //!   per-test database.
 //! - [`chaos`]: the fault campaign (`make chaos`, and a short one in `make test`).
-//! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached.
+//! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached;
+//!   [`mysql`]: a private MySQL 9.7 (Debian sid, in a chroot), owned by its test.
 //! - [`processes`]: the built `shoal-coordinator` / `shoal-worker` binaries as child processes
 //!   on free ports, with their logs captured to files.
 //! - [`proxy`]: a loopback TCP proxy with a settable delay (network faults).
@@ -21,6 +22,7 @@
 
 pub mod chaos;
 pub mod mariadb;
+pub mod mysql;
 pub mod otlp;
 pub mod perf;
 pub mod processes;

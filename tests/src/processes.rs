@@ -182,9 +182,21 @@ pub struct CoordinatorProcess {
 }
 
 impl CoordinatorProcess {
-    /// Starts `shoal-coordinator` on a free port and waits until its gRPC API answers.
+    /// Starts `shoal-coordinator` on a free port and waits until its gRPC API answers. A port
+    /// found free can be taken before the coordinator binds it (another test, or an outgoing
+    /// connection's ephemeral port): then it starts again on new ports, up to three times.
     pub async fn start(name: &str, options: &CoordinatorOptions) -> anyhow::Result<Self> {
-        Self::start_at(name, options, None).await
+        let mut attempt = 1;
+        loop {
+            match Self::start_at(name, options, None).await {
+                Err(error)
+                    if attempt < 3 && error.to_string().contains("Address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// [`CoordinatorProcess::start`] at given addresses (`url`, HTTP address), e.g. those of the

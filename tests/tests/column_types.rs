@@ -369,7 +369,7 @@ async fn the_row_hash_tells_apart_rows_a_naive_encoding_confuses() {
             .await
             .unwrap();
         let mut digests = Vec::new();
-        for hash in [RowHash::CrcProductOnce, RowHash::CrcProduct] {
+        for hash in [RowHash::CrcProductOnce, RowHash::CrcProduct, RowHash::Sha2] {
             let digest: (u64, u64, u64) = connection
                 .query_first(format!("SELECT {} FROM h", digest_select(hash, &columns)))
                 .await
@@ -378,7 +378,7 @@ async fn the_row_hash_tells_apart_rows_a_naive_encoding_confuses() {
             digests.push(digest);
         }
         assert_eq!(digests[0], digests[1], "both forms agree on {row:?}");
-        digests[0]
+        (digests[0], digests[2])
     };
     for [left, right] in pairs {
         let (one, other) = (
@@ -388,7 +388,7 @@ async fn the_row_hash_tells_apart_rows_a_naive_encoding_confuses() {
         assert_ne!(one, other, "{left:?} and {right:?} must hash apart");
     }
     // Two rows swapping same-length values: the XOR over both rows must change.
-    let mut swap = async |first: &str, second: &str| -> (u64, u64, u64) {
+    let mut swap = async |hash: RowHash, first: &str, second: &str| -> (u64, u64, u64) {
         connection.query_drop("DELETE FROM h").await.unwrap();
         connection
             .exec_drop(
@@ -398,17 +398,17 @@ async fn the_row_hash_tells_apart_rows_a_naive_encoding_confuses() {
             .await
             .unwrap();
         connection
-            .query_first(format!(
-                "SELECT {} FROM h",
-                digest_select(RowHash::CrcProductOnce, &columns)
-            ))
+            .query_first(format!("SELECT {} FROM h", digest_select(hash, &columns)))
             .await
             .unwrap()
             .unwrap()
     };
-    let (straight, swapped) = (swap("ab", "cd").await, swap("cb", "ad").await);
-    assert_ne!(
-        straight, swapped,
-        "swapped same-length values must not cancel out"
-    );
+    for hash in [RowHash::CrcProductOnce, RowHash::Sha2] {
+        let straight = swap(hash, "ab", "cd").await;
+        let swapped = swap(hash, "cb", "ad").await;
+        assert_ne!(
+            straight, swapped,
+            "{hash:?}: swapped same-length values must not cancel out"
+        );
+    }
 }

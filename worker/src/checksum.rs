@@ -10,7 +10,8 @@
 //!   each CRC (0.60 s instead of 0.79 s on 1M sysbench rows here). The server evaluates a
 //!   product's operands left to right, but that order is not documented: [`RowHash::detect`]
 //!   checks it on the session and falls back to building the string twice.
-//! - Other servers (MySQL 8, untested here: it has no `CRC32C`): the two 64-bit halves of MD5.
+//! - Other servers (MySQL, MariaDB before 10.8: no `CRC32C`): the two 64-bit halves of `SHA2(r, 256)`
+//!   (MySQL 9.6+ has no `MD5()` built in).
 //!
 //! The row string is `CONCAT_WS(',', LENGTH(c₁), v₁, …)`: every value after its length in
 //! bytes, so that the string parses back into exactly one row (separators inside values cannot
@@ -35,9 +36,9 @@ use crate::keys::range_predicate;
 pub struct Digest {
     /// Rows in the range.
     pub rows: u64,
-    /// XOR of the rows' hashes (for MD5: of their high halves).
+    /// XOR of the rows' hashes (for SHA2: of their high halves).
     pub high: u64,
-    /// For MD5: XOR of the low halves; 0 otherwise.
+    /// For SHA2: XOR of the low halves; 0 otherwise.
     pub low: u64,
 }
 
@@ -49,8 +50,9 @@ pub enum RowHash {
     CrcProductOnce,
     /// `CRC32(r) * CRC32C(r)`, the row string built for each CRC.
     CrcProduct,
-    /// The halves of `MD5(r)` (every server).
-    Md5,
+    /// Two 64-bit halves of `SHA2(r, 256)`: built into every server (MySQL 9.6+ has no
+    /// `MD5()` or `SHA1()` without a component).
+    Sha2,
 }
 
 /// The session variable holding the row string between the two CRCs.
@@ -94,7 +96,7 @@ impl RowHash {
         if mariadb && (major, minor) >= (10, 8) {
             Self::CrcProduct
         } else {
-            Self::Md5
+            Self::Sha2
         }
     }
 }
@@ -140,9 +142,9 @@ pub fn digest_select(hash: RowHash, columns: &[HashColumn]) -> String {
             "COALESCE(BIT_XOR(CRC32({ROW_VARIABLE} := {row}) * CRC32C({ROW_VARIABLE})), 0), 0"
         ),
         RowHash::CrcProduct => format!("COALESCE(BIT_XOR(CRC32({row}) * CRC32C({row})), 0), 0"),
-        RowHash::Md5 => format!(
-            "COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)), 0), \
-             COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(MD5({row}), 17, 16), 16, 10) AS UNSIGNED)), 0)"
+        RowHash::Sha2 => format!(
+            "COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(SHA2({row}, 256), 1, 16), 16, 10) AS UNSIGNED)), 0), \
+             COALESCE(BIT_XOR(CAST(CONV(SUBSTRING(SHA2({row}, 256), 17, 16), 16, 10) AS UNSIGNED)), 0)"
         ),
     };
     format!("COUNT(*), {aggregates}")
@@ -220,8 +222,8 @@ mod tests {
         );
         assert_eq!(RowHash::for_server("10.8.1-MariaDB"), RowHash::CrcProduct);
         assert_eq!(RowHash::for_server("11.4.2-MariaDB"), RowHash::CrcProduct);
-        assert_eq!(RowHash::for_server("10.6.18-MariaDB"), RowHash::Md5);
-        assert_eq!(RowHash::for_server("8.0.36"), RowHash::Md5);
-        assert_eq!(RowHash::for_server("8.4.0-commercial"), RowHash::Md5);
+        assert_eq!(RowHash::for_server("10.6.18-MariaDB"), RowHash::Sha2);
+        assert_eq!(RowHash::for_server("8.0.36"), RowHash::Sha2);
+        assert_eq!(RowHash::for_server("8.4.0-commercial"), RowHash::Sha2);
     }
 }

@@ -104,7 +104,10 @@ pub async fn read_table(
 ) -> Result<Option<TableInfo>, Error> {
     let rows: Vec<(String, String, String, String, Option<String>, String)> = connection
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_GENERATED, CHARACTER_SET_NAME, \
+            // Generated columns have an expression on both servers (MariaDB's `IS_GENERATED`
+            // does not exist on MySQL; MySQL's `DEFAULT_GENERATED` is a default, not generated).
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, \
+             IF(COALESCE(GENERATION_EXPRESSION, '') = '', 'NEVER', 'ALWAYS'), CHARACTER_SET_NAME, \
              IS_NULLABLE FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (schema, table),
@@ -192,6 +195,17 @@ impl ServerInfo {
             server_id: self.server_id,
             hostname: self.hostname.clone(),
         }
+    }
+}
+
+/// The process list to read a session's state from: `information_schema.PROCESSLIST` on
+/// MariaDB; on MySQL `performance_schema.processlist` (the former fails with ERROR 3854 when
+/// any session's statement holds a 4-byte character). Both have `ID` and `STATE`.
+pub fn processlist(mariadb: bool) -> &'static str {
+    if mariadb {
+        "information_schema.PROCESSLIST"
+    } else {
+        "performance_schema.processlist"
     }
 }
 

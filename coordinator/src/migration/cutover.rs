@@ -289,7 +289,10 @@ impl Migration {
         loop {
             let state: Option<Option<String>> = holder
                 .exec_first(
-                    "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                    format!(
+                        "SELECT STATE FROM {} WHERE ID = ?",
+                        super::catalog::processlist(self.server.mariadb)
+                    ),
                     (renamer.id,),
                 )
                 .await?;

@@ -130,7 +130,10 @@ impl Migration {
         loop {
             let alive: Option<i64> = connection
                 .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+                    format!(
+                        "SELECT COUNT(*) FROM {} WHERE ID = ?",
+                        super::catalog::processlist(self.server.mariadb)
+                    ),
                     (renamer_id,),
                 )
                 .await?;
