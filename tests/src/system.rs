@@ -35,8 +35,26 @@ pub fn find_program(program: &'static str, package: &'static str) -> Result<Path
         .ok_or(Error::MissingProgram { program, package })
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range when
+/// it can: a port the kernel hands out (`bind(0)`) is also one it may give the next outgoing
+/// connection before the server under test binds it ("Address already in use"), and a test
+/// run makes thousands of connections.
 pub fn free_port() -> std::io::Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000_u16;
+    if ephemeral_start > low + 1_000 {
+        let span = u128::from(ephemeral_start - low);
+        for _ in 0..100 {
+            let offset = uuid::Uuid::new_v4().as_u128() % span;
+            let port = low + u16::try_from(offset).unwrap_or(0);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

@@ -106,6 +106,14 @@ fn warning_row(message: &str) -> Option<u64> {
     rest.trim_end().parse().ok().filter(|row| *row > 0)
 }
 
+/// Whether a duplicate-key message (1062) names the primary key: MariaDB says `for key
+/// 'PRIMARY'`, MySQL 8.0.19+ `for key '<table>.PRIMARY'`. The key name ends the message, so a
+/// value that contains the word cannot pass for it.
+pub fn is_primary_duplicate(message: &str) -> bool {
+    let message = message.trim_end();
+    message.ends_with(" for key 'PRIMARY'") || message.ends_with(".PRIMARY'")
+}
+
 /// Reads `SHOW WARNINGS` after a copy or repair statement: fails on any warning but a
 /// duplicate key; returns the duplicates on keys other than `PRIMARY` (rows skipped).
 /// `first_row` is the position, in the range's key order, of the statement's first row.
@@ -118,7 +126,7 @@ pub async fn check_warnings(
     let mut unique_conflicts = Vec::new();
     for (_level, code, message) in warnings {
         if code == 1062 {
-            if !message.contains("'PRIMARY'") {
+            if !is_primary_duplicate(&message) {
                 unique_conflicts.push(message);
             }
             continue;
@@ -393,6 +401,20 @@ async fn name_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primary_key_duplicates_are_told_in_both_flavours() {
+        assert!(is_primary_duplicate(
+            "Duplicate entry '5' for key 'PRIMARY'"
+        ));
+        assert!(is_primary_duplicate(
+            "Duplicate entry '5' for key '_orders_new.PRIMARY'"
+        ));
+        assert!(!is_primary_duplicate("Duplicate entry '5' for key 'uk'"));
+        assert!(!is_primary_duplicate(
+            "Duplicate entry 'for key 'PRIMARY'' for key '_t_new.uk_c'"
+        ));
+    }
 
     #[test]
     fn warnings_name_their_row_and_the_error_its_key() {
