@@ -183,6 +183,17 @@ pub async fn columns(connection: &mut mysql_async::Conn, schema: &str, table: &s
         .unwrap()
 }
 
+/// `SHOW CREATE TABLE` of `table` in `database`.
+pub async fn show_create(database: &TestDatabase, table: &str) -> String {
+    let mut connection = database.connect().await.unwrap();
+    let create: (String, String) = connection
+        .query_first(format!("SHOW CREATE TABLE `{}`", table.replace('`', "``")))
+        .await
+        .unwrap()
+        .unwrap();
+    create.1
+}
+
 /// The tables of `schema`, by name.
 pub async fn tables(connection: &mut mysql_async::Conn, schema: &str) -> Vec<String> {
     connection

@@ -9,20 +9,10 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{
-    expect_success, finish_writer, seeded, shoal_run, start_writer, tables,
+    expect_success, finish_writer, seeded, shoal_run, show_create, start_writer, tables,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::writer;
-
-async fn show_create(database: &TestDatabase) -> String {
-    let mut connection = database.connect().await.unwrap();
-    let create: (String, String) = connection
-        .query_first("SHOW CREATE TABLE orders")
-        .await
-        .unwrap()
-        .unwrap();
-    create.1
-}
 
 /// The table equals the writer's ledger and only `orders` is left.
 async fn assert_exact(database: &TestDatabase, expected: &writer::Ledger) {
@@ -58,7 +48,7 @@ async fn completes(
     expect_success(&mut run).await;
     let (expected, _) = finish_writer(writer, 200).await;
     assert_exact(&database, &expected).await;
-    let create = show_create(&database).await;
+    let create = show_create(&database, "orders").await;
     for fragment in present {
         assert!(
             create.contains(fragment),
@@ -254,7 +244,7 @@ async fn the_auto_increment_counter_is_carried_to_the_new_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_below_the_data_fails_before_cut_over_naming_the_column_and_range() {
     let (database, ledger) = seeded("m_narrow_fails", 20_000).await;
-    let before = show_create(&database).await;
+    let before = show_create(&database, "orders").await;
     let writer = start_writer(&database, ledger, 52).await;
     let mut run = shoal_run(
         &database,
@@ -271,7 +261,7 @@ async fn narrowing_below_the_data_fails_before_cut_over_naming_the_column_and_ra
     );
     let (expected, _) = finish_writer(writer, 200).await;
     assert_exact(&database, &expected).await;
-    assert_eq!(show_create(&database).await, before);
+    assert_eq!(show_create(&database, "orders").await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +269,7 @@ async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate
     // `k` is `seq % 1000`: every value is held by 20 rows.
     let (database, ledger) = seeded("unique_dups", 20_000).await;
     let mut connection = database.connect().await.unwrap();
-    let before = show_create(&database).await;
+    let before = show_create(&database, "orders").await;
     let writer = start_writer(&database, ledger, 41).await;
     let mut run = shoal_run(
         &database,
@@ -313,7 +303,7 @@ async fn a_unique_index_over_duplicates_fails_before_cut_over_naming_a_duplicate
     // shape; none of shoal's tables is left.
     let (expected, _) = finish_writer(writer, 200).await;
     assert_exact(&database, &expected).await;
-    assert_eq!(show_create(&database).await, before);
+    assert_eq!(show_create(&database, "orders").await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +376,7 @@ async fn a_latin1_schema_and_an_alter_with_other_text() {
     expect_success(&mut run).await;
     let (expected, _) = finish_writer(writer, 200).await;
     assert_exact(&database, &expected).await;
-    let create = show_create(&database).await;
+    let create = show_create(&database, "orders").await;
     assert!(create.contains("COMMENT '名前 — ü'"), "{create}");
     assert!(create.contains("CHARSET=latin1"), "{create}");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use shoal_tests::mysql::MySql;
 use shoal_tests::scenario::{
-    ALTER, expect_success, finish_writer, shoal_run, start_writer, tables,
+    ALTER, expect_success, finish_writer, shoal_run, show_create, start_writer, tables,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::writer;
@@ -82,16 +82,6 @@ async fn assert_exact(server: &Server, database: &TestDatabase, expected: &write
     );
 }
 
-async fn show_create(database: &TestDatabase) -> String {
-    let mut connection = database.connect().await.unwrap();
-    let create: (String, String) = connection
-        .query_first("SHOW CREATE TABLE orders")
-        .await
-        .unwrap()
-        .unwrap();
-    create.1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_alter_under_the_writer_is_exact() {
     for server in Server::both() {
@@ -106,7 +96,7 @@ async fn an_online_alter_under_the_writer_is_exact() {
         );
         let (expected, _) = finish_writer(writer, 200).await;
         assert_exact(&server, &database, &expected).await;
-        let create = show_create(&database).await;
+        let create = show_create(&database, "orders").await;
         assert!(
             create.contains("`note` varchar(32) NOT NULL DEFAULT 'n/a'")
                 && create.contains("KEY `idx_c` (`c`)"),
@@ -131,7 +121,7 @@ async fn a_column_named_in_another_case_keeps_its_data() {
         expect_success(&mut run).await;
         let (expected, _) = finish_writer(writer, 200).await;
         assert_exact(&server, &database, &expected).await;
-        let create = show_create(&database).await;
+        let create = show_create(&database, "orders").await;
         assert!(create.contains("`K` bigint"), "{}: {create}", server.name());
     }
 }
@@ -143,7 +133,7 @@ async fn a_duplicate_under_a_new_unique_key_fails_naming_it() {
     for server in Server::both() {
         let (database, ledger) = seeded(&server, "both_unique", 5_000).await;
         let mut connection = database.connect().await.unwrap();
-        let before = show_create(&database).await;
+        let before = show_create(&database, "orders").await;
         let mut run = shoal_run(
             &database,
             "ALTER TABLE orders ADD UNIQUE KEY uk_c (c)",
@@ -174,7 +164,12 @@ async fn a_duplicate_under_a_new_unique_key_fails_naming_it() {
             },
         );
         assert_exact(&server, &database, &expected).await;
-        assert_eq!(show_create(&database).await, before, "{}", server.name());
+        assert_eq!(
+            show_create(&database, "orders").await,
+            before,
+            "{}",
+            server.name()
+        );
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, expect_success, finish_writer, seeded, shoal_run, start_writer,
-    wait_for_log,
+    ALTER, assert_migrated_exactly, expect_success, finish_writer, seeded, shoal_run, show_create,
+    start_writer, wait_for_log,
 };
 
 /// The connection id `victim=<id>` in the log line of failpoint `step`.
@@ -153,16 +153,12 @@ async fn another_sessions_ddl_during_the_migration_is_never_undone() {
             shoal_tests::writer::differences(&expected_rows, &actual).is_empty(),
             "{label}: the original is not exact"
         );
-        let create: (String, String) = connection
-            .query_first("SHOW CREATE TABLE orders")
-            .await
-            .unwrap()
-            .unwrap();
+        let create = show_create(&database, "orders").await;
         assert!(
-            create.1.contains("dba_idx"),
+            create.contains("dba_idx"),
             "{label}: the DBA's index is gone"
         );
-        assert!(!create.1.contains("note"), "{label}: the table was swapped");
+        assert!(!create.contains("note"), "{label}: the table was swapped");
         assert_eq!(
             shoal_tests::scenario::tables(&mut connection, &database.name).await,
             ["orders"],

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{
-    expect_success, finish_writer, seeded, shoal_run, start_writer, tables, wait_for_log,
+    expect_success, finish_writer, seeded, shoal_run, show_create, start_writer, tables,
+    wait_for_log,
 };
 use shoal_tests::servers::{self, TestDatabase};
 use shoal_tests::writer;
@@ -77,13 +78,9 @@ async fn a_duplicate_fails_the_migration(
         expected,
         "{label}: the original changed"
     );
-    let create: (String, String) = connection
-        .query_first("SHOW CREATE TABLE t")
-        .await
-        .unwrap()
-        .unwrap();
+    let create = show_create(&database, "t").await;
     assert!(
-        !create.1.contains("uk_email"),
+        !create.contains("uk_email"),
         "{label}: the table was swapped"
     );
     assert_eq!(
@@ -171,12 +168,8 @@ async fn many_unique_keys_under_a_busy_writer_complete_exactly() {
         "{:?}",
         &differences[..differences.len().min(5)]
     );
-    let create: (String, String) = connection
-        .query_first("SHOW CREATE TABLE orders")
-        .await
-        .unwrap()
-        .unwrap();
+    let create = show_create(&database, "orders").await;
     for index in ["uk_uk", "uk_ku", "uk_uc", "uk_cu"] {
-        assert!(create.1.contains(index), "{index} missing:\n{}", create.1);
+        assert!(create.contains(index), "{index} missing:\n{}", create);
     }
 }

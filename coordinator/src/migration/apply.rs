@@ -281,31 +281,29 @@ impl Applier {
     /// A predicate matching the rows of `keys` (rendered as the copy writes them), and its
     /// parameters.
     fn keys_predicate(&self, keys: &[&Key]) -> (String, Vec<Value>) {
-        {
-            let mut params = Vec::new();
-            for key in keys {
-                for ((_, _, bind), part) in self.key.iter().zip(&key.0) {
-                    Self::bind(*bind, &shoal_worker::keys::part_to_value(part), &mut params);
-                }
+        let mut params = Vec::new();
+        for key in keys {
+            for ((_, _, bind), part) in self.key.iter().zip(&key.0) {
+                Self::bind(*bind, &shoal_worker::keys::part_to_value(part), &mut params);
             }
-            let predicate = match self.key.as_slice() {
-                [(column, placeholder, _)] => {
-                    format!(
-                        "{column} IN ({})",
-                        vec![placeholder.as_str(); keys.len()].join(", ")
-                    )
-                }
-                columns => {
-                    let one: Vec<String> = columns
-                        .iter()
-                        .map(|(column, placeholder, _)| format!("{column} = {placeholder}"))
-                        .collect();
-                    let one = format!("({})", one.join(" AND "));
-                    vec![one; keys.len()].join(" OR ")
-                }
-            };
-            (predicate, params)
         }
+        let predicate = match self.key.as_slice() {
+            [(column, placeholder, _)] => {
+                format!(
+                    "{column} IN ({})",
+                    vec![placeholder.as_str(); keys.len()].join(", ")
+                )
+            }
+            columns => {
+                let one: Vec<String> = columns
+                    .iter()
+                    .map(|(column, placeholder, _)| format!("{column} = {placeholder}"))
+                    .collect();
+                let one = format!("({})", one.join(" AND "));
+                vec![one; keys.len()].join(" OR ")
+            }
+        };
+        (predicate, params)
     }
 
     async fn replace(

@@ -940,13 +940,7 @@ impl Migration {
                 info!(migration_id = %self.options.id, "the cut-over had renamed: closing");
                 self.claim(&saved, live_epoch).await?;
                 if swapped_out {
-                    connection
-                        .query_drop(format!(
-                            "RENAME TABLE {} TO {}",
-                            self.qualified(&names::swapped_out(&self.table)),
-                            self.qualified(&names::old(&self.table))
-                        ))
-                        .await?;
+                    self.name_the_original_old(&mut connection).await?;
                 }
                 self.created_tables = false;
                 return Ok(Resume::Swapped);

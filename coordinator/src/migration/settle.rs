@@ -184,13 +184,7 @@ impl Migration {
                 )));
             }
             let mut connection = self.connect().await?;
-            connection
-                .query_drop(format!(
-                    "RENAME TABLE {} TO {}",
-                    self.qualified(&names::swapped_out(&self.table)),
-                    self.qualified(&names::old(&self.table))
-                ))
-                .await?;
+            self.name_the_original_old(&mut connection).await?;
             self.verify_swap().await
         }
         .await;
@@ -203,6 +197,18 @@ impl Migration {
                 self.qualified(&names::old(&self.table))
             )),
         })
+    }
+
+    /// `t_shoal_old` (the original, swapped out) becomes `_t_old`.
+    pub(super) async fn name_the_original_old(&self, connection: &mut Conn) -> Result<(), Error> {
+        connection
+            .query_drop(format!(
+                "RENAME TABLE {} TO {}",
+                self.qualified(&names::swapped_out(&self.table)),
+                self.qualified(&names::old(&self.table))
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Reads the stream up to the swap's own rename and returns how many row changes of `t` it
