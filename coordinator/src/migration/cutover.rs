@@ -267,7 +267,9 @@ impl Migration {
             .await?;
         let id = renamer.id();
         let rename = format!("RENAME TABLE {source} TO {swapped_out}, {swap} TO {source}");
+        let failpoint_context = format!("renamer={id}");
         let handle = tokio::spawn(async move {
+            shoal_worker::failpoint::hit("cutover.renaming", &failpoint_context).await;
             let renamed = renamer.query_drop(rename).await;
             (renamer, renamed)
         });

@@ -113,6 +113,7 @@ impl Migration {
             finished,
             holder,
         } = sent;
+        shoal_worker::failpoint::hit("cutover.settling", self.options.id.as_str()).await;
         let mut connection = self.connect().await?;
         // Before the lock is released: a rename still waiting must never run after it.
         match connection.exec_drop("KILL ?", (renamer_id,)).await {
