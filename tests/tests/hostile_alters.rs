@@ -59,6 +59,23 @@ async fn state(database: &TestDatabase) -> (Vec<String>, String, Vec<(i32, Optio
     (names, create, rows)
 }
 
+/// `shoal --coordinator <url> <command> --target local <extra…> --alter <alter>` (the Plan or
+/// Submit RPC) must be refused with `expected` in its output.
+async fn rpc_refused(url: &str, command: &str, extra: &[&str], alter: &str, expected: &str) {
+    let mut args: Vec<String> = ["--coordinator", url, command, "--target", "local"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    args.extend(["--alter".to_owned(), alter.to_owned()]);
+    let process = ShoalProcess::spawn("shoal-cli", "shoal", &args, &[]).unwrap();
+    exits_refused(
+        process,
+        &format!("{command} RPC {extra:?} {alter}"),
+        expected,
+    )
+    .await;
+}
+
 async fn exits_refused(mut process: ShoalProcess, what: &str, expected: &str) {
     let status = process.wait_exit(Duration::from_secs(120)).await.unwrap();
     let logs = process.logs();
@@ -123,19 +140,7 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
             exits_refused(process, &format!("shoal {command} {alter}"), expected).await;
         }
         for command in ["plan", "submit"] {
-            let args: Vec<String> = [
-                "--coordinator",
-                &coordinator.url,
-                command,
-                "--target",
-                "local",
-                "--alter",
-                alter,
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            let process = ShoalProcess::spawn("shoal-cli", "shoal", &args, &[]).unwrap();
-            exits_refused(process, &format!("{command} RPC {alter}"), expected).await;
+            rpc_refused(&coordinator.url, command, &[], alter, expected).await;
         }
     }
     assert_eq!(state(&database).await, before, "the server is as it was");
@@ -227,23 +232,11 @@ async fn a_schema_name_never_becomes_part_of_the_connection_url() {
     let hostile = format!("hostile?socket={}", socket.display());
     for schema in [hostile.as_str(), "hostile#", "hostile?require_ssl=false"] {
         for command in ["plan", "submit"] {
-            let args: Vec<String> = [
-                "--coordinator",
+            rpc_refused(
                 &coordinator.url,
                 command,
-                "--target",
-                "local",
-                "--schema",
-                schema,
-                "--alter",
+                &["--schema", schema],
                 "ALTER TABLE t ADD COLUMN x INT",
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            let process = ShoalProcess::spawn("shoal-cli", "shoal", &args, &[]).unwrap();
-            exits_refused(
-                process,
-                &format!("{command} --schema {schema}"),
                 &format!("schema `{schema}` does not exist"),
             )
             .await;
