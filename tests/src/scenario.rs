@@ -137,11 +137,19 @@ pub async fn watch_to_completion(
     let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
     assert!(
         status.success(),
-        "shoal watch {id} failed ({status}):\n{}\ncoordinator log:\n{}",
+        "shoal watch {id} failed ({status}):\n{}\ncoordinator log (DEBUG lines left out):\n{}",
         process.logs(),
-        coordinator.process.logs()
+        without_debug(&coordinator.process.logs())
     );
     process.logs()
+}
+
+/// `log` without its DEBUG lines: a failure's excerpt then shows the warnings and errors.
+fn without_debug(log: &str) -> String {
+    log.lines()
+        .filter(|line| !line.contains(" DEBUG "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Keeps the writer going for `more` commits after the cut-over (those writes must land in the

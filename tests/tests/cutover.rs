@@ -1,7 +1,8 @@
 //! Kills of either cut-over connection at each step, driven deterministically by failpoints:
 //! C1 (holding `LOCK TABLES t WRITE`) right after it locked and after the swap is queued, and C2
-//! (the queued `RENAME`) while it waits. Each migration completes exactly under the writer, with
-//! nothing of shoal's left behind.
+//! (the queued `RENAME`) while it waits; and of a checksum session holding its snapshot just
+//! before the cut-over. Each migration completes exactly under the writer, with nothing of
+//! shoal's left behind.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -200,4 +201,18 @@ async fn writes_that_reach_the_original_after_the_lock_is_lost_are_reported() {
     // Nothing cleaned up: the swapped-out original is still there for a human.
     let names = shoal_tests::scenario::tables(&mut connection, &database.name).await;
     assert!(names.contains(&"orders_shoal_old".to_owned()), "{names:?}");
+}
+
+/// A checksum session killed while its snapshot is open (an operator's or pt-kill's KILL of
+/// idle connections): the pass runs again on fresh sessions. Seen once in CI as a failed
+/// migration ("connection closed") at the end of a failover test, cause not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_session_killed_mid_pass_runs_the_pass_again() {
+    survives_a_kill(
+        "checksum_kill",
+        "checksum.snapshot",
+        "session",
+        "a checksum connection was lost; running the pass again",
+    )
+    .await;
 }

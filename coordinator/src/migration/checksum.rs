@@ -34,6 +34,8 @@ use super::planning;
 
 /// Passes with mismatches tolerated before the migration fails.
 const MAX_PASSES: u32 = 3;
+/// Passes run again after losing a connection before the migration fails.
+const MAX_LOST_CONNECTIONS: u32 = 3;
 use shoal_common::sizing::checksum_span;
 /// Repair chunks get fence ids above every planned chunk.
 const REPAIR_CHUNK_BASE: u64 = 1 << 48;
@@ -99,6 +101,11 @@ impl Migration {
         let mut hold_log = super::throttle::HoldLog::default();
         let (mut sessions, held) = self.barrier(threads).await?;
         info!(migration_id = %self.options.id, lock_held = ?held, "checksum barrier");
+        shoal_worker::failpoint::hit(
+            "checksum.snapshot",
+            &format!("session={}", sessions[0].id()),
+        )
+        .await;
         // Ranges are planned inside the snapshot, so probes see what the digests will.
         let source = self.qualified(&self.table);
         let rows =
@@ -297,8 +304,24 @@ impl Migration {
     pub(super) async fn checksum(&mut self) -> Result<(), Error> {
         self.refuse_duplicates().await?;
         let mut repairs = 0;
-        for pass in 1..=MAX_PASSES {
-            let mismatched = self.checksum_pass().await?;
+        let mut lost = 0;
+        let mut pass = 0;
+        while pass < MAX_PASSES {
+            let mismatched = match self.checksum_pass().await {
+                // The pass only reads (its repairs come after it, fenced): a connection lost
+                // under it (an operator's or pt-kill's KILL of idle connections, a network
+                // blip) runs it again, unless another owner took the migration over.
+                Err(error) if error.connection_lost() && lost < MAX_LOST_CONNECTIONS => {
+                    if let Some(deposed) = self.deposed_meanwhile().await {
+                        return Err(deposed);
+                    }
+                    lost += 1;
+                    warn!(migration_id = %self.options.id, %error, lost, "a checksum connection was lost; running the pass again");
+                    continue;
+                }
+                result => result?,
+            };
+            pass += 1;
             self.progress
                 .send_modify(|progress| progress.checksum_passes = pass);
             if mismatched.is_empty() {

@@ -390,7 +390,7 @@ impl Migration {
 
     /// Whether another owner took over since this one raised its epoch (the Redis lease lost, or
     /// a higher owner epoch in the checkpoint table): then a failure must not be cleaned up.
-    async fn deposed_meanwhile(&self) -> Option<Error> {
+    pub(super) async fn deposed_meanwhile(&self) -> Option<Error> {
         if self.deposed.is_cancelled() {
             return Some(Error::Deposed("the owner lease was lost".to_owned()));
         }
@@ -500,9 +500,10 @@ impl Migration {
                 self.release_lock().await;
                 return result;
             }
+            let failed_in = self.progress.borrow().state;
             match self.advance(Event::Fail) {
                 Ok(_) => {
-                    warn!(migration_id = %self.options.id, %error, "migration failed; cleaning up");
+                    warn!(migration_id = %self.options.id, %error, %failed_in, "migration failed; cleaning up");
                     if let Err(cleanup) = self.cleanup().await {
                         warn!(migration_id = %self.options.id, error = %cleanup, "cleanup after failure");
                     }
