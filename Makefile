@@ -28,8 +28,10 @@ test: lint build deploy-check
 	cargo nextest run --workspace
 
 # A fleet end to end on private servers: MariaDB, Redis, a coordinator and two workers.
+# SERVER=mysql: on a private MySQL 9.7 instead of MariaDB.
+SERVER ?= mariadb
 demo: deps build
-	cargo run --quiet -p shoal-tests --bin shoal-demo
+	SHOAL_DEMO_SERVER=$(SERVER) cargo run --quiet -p shoal-tests --bin shoal-demo
 
 # shoal vs the server's own copy and pt-online-schema-change, side by side (release build).
 # A full run rewrites the generated part of docs/benchmarks.md.

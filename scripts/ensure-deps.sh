@@ -68,6 +68,23 @@ if [ ! -x "$SID_ROOT/usr/sbin/mysqld" ]; then
     exit 1
   fi
 fi
+# sid moves daily: the suite needs the 9.7 series and says which build it runs (tested here:
+# 9.7.4-2). A root from another series fails here, in one line, before any test.
+MYSQL_SERIES="9.7"
+MYSQL_TESTED="9.7.4-2"
+mysql_version=$(chroot "$SID_ROOT" dpkg-query -W -f='${Version}' mysql-server-core 2>/dev/null || echo none)
+case "$mysql_version" in
+  "$MYSQL_SERIES".*) ;;
+  *) echo "ensure-deps: $SID_ROOT holds mysql-server-core $mysql_version, the tests need MySQL $MYSQL_SERIES (tested: $MYSQL_TESTED); remove $SID_ROOT to rebuild it, or point SHOAL_SID_ROOT at another root" >&2
+     exit 1 ;;
+esac
+if ! chroot "$SID_ROOT" /usr/sbin/mysqld --version | grep -q "Ver ${mysql_version%%-*}"; then
+  echo "ensure-deps: $SID_ROOT/usr/sbin/mysqld does not report version ${mysql_version%%-*} (dpkg says $mysql_version); remove $SID_ROOT to rebuild it" >&2
+  exit 1
+fi
+if [ "$mysql_version" != "$MYSQL_TESTED" ]; then
+  echo "ensure-deps: note: MySQL $mysql_version from Debian sid; last tested by hand with $MYSQL_TESTED"
+fi
 if ! chroot "$SID_ROOT" id -u mysql >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     chroot "$SID_ROOT" groupadd --system mysql

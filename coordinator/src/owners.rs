@@ -723,7 +723,7 @@ impl Owners {
 
     async fn rebuild_target(&self, target: &str) -> Result<(), Error> {
         let dsn = self.inner.targets.dsn(target)?;
-        let opts = mysql_async::Opts::from_url(&dsn)
+        let opts = shoal_mysql::dsn::opts(&dsn)
             .map_err(|error| Error::Preflight(format!("target {target}: {error}")))?;
         let mut connection = mysql_async::Conn::new(opts).await?;
         let tables: Vec<(String, String)> = connection

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub struct MySql {
 }
 
 impl MySql {
-    /// Initialises a datadir inside the chroot and starts a server on a free port; returns
+    /// Starts a server on a free port from a copy of the template datadir (see [`template`]); returns
     /// once the test account can log in over TCP.
     pub fn start() -> anyhow::Result<Self> {
         let root = sid_root();
@@ -55,71 +55,19 @@ impl MySql {
         }
         let name = format!("shoal-mysql-{}", uuid::Uuid::new_v4().simple());
         let dir_inside = PathBuf::from("/var/tmp").join(&name);
-        let dir = root.join(dir_inside.strip_prefix("/").unwrap_or(&dir_inside));
-        for leaf in ["data", "files"] {
-            fs::create_dir_all(dir.join(leaf)).context("create the MySQL directory")?;
-        }
+        let dir = host_path(&dir_inside);
         let ids = chroot_output(&["id", "-u", "mysql"])
             .and_then(|uid| chroot_output(&["id", "-g", "mysql"]).map(|gid| (uid, gid)))
             .context("the chroot's mysql user (make deps creates it)")?;
-        let (uid, gid) = (ids.0.trim().to_owned(), ids.1.trim().to_owned());
-        let status = Command::new("chown")
-            .args(["-R", &format!("{uid}:{gid}")])
-            .arg(&dir)
-            .status()
-            .context("chown the MySQL directory")?;
-        if !status.success() {
-            bail!("chown of {} failed", dir.display());
-        }
+        let owner = format!("{}:{}", ids.0.trim(), ids.1.trim());
+        let template = template(&owner)?;
+        fs::create_dir_all(dir.join("files")).context("create the MySQL directory")?;
+        copy_tree(&template.join("data"), &dir.join("data"))?;
+        chown(&owner, &dir)?;
         let port = free_port().context("pick a port for mysqld")?;
-        let inside = |leaf: &str| dir_inside.join(leaf).display().to_string();
-        let config = format!(
-            "[mysqld]\n\
-             datadir={data}\n\
-             socket={socket}\n\
-             pid-file={pid}\n\
-             log-error={error}\n\
-             port={port}\n\
-             bind-address=127.0.0.1\n\
-             mysqlx=OFF\n\
-             skip-name-resolve\n\
-             server_id=1\n\
-             log_bin={binlog}\n\
-             binlog_format=ROW\n\
-             binlog_row_image=FULL\n\
-             binlog_row_metadata=FULL\n\
-             gtid_mode=ON\n\
-             enforce_gtid_consistency=ON\n\
-             max_connections=500\n\
-             innodb_buffer_pool_size=256M\n\
-             innodb_flush_log_at_trx_commit=2\n\
-             sync_binlog=0\n\
-             performance_schema=ON\n\
-             secure-file-priv={files}\n",
-            data = inside("data"),
-            socket = inside("mysqld.sock"),
-            pid = inside("mysqld.pid"),
-            error = inside("mysqld.err"),
-            binlog = inside("data/binlog"),
-            files = inside("files"),
-        );
-        fs::write(dir.join("my.cnf"), config).context("write my.cnf")?;
-        let defaults = format!("--defaults-file={}", inside("my.cnf"));
-        let userspec = format!("--userspec={uid}:{gid}");
-        let initialise = Command::new("chroot")
-            .arg(&userspec)
-            .arg(&root)
-            .args(["/usr/sbin/mysqld", &defaults, "--initialize-insecure"])
-            .stdin(Stdio::null())
-            .output()
-            .context("initialise the MySQL datadir")?;
-        if !initialise.status.success() {
-            bail!(
-                "mysqld --initialize-insecure failed: {}{}",
-                String::from_utf8_lossy(&initialise.stderr),
-                fs::read_to_string(dir.join("mysqld.err")).unwrap_or_default()
-            );
-        }
+        fs::write(dir.join("my.cnf"), config(&dir_inside, port)).context("write my.cnf")?;
+        let defaults = format!("--defaults-file={}", dir_inside.join("my.cnf").display());
+        let userspec = format!("--userspec={owner}");
         let child = Command::new("chroot")
             .arg(&userspec)
             .arg(&root)
@@ -177,9 +125,38 @@ impl MySql {
         )
     }
 
+    /// Makes the server present `cert` (with `key`, issued by `ca`) from now on
+    /// (`ALTER INSTANCE RELOAD TLS`); its own certificate names no host.
+    pub fn install_tls(&self, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        let tls = self.dir().join("tls");
+        fs::create_dir_all(&tls).context("create the TLS directory")?;
+        let mut settings = Vec::new();
+        for (variable, file, leaf) in [
+            ("ssl_ca", ca, "ca.pem"),
+            ("ssl_cert", cert, "cert.pem"),
+            ("ssl_key", key, "key.pem"),
+        ] {
+            fs::copy(file, tls.join(leaf)).context("copy a TLS file")?;
+            settings.push(format!(
+                "SET GLOBAL {variable} = '{}';",
+                self.dir_inside.join("tls").join(leaf).display()
+            ));
+        }
+        let owner = format!(
+            "{}:{}",
+            chroot_output(&["id", "-u", "mysql"])?.trim(),
+            chroot_output(&["id", "-g", "mysql"])?.trim()
+        );
+        chown(&owner, &tls)?;
+        self.root_sql(&format!(
+            "{} ALTER INSTANCE RELOAD TLS;",
+            settings.join(" ")
+        ))?;
+        Ok(())
+    }
+
     fn dir(&self) -> PathBuf {
-        let inside = &self.dir_inside;
-        sid_root().join(inside.strip_prefix("/").unwrap_or(inside))
+        host_path(&self.dir_inside)
     }
 
     /// The server's error log, for failure messages.
@@ -227,6 +204,132 @@ impl Drop for MySql {
         }
         let _ = fs::remove_dir_all(self.dir());
     }
+}
+
+/// `inside` (a path in the chroot) as the host sees it.
+fn host_path(inside: &Path) -> PathBuf {
+    sid_root().join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+/// The server's settings for a directory (as the chroot sees it) and a port. The binlog is
+/// named relative to the datadir, so that a copied datadir's binlog index stays true.
+fn config(dir_inside: &Path, port: u16) -> String {
+    let inside = |leaf: &str| dir_inside.join(leaf).display().to_string();
+    format!(
+        "[mysqld]\n\
+         datadir={data}\n\
+         socket={socket}\n\
+         pid-file={pid}\n\
+         log-error={error}\n\
+         port={port}\n\
+         bind-address=127.0.0.1\n\
+         mysqlx=OFF\n\
+         skip-name-resolve\n\
+         server_id=1\n\
+         log_bin=binlog\n\
+         binlog_format=ROW\n\
+         binlog_row_image=FULL\n\
+         binlog_row_metadata=FULL\n\
+         gtid_mode=ON\n\
+         enforce_gtid_consistency=ON\n\
+         max_connections=500\n\
+         innodb_buffer_pool_size=256M\n\
+         innodb_redo_log_capacity=16M\n\
+         innodb_flush_log_at_trx_commit=2\n\
+         sync_binlog=0\n\
+         performance_schema=ON\n\
+         secure-file-priv={files}\n",
+        data = inside("data"),
+        socket = inside("mysqld.sock"),
+        pid = inside("mysqld.pid"),
+        error = inside("mysqld.err"),
+        files = inside("files"),
+    )
+}
+
+/// An initialised datadir, made once per mysqld binary and kept in the root
+/// (`/var/tmp/shoal-mysql-template-<size>-<mtime>`): each server starts from a copy instead of
+/// running `--initialize-insecure` (seconds) again. Concurrent first users each initialise a
+/// directory of their own; the first rename wins and the others use it.
+fn template(owner: &str) -> anyhow::Result<PathBuf> {
+    let binary = fs::metadata(sid_root().join("usr/sbin/mysqld")).context("mysqld")?;
+    let stamp = binary
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs());
+    let inside = PathBuf::from(format!(
+        "/var/tmp/shoal-mysql-template-{}-{stamp}",
+        binary.len()
+    ));
+    let ready = host_path(&inside);
+    if ready.join("data/auto.cnf").exists() {
+        return Ok(ready);
+    }
+    let scratch_inside = PathBuf::from(format!(
+        "{}.tmp-{}",
+        inside.display(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let scratch = host_path(&scratch_inside);
+    fs::create_dir_all(scratch.join("data")).context("create the template directory")?;
+    fs::create_dir_all(scratch.join("files")).context("create the template directory")?;
+    chown(owner, &scratch)?;
+    fs::write(scratch.join("my.cnf"), config(&scratch_inside, 0)).context("write my.cnf")?;
+    let initialise = Command::new("chroot")
+        .arg(format!("--userspec={owner}"))
+        .arg(sid_root())
+        .args([
+            "/usr/sbin/mysqld",
+            &format!(
+                "--defaults-file={}",
+                scratch_inside.join("my.cnf").display()
+            ),
+            "--initialize-insecure",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("initialise the MySQL datadir")?;
+    if !initialise.status.success() {
+        let log = fs::read_to_string(scratch.join("mysqld.err")).unwrap_or_default();
+        let _ = fs::remove_dir_all(&scratch);
+        bail!(
+            "mysqld --initialize-insecure failed: {}{log}",
+            String::from_utf8_lossy(&initialise.stderr)
+        );
+    }
+    if fs::rename(&scratch, &ready).is_err() {
+        // Another process made it first.
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    Ok(ready)
+}
+
+/// `cp -a from to`.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("copy the template datadir")?;
+    if !status.success() {
+        bail!("cp -a {} {} failed", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// `chown -R owner dir`.
+fn chown(owner: &str, dir: &Path) -> anyhow::Result<()> {
+    let status = Command::new("chown")
+        .args(["-R", owner])
+        .arg(dir)
+        .status()
+        .context("chown the MySQL directory")?;
+    if !status.success() {
+        bail!("chown of {} failed", dir.display());
+    }
+    Ok(())
 }
 
 /// Output of a command run in the chroot.

@@ -204,3 +204,284 @@ async fn a_second_statement_is_refused() {
         assert!(writer::differences(&ledger, &actual).is_empty());
     }
 }
+
+/// The document a writer stores for `x`: typed scalars inside (DECIMAL, UNSIGNED, DOUBLE,
+/// DATETIME, strings, an array with a boolean and a null), some rows a scalar document alone.
+const DOCUMENT: &str = "IF(? % 7 = 0, JSON_EXTRACT(JSON_ARRAY(CAST(? AS DECIMAL(12,3))), '$[0]'), \
+     JSON_OBJECT('n', ?, 'd', CAST(? AS DECIMAL(10,2)), 'f', ? * 1.5e0, 'u', CAST(? AS UNSIGNED), \
+     's', CONCAT('v', ?), 'dt', CAST(? AS DATETIME(3)), 'a', JSON_ARRAY(?, 2.5e0, NULL, TRUE, 'x')))";
+
+/// The parameters of [`DOCUMENT`] for `x`.
+fn document_params(x: i64) -> Vec<mysql_async::Value> {
+    let decimal = format!("{}.{:02}", x / 100, x % 100);
+    let datetime = format!("2026-01-02 03:04:{:02}.{:03}", x % 60, x % 1000);
+    vec![
+        x.into(),
+        decimal.clone().into(),
+        x.into(),
+        decimal.into(),
+        x.into(),
+        x.into(),
+        x.into(),
+        datetime.into(),
+        x.into(),
+    ]
+}
+
+/// What a comparison of `docs` reads for each row: the text, and the type and text at every path
+/// the writers fill (a DECIMAL turned into a DOUBLE has the same text; its type differs).
+fn document_projection(table: &str) -> String {
+    let mut parts = vec!["id".to_owned(), "n".to_owned(), "JSON_TYPE(doc)".to_owned()];
+    for path in [
+        "$", "$.n", "$.d", "$.f", "$.u", "$.s", "$.dt", "$.a[0]", "$.a[1]", "$.a[2]", "$.a[3]",
+    ] {
+        parts.push(format!("JSON_TYPE(JSON_EXTRACT(doc, '{path}'))"));
+        parts.push(format!("CAST(JSON_EXTRACT(doc, '{path}') AS CHAR)"));
+    }
+    format!("SELECT {} FROM {table} ORDER BY id", parts.join(", "))
+}
+
+/// One writer: updates, inserts and deletes rows of `docs`, each in a transaction that writes the
+/// same document into `docs_ledger`. On MySQL, `session` compresses its transactions or tags its
+/// GTIDs. Returns its commits.
+async fn document_writer(
+    database: TestDatabase,
+    session: &'static str,
+    seed: i64,
+    stop: tokio_util::sync::CancellationToken,
+) -> u64 {
+    let mut connection = database.connect().await.unwrap();
+    if !session.is_empty() {
+        connection.query_drop(session).await.unwrap();
+    }
+    let mut commits = 0;
+    let mut x = seed;
+    while !stop.is_cancelled() {
+        x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+        let id = x % 12_000 + 1;
+        let mut transaction = connection
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        for table in ["docs", "docs_ledger"] {
+            if x % 5 == 0 {
+                transaction
+                    .exec_drop(format!("DELETE FROM {table} WHERE id = ?"), (id,))
+                    .await
+                    .unwrap();
+            } else {
+                let mut params = vec![mysql_async::Value::from(id), x.into()];
+                params.extend(document_params(x));
+                transaction
+                    .exec_drop(
+                        format!("REPLACE INTO {table} (id, n, doc) VALUES (?, ?, {DOCUMENT})"),
+                        params,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        transaction.commit().await.unwrap();
+        commits += 1;
+    }
+    commits
+}
+
+/// JSON documents with typed values, written under three writers while shoal copies them; on
+/// MySQL two writers compress their transactions (TRANSACTION_PAYLOAD events) and one tags its
+/// GTIDs. The new table's documents equal the writers' ledger in text and in type at every path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_json_documents_under_compressing_writers_are_exact() {
+    for server in Server::both() {
+        let database = server.database("both_json").await;
+        let mut connection = database.connect().await.unwrap();
+        for table in ["docs", "docs_ledger"] {
+            connection
+                .query_drop(format!(
+                    "CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, doc JSON NULL)"
+                ))
+                .await
+                .unwrap();
+        }
+        for id in (1..=10_000i64).step_by(250) {
+            let mut transaction = connection
+                .start_transaction(mysql_async::TxOpts::default())
+                .await
+                .unwrap();
+            for id in id..id + 250 {
+                let mut params = vec![mysql_async::Value::from(id), id.into()];
+                params.extend(document_params(id));
+                transaction
+                    .exec_drop(
+                        format!("INSERT INTO docs (id, n, doc) VALUES (?, ?, {DOCUMENT})"),
+                        params,
+                    )
+                    .await
+                    .unwrap();
+            }
+            transaction
+                .exec_drop(
+                    "INSERT INTO docs_ledger SELECT * FROM docs WHERE id BETWEEN ? AND ?",
+                    (id, id + 249),
+                )
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+        }
+        let sessions: [&'static str; 3] = match server {
+            Server::MariaDb => ["", "", ""],
+            Server::MySql(_) => [
+                "SET SESSION binlog_transaction_compression = ON",
+                "SET SESSION binlog_transaction_compression = ON",
+                "SET SESSION gtid_next = 'AUTOMATIC:shoal'",
+            ],
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writers: Vec<_> = sessions
+            .iter()
+            .zip([11, 23, 37])
+            .map(|(session, seed)| {
+                tokio::spawn(document_writer(
+                    database.clone(),
+                    session,
+                    seed,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let mut run = shoal_run(
+            &database,
+            "ALTER TABLE docs ADD COLUMN extra INT NULL",
+            &["--chunk-rows", "500", "--target-chunk-time", "0"],
+            "copy.after_read=sleep(100)",
+        );
+        let log = expect_success(&mut run).await;
+        if let Server::MySql(_) = server {
+            assert!(
+                log.contains("a compressed transaction (TRANSACTION_PAYLOAD) opened"),
+                "no compressed transaction reached the reader:\n{log}"
+            );
+        }
+        // The writers keep going into the new table for a while.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+        let mut commits = 0;
+        for writer in writers {
+            commits += writer.await.unwrap();
+        }
+        assert!(commits > 50, "{}: {commits} commits", server.name());
+        let mut read = async |table: &str| -> Vec<Vec<mysql_async::Value>> {
+            let rows: Vec<mysql_async::Row> =
+                connection.query(document_projection(table)).await.unwrap();
+            rows.into_iter().map(mysql_async::Row::unwrap).collect()
+        };
+        let actual = read("docs").await;
+        let expected = read("docs_ledger").await;
+        let differing: Vec<_> = actual
+            .iter()
+            .zip(&expected)
+            .filter(|(actual, expected)| actual != expected)
+            .take(3)
+            .collect();
+        assert_eq!(actual.len(), expected.len(), "{}", server.name());
+        assert!(
+            differing.is_empty(),
+            "{}: documents differ from the ledger: {differing:?}",
+            server.name()
+        );
+        let typed: Option<String> = connection
+            .query_first(
+                "SELECT JSON_TYPE(JSON_EXTRACT(doc, '$.d')) FROM docs \
+                 WHERE JSON_TYPE(doc) = 'OBJECT' ORDER BY id LIMIT 1",
+            )
+            .await
+            .unwrap();
+        if let Server::MySql(_) = server {
+            assert_eq!(
+                typed.as_deref(),
+                Some("DECIMAL"),
+                "the writers' types are kept"
+            );
+        }
+        assert!(show_create(&database, "docs").await.contains("`extra` int"));
+        assert_eq!(
+            tables(&mut connection, &database.name).await,
+            ["docs", "docs_ledger"],
+            "{}",
+            server.name()
+        );
+    }
+}
+
+/// MySQL only (MariaDB has no partial JSON logging): with `binlog_row_value_options=PARTIAL_JSON`
+/// updates of a JSON column log a diff, not the document; shoal refuses before touching
+/// anything and names the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_json_logging_is_refused_on_mysql() {
+    let server = Server::MySql(MySql::start().unwrap());
+    let (database, ledger) = seeded(&server, "partial_json", 100).await;
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop("SET GLOBAL binlog_row_value_options = 'PARTIAL_JSON'")
+        .await
+        .unwrap();
+    let before = show_create(&database, "orders").await;
+    let mut run = shoal_run(&database, ALTER, &[], "");
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "exited 0:\n{logs}");
+    assert!(
+        logs.contains("SET GLOBAL binlog_row_value_options=''"),
+        "the fix is not named:\n{logs}"
+    );
+    assert_eq!(show_create(&database, "orders").await, before);
+    assert_exact(&server, &database, &ledger).await;
+}
+
+/// MySQL only: the private MariaDB has no TLS set up (10.11 generates no certificates). With
+/// `require_secure_transport=ON` a plain DSN is refused naming the fix; with `ssl_ca` (the server
+/// given a certificate naming 127.0.0.1) the migration runs exact under the writer, whose own
+/// sessions use TLS without verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_only_servers_are_reached_with_the_dsns_tls_options_on_mysql() {
+    let mysql = MySql::start().unwrap();
+    let pki = shoal_tests::tls::TestPki::generate().unwrap();
+    mysql
+        .install_tls(&pki.ca, &pki.server.0, &pki.server.1)
+        .unwrap();
+    let server = Server::MySql(mysql);
+    let plain = server.database("tls_only").await;
+    let mut connection = plain.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", 10_000)
+        .await
+        .unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    connection
+        .query_drop("SET GLOBAL require_secure_transport = ON")
+        .await
+        .unwrap();
+    drop(connection);
+
+    let mut refused = shoal_run(&plain, ALTER, &[], "");
+    let status = refused.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = refused.logs();
+    assert!(!status.success(), "a plain DSN got through:\n{logs}");
+    assert!(
+        logs.contains("add ssl_ca="),
+        "the fix is not named:\n{logs}"
+    );
+
+    let encrypted = TestDatabase {
+        dsn: format!("{}?require_ssl=true&verify_ca=false", plain.dsn),
+        name: plain.name.clone(),
+    };
+    let writer = start_writer(&encrypted, ledger, 71).await;
+    let verified = TestDatabase {
+        dsn: format!("{}?ssl_ca={}", plain.dsn, pki.ca.display()),
+        name: plain.name.clone(),
+    };
+    let mut run = shoal_run(&verified, ALTER, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&server, &encrypted, &expected).await;
+}

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 /// Why a target cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +127,10 @@ pub fn pool_for(
     lock_wait_timeout: Duration,
     max_connections: usize,
 ) -> Result<Pool, Error> {
-    let opts = Opts::from_url(dsn).map_err(|error| Error::BadDsn {
+    let opts = shoal_mysql::dsn::opts(dsn).map_err(|reason| Error::BadDsn {
         name: name.to_owned(),
         redacted: redact_dsn(dsn),
-        reason: error.to_string(),
+        reason,
     })?;
     let constraints = PoolConstraints::new(0, max_connections.max(1)).unwrap_or_default();
     let mut builder = OptsBuilder::from_opts(opts);

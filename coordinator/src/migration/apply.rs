@@ -28,6 +28,8 @@ use super::catalog::Column;
 
 /// Rows per REPLACE statement.
 const REPLACE_ROWS: usize = 500;
+/// Placeholders per statement at most (the protocol's limit is 65,535).
+const MAX_PARAMS: usize = 60_000;
 /// Keys per DELETE statement.
 const DELETE_KEYS: usize = 1_000;
 
@@ -85,6 +87,8 @@ pub struct Applier {
     key: Vec<(String, String, Bind)>,
     /// Each copied column's placeholder (the parts of `tuple`).
     placeholders: Vec<String>,
+    /// Which copied columns are MySQL JSON (a typed document is written by its own expression).
+    json: Vec<bool>,
     /// The shadow's secondary unique keys over copied columns.
     unique_keys: Vec<UniqueKey>,
     /// The shadow's secondary unique keys over a column that is not copied (added or generated):
@@ -162,6 +166,10 @@ impl Applier {
         Self {
             tuple: format!("({})", placeholders.join(", ")),
             placeholders,
+            json: source_columns
+                .iter()
+                .map(|column| column.data_type == "json")
+                .collect(),
             unique_keys: Vec::new(),
             uncovered_unique: Vec::new(),
             binds,
@@ -312,30 +320,31 @@ impl Applier {
         upserts: &[&(Key, Change<Vec<Value>>)],
         applied: &mut Applied,
     ) -> Result<(), Error> {
-        let width = self.binds.len()
-            + self
-                .binds
-                .iter()
-                .filter(|bind| **bind == Bind::Twice)
-                .count();
         let guarded = !self.unique_keys.is_empty() || !self.uncovered_unique.is_empty();
-        for rows in upserts.chunks(REPLACE_ROWS) {
-            let mut params = Vec::with_capacity(rows.len() * width);
-            let mut images: Vec<Vec<&Value>> = Vec::with_capacity(rows.len());
-            for (_, change) in rows {
-                let Change::Upsert(row) = change else {
+        let mut start = 0;
+        while start < upserts.len() {
+            // Up to REPLACE_ROWS rows, fewer if their placeholders would pass MAX_PARAMS.
+            let mut params = Vec::new();
+            let mut tuples: Vec<String> = Vec::new();
+            let mut images: Vec<Vec<&Value>> = Vec::new();
+            let mut end = start;
+            while end < upserts.len() && end - start < REPLACE_ROWS {
+                let Change::Upsert(row) = &upserts[end].1 else {
+                    end += 1;
                     continue;
                 };
-                let mut image = Vec::with_capacity(self.source_indices.len());
-                for (&index, &bind) in self.source_indices.iter().zip(&self.binds) {
-                    let value = row
-                        .get(index)
-                        .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
-                    Self::bind(bind, value, &mut params);
-                    image.push(value);
+                let before = params.len();
+                let (tuple, image) = self.row_tuple(row, &mut params)?;
+                if params.len() > MAX_PARAMS && end > start {
+                    params.truncate(before);
+                    break;
                 }
+                tuples.push(tuple);
                 images.push(image);
+                end += 1;
             }
+            let rows = &upserts[start..end];
+            start = end;
             let mut removed = Vec::new();
             if guarded {
                 let keys: Vec<&Key> = rows.iter().map(|(key, _)| key).collect();
@@ -352,7 +361,7 @@ impl Applier {
                 "REPLACE INTO {} ({}) VALUES {}",
                 self.shadow,
                 self.shadow_columns,
-                vec![self.tuple.as_str(); rows.len()].join(", ")
+                tuples.join(", ")
             );
             let result = connection.exec_iter(sql, params).await?;
             let affected = usize::try_from(result.affected_rows()).unwrap_or(usize::MAX);
@@ -387,6 +396,46 @@ impl Applier {
             applied.removed.extend(removed);
         }
         Ok(())
+    }
+
+    /// One row's value tuple, its values bound into `params`, and its copied values. A typed
+    /// JSON document (MySQL) is written by its own expression; every other value through the
+    /// column's placeholder.
+    fn row_tuple<'r>(
+        &self,
+        row: &'r [Value],
+        params: &mut Vec<Value>,
+    ) -> Result<(String, Vec<&'r Value>), Error> {
+        let mut image = Vec::with_capacity(self.source_indices.len());
+        let mut parts: Option<Vec<String>> = None;
+        for (at, (&index, &bind)) in self.source_indices.iter().zip(&self.binds).enumerate() {
+            let value = row
+                .get(index)
+                .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
+            image.push(value);
+            let typed = if self.json[at] {
+                shoal_mysql::json::typed(value)
+            } else {
+                None
+            };
+            match typed {
+                Some(document) => {
+                    let parts = parts.get_or_insert_with(|| self.placeholders[..at].to_vec());
+                    parts.push(document.expression(params));
+                }
+                None => {
+                    Self::bind(bind, value, params);
+                    if let Some(parts) = parts.as_mut() {
+                        parts.push(self.placeholders[at].clone());
+                    }
+                }
+            }
+        }
+        let tuple = match parts {
+            Some(parts) => format!("({})", parts.join(", ")),
+            None => self.tuple.clone(),
+        };
+        Ok((tuple, image))
     }
 
     /// The shadow rows (own keys already deleted) that the written `images` collide with under

@@ -24,35 +24,31 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use shoal_mysql::events::{self, EventClass, Payload};
+pub use shoal_mysql::position::BinlogPos;
+use shoal_mysql::position::next_file_name;
+
 use super::Error;
 use super::catalog::Column;
 
-/// A position in the binlog: (file, offset). Files compare by name (same base, numbered).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BinlogPos {
-    /// Binlog file name.
-    pub file: String,
-    /// Offset within the file.
-    pub pos: u64,
+/// XA on the migrated table: its rows are logged when it is prepared and its outcome later, so
+/// shoal cannot tell which to apply.
+fn xa_refused(table: &StreamTable) -> Error {
+    Error::Binlog(format!(
+        "an XA transaction changed `{}`.`{}`: its rows are logged at XA PREPARE and its outcome \
+         later, which shoal does not follow; run the migration when no XA transaction writes the \
+         table (the original table is untouched)",
+        table.schema, table.table
+    ))
 }
 
-impl std::fmt::Display for BinlogPos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos)
-    }
-}
-
-/// The server's current binlog position (MariaDB and MySQL ≤ 8.3: `SHOW MASTER STATUS`;
-/// MySQL 8.4 renamed it `SHOW BINARY LOG STATUS`: untested here).
+/// The server's current binlog position (the statement by flavour and version:
+/// [`shoal_mysql::flavour::binary_log_status`]).
 pub async fn current_position(
     connection: &mut impl Queryable,
-    mariadb: bool,
+    server: &super::catalog::ServerInfo,
 ) -> Result<BinlogPos, Error> {
-    let statement = if mariadb {
-        "SHOW MASTER STATUS"
-    } else {
-        "SHOW BINARY LOG STATUS"
-    };
+    let statement = shoal_mysql::flavour::binary_log_status(server.mariadb, &server.version);
     let row: Option<mysql_async::Row> = connection.query_first(statement).await?;
     let row = row.ok_or_else(|| Error::Preflight("the binary log is off".to_owned()))?;
     let file: Option<String> = row.get(0);
@@ -89,14 +85,6 @@ pub enum StreamMsg {
     Boundary(BinlogPos),
 }
 
-/// GTID events (MariaDB 162, MySQL 33 and 34): each begins a transaction group, so the position
-/// just before one is a boundary.
-const GTID_TYPES: [u8; 3] = [162, 33, 34];
-
-/// Event types the decoder does not read but that carry no row changes: MariaDB's annotate,
-/// checkpoint, GTID and GTID-list events (160–163) and START_ENCRYPTION (164).
-const IGNORABLE_TYPES: [u8; 5] = [160, 161, 162, 163, 164];
-
 /// What the reader needs to know about the table.
 #[derive(Debug, Clone)]
 pub struct StreamTable {
@@ -108,45 +96,6 @@ pub struct StreamTable {
     pub columns: Arc<[Column]>,
     /// The server compares table names without regard to case (`lower_case_table_names`).
     pub names_fold_case: bool,
-}
-
-/// The file a rotate event names, given the file being read.
-///
-/// The first (fake) rotate of a dump names the file being read with the 4 bytes of its checksum
-/// appended (mysql_async #189), and those bytes can be anything, digits and dots included: a name
-/// that starts with the current file's is the current file. A real rotate names the next file;
-/// its sequence number keeps as many digits as the current one's (servers zero-pad it), and
-/// anything after them is dropped (real rotates carry no checksum bytes in their name; a name
-/// that only grows digits is a sequence past 999999).
-///
-/// Getting this wrong is not cosmetic: positions compare by file name first, so a name with
-/// trailing bytes sorts after every real position in its file, and "caught up" would be believed
-/// at once while events are still on their way.
-fn next_file_name(current: &str, raw: &str) -> String {
-    if raw.starts_with(current) {
-        return current.to_owned();
-    }
-    let width = current
-        .rsplit_once('.')
-        .map_or(6, |(_, sequence)| sequence.len().max(1));
-    // The last dot followed by a full-width sequence number.
-    let Some(dot) = raw.rmatch_indices('.').map(|(dot, _)| dot).find(|dot| {
-        raw[dot + 1..]
-            .chars()
-            .take(width)
-            .filter(char::is_ascii_digit)
-            .count()
-            == width
-    }) else {
-        return raw.to_owned();
-    };
-    let sequence: String = raw[dot + 1..].chars().take(width).collect();
-    // A sequence past 999999 grows a digit: keep a seventh digit only when nothing follows it.
-    let rest: String = raw[dot + 1 + width..].chars().collect();
-    if rest.chars().all(|c| c.is_ascii_digit()) {
-        return raw.to_owned();
-    }
-    format!("{}.{sequence}", &raw[..dot])
 }
 
 /// Renders a decoded binlog value through the column's definition, so that the change path
@@ -222,12 +171,14 @@ fn image(
     for (index, column) in table.columns.iter().enumerate() {
         match row.as_ref(index) {
             Some(BinlogValue::Value(value)) => values.push(normalize(value.clone(), column)),
-            Some(BinlogValue::Jsonb(_)) => {
-                // MySQL's binary JSON (MariaDB logs JSON as text): untested here, so refuse.
-                return Err(Error::Binlog(format!(
-                    "binary JSON in column {} is not supported yet (MySQL 8 path, untested here)",
-                    column.name
-                )));
+            Some(BinlogValue::Jsonb(json)) => {
+                // MySQL's binary JSON (MariaDB logs JSON as text).
+                values.push(shoal_mysql::json::row_value(json).map_err(|reason| {
+                    Error::Binlog(format!(
+                        "column {} of `{}`.`{}`: {reason}; the original table is untouched",
+                        column.name, table.schema, table.table
+                    ))
+                })?);
             }
             Some(BinlogValue::JsonDiff(_)) => {
                 return Err(Error::Binlog(format!(
@@ -259,9 +210,13 @@ pub async fn read_stream(
     let mut connection =
         shoal_worker::session::patiently(super::CONNECT_PATIENCE, || Conn::new(opts.clone()))
             .await?;
-    connection
-        .query_drop("SET @master_heartbeat_period = 500000000")
-        .await?;
+    // MySQL 8.4+ reads the heartbeat period from `@source_heartbeat_period`, older servers and
+    // MariaDB from `@master_heartbeat_period`; each ignores the other.
+    for variable in ["@master_heartbeat_period", "@source_heartbeat_period"] {
+        connection
+            .query_drop(format!("SET {variable} = 500000000"))
+            .await?;
+    }
     connection
         .query_drop("SET @mariadb_slave_capability = 4")
         .await?;
@@ -271,6 +226,12 @@ pub async fn read_stream(
     let mut stream = connection.get_binlog_stream(request).await?;
     let mut file = start.file.clone();
     let mut table_ids: Vec<u64> = Vec::new();
+    let mut payload = Payload::default();
+    // Whether the current transaction changed the table (for XA).
+    let mut touched = false;
+    // A compressed transaction's rows, and whether it ended, until its last event.
+    let mut held_rows: Vec<RowChange> = Vec::new();
+    let mut held_end = false;
     let liveness = Duration::from_secs(10);
     loop {
         let next = tokio::select! {
@@ -287,8 +248,20 @@ pub async fn read_stream(
             Ok(Some(event)) => event?,
         };
         let type_raw = event.header().event_type_raw();
-        let log_pos = u64::from(event.header().log_pos());
-        if GTID_TYPES.contains(&type_raw) && log_pos != 0 {
+        let class = events::classify(type_raw);
+        if let EventClass::Fatal(reason) = class {
+            return Err(Error::Binlog(format!(
+                "binlog event type {type_raw} at {file}:{}: {reason}; refusing to lose changes",
+                event.header().log_pos()
+            )));
+        }
+        // Events inside a compressed transaction take the payload's end as their position.
+        let inside = payload.take_one();
+        let log_pos = match inside {
+            Some(end) => end,
+            None => u64::from(event.header().log_pos()),
+        };
+        if class == EventClass::Gtid && log_pos != 0 && inside.is_none() {
             let before = BinlogPos {
                 file: file.clone(),
                 pos: log_pos.saturating_sub(u64::from(event.header().event_size())),
@@ -299,17 +272,45 @@ pub async fn read_stream(
         }
         // Whether this event ends a transaction (commit or rollback).
         let mut ends_transaction = false;
-        let data = event
-            .read_data()
-            .map_err(|error| Error::Binlog(format!("decode event type {type_raw}: {error}")))?;
         let mut rows = Vec::new();
-        match data {
-            None if IGNORABLE_TYPES.contains(&type_raw) => {}
+        let data = match class {
+            EventClass::NoChanges | EventClass::Gtid | EventClass::Xid => None,
+            _ => Some(event.read_data().map_err(|error| {
+                Error::Binlog(format!("decode event type {type_raw}: {error}"))
+            })?),
+        };
+        if class == EventClass::Xid {
+            ends_transaction = true;
+        }
+        match data.flatten() {
+            None if matches!(
+                class,
+                EventClass::NoChanges | EventClass::Gtid | EventClass::Xid
+            ) => {}
             None => {
                 return Err(Error::Binlog(format!(
-                    "binlog event type {type_raw} cannot be decoded (compressed binlog?); refusing to \
-                     lose changes"
+                    "binlog event type {type_raw} cannot be decoded; refusing to lose changes"
                 )));
+            }
+            Some(EventData::TransactionPayloadEvent(compressed)) => {
+                if inside.is_some() {
+                    return Err(Error::Binlog(
+                        "a transaction payload inside another one".to_owned(),
+                    ));
+                }
+                payload.open(&compressed, log_pos).map_err(Error::Binlog)?;
+                tracing::debug!(
+                    events = payload.remaining(),
+                    end = log_pos,
+                    "a compressed transaction (TRANSACTION_PAYLOAD) opened"
+                );
+                continue;
+            }
+            Some(EventData::XaPrepareLogEvent(_)) => {
+                if touched {
+                    return Err(xa_refused(&table));
+                }
+                ends_transaction = true;
             }
             Some(EventData::RotateEvent(rotate)) => {
                 file = next_file_name(&file, &rotate.name());
@@ -388,14 +389,36 @@ pub async fn read_stream(
                         };
                         rows.push(change);
                     }
+                    touched = true;
                 }
             }
-            Some(EventData::XidEvent(_)) => ends_transaction = true,
+            Some(EventData::ExecuteLoadQueryEvent(load)) => {
+                // `LOAD DATA` logged as a statement: fatal if it names the table.
+                let text = load.query();
+                let kind = super::alter::classify_query(
+                    &text,
+                    &load.schema(),
+                    &table.schema,
+                    &table.table,
+                    table.names_fold_case,
+                );
+                if kind != super::alter::QueryKind::Unrelated {
+                    return Err(Error::Binlog(format!(
+                        "a statement-format LOAD DATA changes `{}`: {text:.120}; shoal needs ROW \
+                         format from every session",
+                        table.table
+                    )));
+                }
+            }
             Some(EventData::QueryEvent(query)) => {
                 let text = query.query();
                 let text = text.trim();
                 let upper = text.to_ascii_uppercase();
                 ends_transaction = matches!(upper.as_str(), "COMMIT" | "ROLLBACK");
+                if touched && upper.starts_with("XA ") {
+                    // MariaDB logs `XA END`/`XA PREPARE` as statements.
+                    return Err(xa_refused(&table));
+                }
                 let default_schema = query.schema();
                 let kind = super::alter::classify_query(
                     text,
@@ -429,7 +452,37 @@ pub async fn read_stream(
                     }
                 }
             }
-            Some(_) => {}
+            Some(other) => {
+                return Err(Error::Binlog(format!(
+                    "binlog event type {type_raw} decoded as {other:?}, which the reader does not \
+                     expect"
+                )));
+            }
+        }
+        if ends_transaction || class == EventClass::Gtid {
+            touched = false;
+        }
+        if inside.is_some() {
+            // A compressed transaction is delivered whole, at its end: its events share one
+            // position, and "caught up to it" must mean all of them arrived.
+            held_rows.append(&mut rows);
+            held_end |= ends_transaction;
+            if payload.remaining() > 0 {
+                continue;
+            }
+            rows = std::mem::take(&mut held_rows);
+            ends_transaction = std::mem::take(&mut held_end);
+            if !rows.is_empty() {
+                let position = BinlogPos {
+                    file: file.clone(),
+                    pos: log_pos,
+                };
+                let rows = std::mem::take(&mut rows);
+                let message = StreamMsg::Rows(rows, position, event.header().timestamp());
+                if sender.send(message).await.is_err() {
+                    break;
+                }
+            }
         }
         if log_pos == 0 {
             continue;
@@ -456,54 +509,6 @@ pub async fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_names_lose_trailing_garbage() {
-        let current = "mariadb-bin.000001";
-        // The fake rotate names the current file plus checksum bytes: digits and dots included.
-        for garbage in ["\u{1}\u{2}ab", "\u{fffd}D.", "8", "7\u{3}.9", ""] {
-            assert_eq!(
-                next_file_name(current, &format!("{current}{garbage}")),
-                current,
-                "{garbage:?}"
-            );
-        }
-        // A real rotate names the next file.
-        assert_eq!(
-            next_file_name(current, "mariadb-bin.000002"),
-            "mariadb-bin.000002"
-        );
-        assert_eq!(
-            next_file_name(current, "mariadb-bin.000002\u{fffd}.x"),
-            "mariadb-bin.000002"
-        );
-        // A dotted base keeps its dots.
-        assert_eq!(
-            next_file_name("db.host-bin.000009", "db.host-bin.000010"),
-            "db.host-bin.000010"
-        );
-        // Past 999999 the sequence grows a digit.
-        assert_eq!(next_file_name("bin.999999", "bin.1000000"), "bin.1000000");
-    }
-
-    #[test]
-    fn positions_order_by_file_then_offset() {
-        let first = BinlogPos {
-            file: "b.000001".into(),
-            pos: 900,
-        };
-        let second = BinlogPos {
-            file: "b.000002".into(),
-            pos: 4,
-        };
-        assert!(first < second);
-        assert!(
-            BinlogPos {
-                file: "b.000002".into(),
-                pos: 5
-            } > second
-        );
-    }
 
     #[test]
     fn unsigned_values_are_repaired() {

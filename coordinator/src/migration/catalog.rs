@@ -286,6 +286,19 @@ pub async fn check_server(connection: &mut impl Queryable) -> Result<ServerInfo,
                     .to_owned(),
             ));
         }
+    } else {
+        // MySQL 8.0.3+: partial JSON updates log a diff, not the document.
+        let options: Option<String> = connection
+            .query_first("SELECT @@GLOBAL.binlog_row_value_options")
+            .await?;
+        if options.is_some_and(|options| options.to_ascii_uppercase().contains("PARTIAL_JSON")) {
+            return Err(Error::Preflight(
+                "binlog_row_value_options=PARTIAL_JSON: updates of JSON columns log diffs, not \
+                 the documents shoal must copy; SET GLOBAL binlog_row_value_options='' (and in \
+                 my.cnf)"
+                    .to_owned(),
+            ));
+        }
     }
     let (hostname, lower_case_table_names): (Option<String>, i64) = connection
         .query_first("SELECT @@hostname, @@lower_case_table_names")

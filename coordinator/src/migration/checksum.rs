@@ -63,7 +63,7 @@ impl Migration {
         ))
         .await?;
         let result = async {
-            let target = binlog::current_position(&mut lock, self.server.mariadb).await?;
+            let target = binlog::current_position(&mut lock, &self.server).await?;
             self.catch_up(&target, Duration::from_secs(30)).await?;
             self.flush_ready_locked(&mut lock).await?;
             // The checksum about to run covers every row as of now, removals included.
@@ -266,7 +266,7 @@ impl Migration {
         self.progress
             .send_modify(|progress| progress.unique_conflicts += outcome.unique_conflicts);
         // As for a copied chunk: the deferred images must be at least as new as the copy.
-        let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        let target = binlog::current_position(&mut connection, &self.server).await?;
         self.catch_up(&target, Duration::from_secs(60)).await?;
         self.repairing.retain(|repairing| repairing != &range);
         self.flush_ready(&mut connection).await?;

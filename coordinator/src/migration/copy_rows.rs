@@ -540,7 +540,7 @@ impl Migration {
                             &self.pool,
                             connection,
                             "read the binlog position",
-                            binlog::current_position(&mut connection, self.server.mariadb).await
+                            binlog::current_position(&mut connection, &self.server).await
                         )?;
                         completed_at = Some(target.clone());
                         target
@@ -783,7 +783,7 @@ impl Migration {
     pub(super) async fn apply_changeset(&mut self) -> Result<(), Error> {
         shoal_worker::failpoint::hit("apply.before", self.options.id.as_str()).await;
         let mut connection = self.connect().await?;
-        let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        let target = binlog::current_position(&mut connection, &self.server).await?;
         self.catch_up(&target, Duration::from_secs(300)).await?;
         self.flush_ready(&mut connection).await?;
         Ok(())

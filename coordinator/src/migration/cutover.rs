@@ -107,7 +107,7 @@ impl Migration {
             self.check_cancelled()?;
             // Keep the locked window short: apply what has accumulated first.
             let mut connection = self.connect().await?;
-            let target = binlog::current_position(&mut connection, self.server.mariadb).await?;
+            let target = binlog::current_position(&mut connection, &self.server).await?;
             self.catch_up(&target, Duration::from_secs(60)).await?;
             self.flush_ready(&mut connection).await?;
             drop(connection);
@@ -231,7 +231,7 @@ impl Migration {
         holder: &mut mysql_async::Conn,
         lock_wait: u64,
     ) -> Result<Renamer, Error> {
-        let target = binlog::current_position(holder, self.server.mariadb).await?;
+        let target = binlog::current_position(holder, &self.server).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
         let mut flusher = self.connect().await?;
         self.under_cutover_lock = true;

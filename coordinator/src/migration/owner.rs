@@ -166,7 +166,7 @@ impl Migration {
         cancel: CancellationToken,
     ) -> Result<Self, Error> {
         let statement = alter::parse(&options.alter)?;
-        let opts = mysql_async::Opts::from_url(&options.dsn).map_err(|error| {
+        let opts = shoal_mysql::dsn::opts(&options.dsn).map_err(|error| {
             Error::Preflight(format!(
                 "the DSN {} is invalid: {error}",
                 shoal_worker::session::redact_dsn(&options.dsn)
@@ -197,6 +197,12 @@ impl Migration {
                 "schema `{schema}` does not exist on the server; check the DSN's /<schema> \
                  (and the ALTER's schema)"
             )),
+            // ER_SECURE_TRANSPORT_REQUIRED (MySQL's require_secure_transport=ON).
+            mysql_async::Error::Server(server) if server.code == 3159 => Error::Preflight(
+                "the server accepts TLS connections only (require_secure_transport=ON): add \
+                 ssl_ca=<CA file> (or require_ssl=true) to the DSN; see docs/operations.md"
+                    .to_owned(),
+            ),
             other => other.into(),
         })?;
         let server = catalog::check_server(&mut connection).await?;
@@ -830,7 +836,7 @@ impl Migration {
             .await?;
         self.create_heartbeat(&mut connection).await?;
         self.prepare_columns(&mut connection).await?;
-        let start = binlog::current_position(&mut connection, self.server.mariadb).await?;
+        let start = binlog::current_position(&mut connection, &self.server).await?;
         self.owner_epoch = next_owner_epoch(self.store.owner_epoch(&self.options.id).await?, None);
         let epoch = self.owner_epoch;
         self.progress

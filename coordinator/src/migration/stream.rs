@@ -50,8 +50,7 @@ pub(super) struct Stream {
 
 impl Migration {
     pub(super) async fn start_stream(&mut self, start: BinlogPos) -> Result<(), Error> {
-        let opts = mysql_async::Opts::from_url(&self.options.dsn)
-            .map_err(|error| Error::Preflight(error.to_string()))?;
+        let opts = shoal_mysql::dsn::opts(&self.options.dsn).map_err(Error::Preflight)?;
         let (sender, receiver) = mpsc::channel(256);
         let stop = CancellationToken::new();
         let table = StreamTable {

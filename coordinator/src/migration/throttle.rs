@@ -55,7 +55,7 @@ impl Replica {
         target: Option<String>,
         lock_wait_timeout: Duration,
     ) -> Result<Self, Error> {
-        let label = match mysql_async::Opts::from_url(dsn) {
+        let label = match shoal_mysql::dsn::opts(dsn) {
             Ok(opts) => format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
             Err(_) => shoal_worker::session::redact_dsn(dsn),
         };

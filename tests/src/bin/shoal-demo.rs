@@ -3,7 +3,9 @@
 //! Starts a private MariaDB (row binlog on) and Redis, loads a 1,000,000-row table, starts an
 //! application writer, one `shoal-coordinator` and two `shoal-worker` processes, submits the
 //! ALTER with the `shoal` CLI, follows it with `shoal watch`, and verifies the result against
-//! the writer's own ledger. `SHOAL_DEMO_ROWS` changes the table size.
+//! the writer's own ledger. `SHOAL_DEMO_ROWS` changes the table size; `SHOAL_DEMO_SERVER=mysql`
+//! (`make demo SERVER=mysql`) runs it on a private MySQL 9.7 (Debian sid's, in the chroot that
+//! `scripts/ensure-deps.sh` builds) instead of MariaDB.
 
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use mysql_async::prelude::Queryable;
 use shoal_tests::mariadb::MariaDb;
+use shoal_tests::mysql::MySql;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, bin_dir, start_worker};
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::wait;
@@ -35,6 +38,13 @@ fn shoal_cli(coordinator_url: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The private server the demo runs on (stopped when dropped).
+#[allow(dead_code)] // held for its Drop
+enum Server {
+    MariaDb(MariaDb),
+    MySql(MySql),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let rows: u64 = std::env::var("SHOAL_DEMO_ROWS")
@@ -42,10 +52,27 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|rows| rows.parse().ok())
         .unwrap_or(1_000_000);
     let scratch = tempfile::Builder::new().prefix("shoal-demo-").tempdir()?;
-    println!("==> starting a private MariaDB (binlog_format=ROW, binlog_row_image=FULL)");
-    let mariadb = MariaDb::start(&scratch.path().join("mariadb"))?;
-    mariadb.info.root_sql("CREATE DATABASE shop")?;
-    let dsn = mariadb.info.dsn("shop");
+    let server = match std::env::var("SHOAL_DEMO_SERVER").as_deref() {
+        Ok("mysql") => {
+            println!(
+                "==> starting a private MySQL 9.7 (GTIDs on, binlog_format=ROW, binlog_row_image=FULL)"
+            );
+            let mysql = MySql::start()?;
+            mysql.root_sql("CREATE DATABASE shop")?;
+            Server::MySql(mysql)
+        }
+        Ok("mariadb") | Ok("") | Err(_) => {
+            println!("==> starting a private MariaDB (binlog_format=ROW, binlog_row_image=FULL)");
+            let mariadb = MariaDb::start(&scratch.path().join("mariadb"))?;
+            mariadb.info.root_sql("CREATE DATABASE shop")?;
+            Server::MariaDb(mariadb)
+        }
+        Ok(other) => bail!("SHOAL_DEMO_SERVER={other:?}: use mariadb or mysql"),
+    };
+    let dsn = match &server {
+        Server::MariaDb(mariadb) => mariadb.info.dsn("shop"),
+        Server::MySql(mysql) => mysql.dsn("shop"),
+    };
     println!("==> starting a private Redis (no persistence)");
     let redis = RedisServer::start(&scratch.path().join("redis"))?;
 
@@ -154,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
     drop(workers);
     drop(coordinator);
     drop(redis);
-    drop(mariadb);
+    drop(server);
     if !differences.is_empty() || stats.unexpected_errors.load(Ordering::Relaxed) > 0 {
         bail!(
             "the migrated table differs from the writer's ledger: {:?}",

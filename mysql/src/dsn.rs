@@ -1,0 +1,142 @@
+//! DSNs: `mysql://user:password@host:port/schema?options`, read into mysql_async's options.
+//!
+//! The options are mysql_async's (`require_ssl`, `verify_ca`, `verify_identity`,
+//! `built_in_roots`, pool and socket settings) plus one of shoal's: `ssl_ca=<path>`, a PEM file
+//! of the certificate authorities to trust (it implies `require_ssl=true`). TLS modes:
+//!
+//! | DSN options | connection |
+//! |---|---|
+//! | none | plain TCP, even if the server offers TLS |
+//! | `require_ssl=true` | TLS; the server's certificate must chain to the built-in web roots and name the host |
+//! | `ssl_ca=/etc/shoal/ca.pem` | TLS; the certificate must chain to that CA and name the host |
+//! | `…&verify_identity=false` | refused: mysql_async 0.37.1 ignores it on rustls (its issue #404) |
+//! | `require_ssl=true&verify_ca=false` | TLS, nothing verified: encrypted, not authenticated |
+//!
+//! Errors never contain the DSN (its password): callers show it redacted.
+
+use std::path::PathBuf;
+
+use mysql_async::{Opts, OptsBuilder};
+
+/// The options `dsn` asks for.
+pub fn opts(dsn: &str) -> Result<Opts, String> {
+    let (base, query) = dsn.split_once('?').unwrap_or((dsn, ""));
+    let mut kept = Vec::new();
+    let mut ca: Option<PathBuf> = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("ssl_ca", path)) => {
+                let path = percent_decode(path)?;
+                if path.is_empty() {
+                    return Err("ssl_ca is empty: give the path of a PEM file".to_owned());
+                }
+                ca = Some(PathBuf::from(path));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    if ca.is_some() && kept.contains(&"require_ssl=false") {
+        return Err("ssl_ca asks for TLS and require_ssl=false refuses it: drop one".to_owned());
+    }
+    // mysql_async applies `verify_ca`/`verify_identity` only when it builds TLS options itself.
+    if ca.is_some() && !kept.iter().any(|pair| pair.starts_with("require_ssl=")) {
+        kept.push("require_ssl=true");
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let opts = Opts::from_url(&url).map_err(|error| error.to_string())?;
+    if opts
+        .ssl_opts()
+        .is_some_and(|tls| tls.skip_domain_validation() && !tls.accept_invalid_certs())
+    {
+        return Err(
+            "verify_identity=false is not honoured by the MySQL driver shoal uses (mysql_async \
+             0.37.1 with rustls: every name mismatch is still refused, its issue #404): use a \
+             server certificate that names the DSN's host, or verify_ca=false (encrypted, not \
+             authenticated)"
+                .to_owned(),
+        );
+    }
+    let Some(ca) = ca else {
+        return Ok(opts);
+    };
+    if !ca.is_file() {
+        return Err(format!(
+            "ssl_ca={}: no such file (a PEM file of the certificate authorities to trust)",
+            ca.display()
+        ));
+    }
+    let ssl = opts
+        .ssl_opts()
+        .cloned()
+        .unwrap_or_default()
+        .with_root_certs(vec![ca.into()]);
+    Ok(OptsBuilder::from_opts(opts).ssl_opts(Some(ssl)).into())
+}
+
+/// `%XX` escapes decoded (a path in a URL may escape `&`, `=` or `%`).
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = text
+                .get(at + 1..at + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| "ssl_ca holds a bad %-escape".to_owned())?;
+            out.push(hex);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "ssl_ca is not UTF-8".to_owned())
+}
+
+/// Whether `opts` asks for TLS.
+pub fn uses_tls(opts: &Opts) -> bool {
+    opts.ssl_opts().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_turns_tls_on_and_other_options_pass_through() {
+        let dir = std::env::temp_dir();
+        let ca = dir.join(format!("shoal-dsn-test-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not parsed here").unwrap_or_default();
+        let dsn = format!("mysql://u:p@127.0.0.1:3307/db?ssl_ca={}", ca.display());
+        let read = opts(&dsn).unwrap_or_else(|error| panic!("{error}"));
+        assert!(uses_tls(&read));
+        assert_eq!(read.tcp_port(), 3307);
+        assert_eq!(read.db_name(), Some("db"));
+        let ignored = opts(&format!("{dsn}&verify_identity=false")).unwrap_err();
+        assert!(ignored.contains("#404"), "{ignored}");
+        let unverified =
+            opts("mysql://u:p@h/db?require_ssl=true&verify_ca=false&verify_identity=false");
+        assert!(unverified.is_ok_and(|read| uses_tls(&read)));
+        let _ = std::fs::remove_file(&ca);
+    }
+
+    #[test]
+    fn plain_unless_asked_and_bad_options_are_named_without_the_password() {
+        let plain = opts("mysql://u:secret@h/db").unwrap_or_else(|error| panic!("{error}"));
+        assert!(!uses_tls(&plain));
+        let missing = opts("mysql://u:secret@h/db?ssl_ca=/nonexistent/ca.pem").unwrap_err();
+        assert!(missing.contains("/nonexistent/ca.pem") && !missing.contains("secret"));
+        let unknown = opts("mysql://u:secret@h/db?sslmode=required").unwrap_err();
+        assert!(
+            unknown.contains("sslmode") && !unknown.contains("secret"),
+            "{unknown}"
+        );
+        assert!(opts("mysql://u:secret@h/db?ssl_ca=%zz").is_err());
+        assert_eq!(percent_decode("a%26b"), Ok("a&b".to_owned()));
+    }
+}
