@@ -22,10 +22,12 @@ lint: deps
 deploy-check: deps build
 	scripts/validate-deploy.sh
 
-# Everything: formatting, clippy, buf lint, deploy/ validation, then every test against private
-# MariaDB and Redis.
+# Everything: formatting, clippy, buf lint, deploy/ validation, then every test against a private
+# MariaDB 10.11 and Redis, then the end-to-end tests again against a private MySQL 9.7
+# (`tests/tests/both_servers.rs` already runs each of its bodies on both, so it is not repeated).
 test: lint build deploy-check
 	cargo nextest run --workspace
+	SHOAL_TEST_SERVER=mysql cargo nextest run -p shoal-tests -E 'not binary(both_servers)'
 
 # A fleet end to end on private servers: MariaDB, Redis, a coordinator and two workers.
 # SERVER=mysql: on a private MySQL 9.7 instead of MariaDB.
@@ -47,10 +49,11 @@ bench: deps
 	cargo build --release --workspace --bins
 	SHOAL_BIN_DIR=target/release target/release/shoal-bench $(BENCH_ARGS)
 
-# A seeded fault campaign on private servers (docs/reliability.md). SEED, RUNS, FAULTS, ROWS.
+# A seeded fault campaign on private servers (docs/reliability.md). SEED, RUNS, FAULTS, ROWS;
+# SERVER=mysql for MySQL 9.7.
 SEED ?= 1
 RUNS ?= 10
 FAULTS ?= 5
 ROWS ?= 200000
 chaos: deps build
-	cargo run --quiet -p shoal-tests --bin shoal-chaos -- --seed $(SEED) --runs $(RUNS) --faults $(FAULTS) --rows $(ROWS)
+	cargo run --quiet -p shoal-tests --bin shoal-chaos -- --seed $(SEED) --runs $(RUNS) --faults $(FAULTS) --rows $(ROWS) --server $(SERVER)

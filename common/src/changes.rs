@@ -97,6 +97,14 @@ impl<Row> ChangeBuffer<Row> {
         self.take(ready)
     }
 
+    /// Puts back changes taken for a write that failed, unless a newer change of the same key
+    /// arrived meanwhile (it wins: changes are last images).
+    pub fn restore(&mut self, changes: Vec<(Key, Change<Row>)>) {
+        for (key, change) in changes {
+            self.entries.entry(key).or_insert(change);
+        }
+    }
+
     /// Removes and returns, in key order, the changes for keys in `range`: the deferred
     /// changes of one chunk when it completes. Ordered key shapes only (INV-K1).
     pub fn take_range(&mut self, range: &ChunkRange) -> Vec<(Key, Change<Row>)> {

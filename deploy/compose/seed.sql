@@ -1,4 +1,5 @@
--- The demo's table: 100,000 rows (portable SQL: MariaDB 10.11 and MySQL 8.4).
+-- The demo's table: 100,000 rows (portable SQL: MariaDB 10.11 and MySQL 8.0–9.7; no MD5,
+-- which MySQL 9.6+ no longer has built in).
 CREATE TABLE IF NOT EXISTS orders (
   id BIGINT PRIMARY KEY AUTO_INCREMENT,
   k INT NOT NULL,
@@ -8,7 +9,7 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 INSERT INTO orders (k, c, pad)
 SELECT (a.n + 10 * b.n + 100 * c.n + 1000 * d.n + 10000 * e.n) % 1000,
-       MD5(a.n + 10 * b.n + 100 * c.n + 1000 * d.n + 10000 * e.n),
+       LEFT(SHA2(a.n + 10 * b.n + 100 * c.n + 1000 * d.n + 10000 * e.n, 256), 32),
        'pad'
 FROM (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
       UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | none | plain TCP, even if the server offers TLS |
 //! | `require_ssl=true` | TLS; the server's certificate must chain to the built-in web roots and name the host |
-//! | `ssl_ca=/etc/shoal/ca.pem` | TLS; the certificate must chain to that CA and name the host |
+//! | `ssl_ca=/etc/shoal/ca.pem` | TLS; the certificate must chain to that CA (only: add `built_in_roots=true` to trust the web roots too) and name the host |
 //! | `…&verify_identity=false` | refused: mysql_async 0.37.1 ignores it on rustls (its issue #404) |
 //! | `require_ssl=true&verify_ca=false` | TLS, nothing verified: encrypted, not authenticated |
 //!
@@ -37,6 +37,16 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
     }
     if ca.is_some() && kept.contains(&"require_ssl=false") {
         return Err("ssl_ca asks for TLS and require_ssl=false refuses it: drop one".to_owned());
+    }
+    if ca.is_some() && kept.contains(&"verify_ca=false") {
+        return Err(
+            "ssl_ca names a CA to verify with and verify_ca=false verifies nothing: drop one"
+                .to_owned(),
+        );
+    }
+    // With a CA of its own, the built-in web roots are not trusted unless asked for.
+    if ca.is_some() && !kept.iter().any(|pair| pair.starts_with("built_in_roots=")) {
+        kept.push("built_in_roots=false");
     }
     // mysql_async applies `verify_ca`/`verify_identity` only when it builds TLS options itself.
     if ca.is_some() && !kept.iter().any(|pair| pair.starts_with("require_ssl=")) {
@@ -137,6 +147,22 @@ mod tests {
             "{unknown}"
         );
         assert!(opts("mysql://u:secret@h/db?ssl_ca=%zz").is_err());
+        let dir = std::env::temp_dir();
+        let ca = dir.join(format!("shoal-dsn-test-b-{}.pem", std::process::id()));
+        std::fs::write(&ca, "x").unwrap_or_default();
+        let only_ca = opts(&format!("mysql://u:p@h/db?ssl_ca={}", ca.display()));
+        assert!(only_ca.is_ok_and(|read| {
+            read.ssl_opts()
+                .is_some_and(mysql_async::SslOpts::disable_built_in_roots)
+        }));
+        assert!(
+            opts(&format!(
+                "mysql://u:p@h/db?ssl_ca={}&verify_ca=false",
+                ca.display()
+            ))
+            .is_err()
+        );
+        let _ = std::fs::remove_file(&ca);
         assert_eq!(percent_decode("a%26b"), Ok("a&b".to_owned()));
     }
 }

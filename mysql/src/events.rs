@@ -77,28 +77,42 @@ pub fn classify(type_raw: u8) -> EventClass {
 /// Length of an event's common header (v4).
 const HEADER: usize = 19;
 
-/// The number of events in a decompressed transaction payload: each starts with a v4 header
-/// whose `event_size` (bytes 9–12) gives its length. Errors when the sizes do not tile the
-/// payload exactly (a truncated or corrupt payload must stop the reader, never be skipped).
-pub fn payload_event_count(payload: &[u8]) -> Result<usize, String> {
-    let mut at = 0;
-    let mut count = 0;
-    while at < payload.len() {
-        let size = payload
-            .get(at + 9..at + 13)
-            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-            .ok_or_else(|| format!("a truncated event header at byte {at} of the payload"))?;
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size < HEADER || size > payload.len() - at {
-            return Err(format!(
-                "an event of {size} bytes at byte {at} of a {}-byte payload",
-                payload.len()
-            ));
+/// The (type, size) of each event of a decompressed transaction payload, read from their v4
+/// headers (`event_size` at bytes 9–12), and the bytes read. Errors when the sizes do not tile
+/// the payload exactly (a truncated or corrupt payload must stop the reader, never be skipped).
+pub fn event_headers(reader: &mut impl Read) -> Result<(Vec<(u8, u32)>, u64), String> {
+    let mut headers = Vec::new();
+    let mut total: u64 = 0;
+    loop {
+        let mut header = [0u8; HEADER];
+        let mut filled = 0;
+        while filled < HEADER {
+            let read = reader
+                .read(&mut header[filled..])
+                .map_err(|error| error.to_string())?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
         }
-        at += size;
-        count += 1;
+        if filled == 0 {
+            return Ok((headers, total));
+        }
+        if filled < HEADER {
+            return Err(format!("a truncated event header at byte {total}"));
+        }
+        let size = u32::from_le_bytes([header[9], header[10], header[11], header[12]]);
+        let body = u64::from(size)
+            .checked_sub(HEADER as u64)
+            .ok_or_else(|| format!("an event of {size} bytes at byte {total}"))?;
+        let skipped = std::io::copy(&mut reader.take(body), &mut std::io::sink())
+            .map_err(|error| error.to_string())?;
+        if skipped != body {
+            return Err(format!("a truncated event at byte {total}"));
+        }
+        headers.push((header[4], size));
+        total += u64::from(size);
     }
-    Ok(count)
 }
 
 /// The events of a compressed transaction (MySQL's TRANSACTION_PAYLOAD) still to come: the
@@ -106,16 +120,16 @@ pub fn payload_event_count(payload: &[u8]) -> Result<usize, String> {
 /// as its position (a restart inside the payload would replay it from its start).
 #[derive(Debug, Default)]
 pub struct Payload {
-    /// Events still to come.
-    remaining: usize,
+    /// The (type, size) of each event still to come, in order.
+    remaining: std::collections::VecDeque<(u8, u32)>,
     /// The position after the payload.
     end: u64,
 }
 
 impl Payload {
-    /// Counts the events of `compressed`, which ends at `end`. A payload that does not
-    /// decompress to its stated size, or whose events do not tile it, stops the reader (the
-    /// stream itself would yield nothing for it).
+    /// Reads the event headers of `compressed`, which ends at `end`, streaming (the payload is
+    /// not held twice). A payload that does not decompress to its stated size, or whose events
+    /// do not tile it, stops the reader: the stream itself would yield nothing for it.
     pub fn open(
         &mut self,
         compressed: &TransactionPayloadEvent<'_>,
@@ -127,35 +141,41 @@ impl Payload {
                  lose changes"
             )
         };
-        let mut bytes = Vec::new();
-        compressed
+        let mut reader = compressed
             .decompressed()
-            .and_then(|mut reader| reader.read_to_end(&mut bytes))
             .map_err(|error| corrupt(error.to_string()))?;
+        let (headers, total) = event_headers(&mut reader).map_err(corrupt)?;
         let stated = compressed.uncompressed_size();
-        if stated != 0 && u64::try_from(bytes.len()).ok() != Some(stated) {
+        if total != stated {
             return Err(corrupt(format!(
-                "{} bytes decompressed, {stated} stated",
-                bytes.len()
+                "{total} bytes decompressed, {stated} stated"
             )));
         }
-        self.remaining = payload_event_count(&bytes).map_err(corrupt)?;
+        self.remaining = headers.into();
         self.end = end;
         Ok(())
     }
 
     /// Events of the open payload still to come.
     pub fn remaining(&self) -> usize {
-        self.remaining
+        self.remaining.len()
     }
 
-    /// The payload's end if the next event is one of its own.
-    pub fn take_one(&mut self) -> Option<u64> {
-        if self.remaining == 0 {
-            return None;
+    /// The payload's end if the next event is one of its own; an event that is not the one
+    /// the payload holds next (the stream skipped some) is an error.
+    pub fn take_one(&mut self, event_type: u8, event_size: u32) -> Result<Option<u64>, String> {
+        let Some((expected_type, expected_size)) = self.remaining.pop_front() else {
+            return Ok(None);
+        };
+        if (expected_type, expected_size) != (event_type, event_size) {
+            return Err(format!(
+                "the stream delivered an event of type {event_type} ({event_size} bytes) where \
+                 the compressed transaction ending at {} holds one of type {expected_type} \
+                 ({expected_size} bytes); refusing to lose changes",
+                self.end
+            ));
         }
-        self.remaining -= 1;
-        Some(self.end)
+        Ok(Some(self.end))
     }
 }
 
@@ -184,32 +204,38 @@ mod tests {
         }
     }
 
-    fn event(size: usize) -> Vec<u8> {
+    fn event(kind: u8, size: usize) -> Vec<u8> {
         let mut bytes = vec![0u8; size];
+        bytes[4] = kind;
         let declared = u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes();
         bytes[9..13].copy_from_slice(&declared);
         bytes
     }
 
+    fn headers(payload: &[u8]) -> Result<(Vec<(u8, u32)>, u64), String> {
+        event_headers(&mut &payload[..])
+    }
+
     #[test]
     fn a_payload_that_does_not_tile_is_refused() {
-        assert_eq!(payload_event_count(&[]), Ok(0));
-        let mut payload = event(40);
-        payload.extend(event(19));
-        assert_eq!(payload_event_count(&payload), Ok(2));
+        assert_eq!(headers(&[]), Ok((vec![], 0)));
+        let mut payload = event(19, 40);
+        payload.extend(event(16, 19));
+        assert_eq!(headers(&payload), Ok((vec![(19, 40), (16, 19)], 59)));
         payload.pop();
-        assert!(payload_event_count(&payload).is_err());
-        assert!(payload_event_count(&event(40)[..12]).is_err());
-        let mut short = event(19);
+        assert!(headers(&payload).is_err());
+        assert!(headers(&event(2, 40)[..12]).is_err());
+        let mut short = event(2, 19);
         short[9..13].copy_from_slice(&5u32.to_le_bytes());
-        assert!(payload_event_count(&short).is_err());
+        assert!(headers(&short).is_err());
     }
 
     proptest! {
         #[test]
-        fn payloads_count_their_events(sizes in proptest::collection::vec(19usize..300, 0..20)) {
-            let payload: Vec<u8> = sizes.iter().flat_map(|size| event(*size)).collect();
-            prop_assert_eq!(payload_event_count(&payload), Ok(sizes.len()));
+        fn payloads_list_their_events(events in proptest::collection::vec((any::<u8>(), 19usize..300), 0..20)) {
+            let payload: Vec<u8> = events.iter().flat_map(|(kind, size)| event(*kind, *size)).collect();
+            let expected: Vec<(u8, u32)> = events.iter().map(|(kind, size)| (*kind, u32::try_from(*size).unwrap_or(0))).collect();
+            prop_assert_eq!(headers(&payload), Ok((expected, payload.len() as u64)));
         }
     }
 }

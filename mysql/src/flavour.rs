@@ -1,4 +1,5 @@
 //! What differs by server flavour and version, each rule with the versions it holds for.
+//! Statements here are constant text: values are bound by the caller.
 
 /// `(major, minor, patch)` of a `VERSION()` string (`9.7.4`, `10.11.6-MariaDB-0+deb12u1`,
 /// `8.0.36-28` for Percona), if it starts with one.
@@ -22,9 +23,44 @@ pub fn binary_log_status(mariadb: bool, server_version: &str) -> &'static str {
     }
 }
 
+/// The connections whose transactions block the one of connection `?` on a row lock, as
+/// `trx_mysql_thread_id`s: MariaDB (and MySQL 5.7) list lock waits in
+/// `information_schema.INNODB_LOCK_WAITS`; MySQL 8.0 moved them to
+/// `performance_schema.data_lock_waits`.
+pub fn lock_blockers_query(mariadb: bool) -> &'static str {
+    if mariadb {
+        "SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w \
+         JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
+         JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+         WHERE r.trx_mysql_thread_id = ?"
+    } else {
+        "SELECT b.trx_mysql_thread_id FROM performance_schema.data_lock_waits w \
+         JOIN information_schema.INNODB_TRX b ON b.trx_id = w.BLOCKING_ENGINE_TRANSACTION_ID \
+         JOIN information_schema.INNODB_TRX r ON r.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID \
+         WHERE r.trx_mysql_thread_id = ?"
+    }
+}
+
+/// `KILL [QUERY] <id>` for a connection id: as text, since MySQL (9.x) refuses placeholders in
+/// KILL ("Dynamic parameters can only be used in DML statements", 6413). The id is a number
+/// the server gave, never user text.
+pub fn kill(connection_id: u64, query_only: bool) -> String {
+    if query_only {
+        format!("KILL QUERY {connection_id}")
+    } else {
+        format!("KILL {connection_id}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kills_name_a_number() {
+        assert_eq!(kill(42, false), "KILL 42");
+        assert_eq!(kill(7, true), "KILL QUERY 7");
+    }
 
     #[test]
     fn versions_are_read_from_each_flavours_text() {

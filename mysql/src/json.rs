@@ -140,14 +140,22 @@ pub fn row_value(value: &jsonb::Value<'_>) -> Result<Value, String> {
     Ok(Value::Bytes(bytes))
 }
 
-/// The typed document a [`row_value`] carries, if it carries one.
-pub fn typed(value: &Value) -> Option<Json> {
-    match value {
-        Value::Bytes(bytes) => bytes
-            .strip_prefix(TYPED_PREFIX)
-            .and_then(|rest| serde_json::from_slice(rest).ok()),
-        _ => None,
-    }
+/// The typed document a [`row_value`] carries, if it carries one. A carried document that
+/// cannot be read back is an error, never passed on as bytes.
+pub fn typed(value: &Value) -> Result<Option<Json>, String> {
+    let Value::Bytes(bytes) = value else {
+        return Ok(None);
+    };
+    let Some(rest) = bytes.strip_prefix(TYPED_PREFIX) else {
+        return Ok(None);
+    };
+    // MySQL nests documents up to 100 levels, more than serde_json's default limit of 128
+    // allows for this tree's two or three levels per container.
+    let mut reader = serde_json::Deserializer::from_slice(rest);
+    reader.disable_recursion_limit();
+    Json::deserialize(&mut reader)
+        .map(Some)
+        .map_err(|error| format!("a typed JSON document could not be read back: {error}"))
 }
 
 impl Json {
@@ -185,6 +193,7 @@ impl Json {
     pub fn param_count(&self) -> usize {
         match self {
             Json::Null | Json::Bool(_) => 0,
+            Json::Array(_) | Json::Object(_) if self.is_plain() => 1,
             Json::Array(items) => items.iter().map(Json::param_count).sum(),
             Json::Object(members) => members
                 .iter()
@@ -217,6 +226,10 @@ impl Json {
             Json::Date(text) => bind(text_value(text), "CAST(? AS DATE)"),
             Json::Time(text) => bind(text_value(text), "CAST(? AS TIME(6))"),
             Json::DateTime(text) => bind(text_value(text), "CAST(? AS DATETIME(6))"),
+            // A container JSON text says exactly: one placeholder for all of it.
+            container @ (Json::Array(_) | Json::Object(_)) if container.is_plain() => {
+                bind(text_value(&container.text()), "CAST(? AS JSON)")
+            }
             Json::Array(items) => {
                 let parts: Vec<String> = items.iter().map(|item| item.part(params)).collect();
                 format!("JSON_ARRAY({})", parts.join(", "))
@@ -318,6 +331,36 @@ mod tests {
     }
 
     #[test]
+    fn deep_documents_read_back_and_broken_ones_are_errors() {
+        let mut document = Json::Decimal("1.5".into());
+        for _ in 0..100 {
+            document = Json::Object(vec![("k".into(), Json::Array(vec![document]))]);
+        }
+        let mut bytes = TYPED_PREFIX.to_vec();
+        bytes.extend(serde_json::to_vec(&document).unwrap_or_default());
+        assert_eq!(typed(&Value::Bytes(bytes.clone())), Ok(Some(document)));
+        bytes.truncate(bytes.len() - 1);
+        assert!(typed(&Value::Bytes(bytes)).is_err());
+    }
+
+    #[test]
+    fn plain_parts_of_a_typed_document_are_one_placeholder() {
+        let document = Json::Array(vec![
+            Json::Uint(1),
+            Json::Object(vec![(
+                "a".into(),
+                Json::Array(vec![Json::Int(1), Json::Null]),
+            )]),
+        ]);
+        let mut params = Vec::new();
+        assert_eq!(
+            document.expression(&mut params),
+            "JSON_ARRAY(CAST(? AS UNSIGNED), CAST(? AS JSON))"
+        );
+        assert_eq!(params[1], Value::Bytes(br#"{"a":[1,null]}"#.to_vec()));
+    }
+
+    #[test]
     fn decimals_get_a_type_that_holds_them() {
         assert_eq!(decimal_shape("1.50"), (3, 2));
         assert_eq!(decimal_shape("-0.001"), (3, 3));
@@ -350,7 +393,7 @@ mod tests {
         fn typed_documents_survive_the_row_image(document in json()) {
             let mut bytes = TYPED_PREFIX.to_vec();
             bytes.extend(serde_json::to_vec(&document).unwrap_or_default());
-            prop_assert_eq!(typed(&Value::Bytes(bytes)), Some(document.clone()));
+            prop_assert_eq!(typed(&Value::Bytes(bytes)), Ok(Some(document.clone())));
             let mut params = Vec::new();
             let sql = document.expression(&mut params);
             prop_assert_eq!(params.len(), document.param_count());
@@ -361,7 +404,7 @@ mod tests {
         fn plain_text_reads_back_as_the_same_document(document in json()) {
             prop_assume!(document.is_plain());
             let text = document.text();
-            prop_assert!(typed(&Value::Bytes(text.clone().into_bytes())).is_none());
+            prop_assert_eq!(typed(&Value::Bytes(text.clone().into_bytes())), Ok(None));
             let back: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             prop_assert_eq!(back, serde_json::Value::from(&document));
         }

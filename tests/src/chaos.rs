@@ -289,8 +289,9 @@ async fn kill_on(connection: &mut mysql_async::Conn, database: &TestDatabase, wh
     let ids: Vec<u64> = connection
         .exec(
             format!(
-                "SELECT ID FROM information_schema.PROCESSLIST \
-                 WHERE ID <> CONNECTION_ID() AND DB = ? AND ({which})"
+                "SELECT ID FROM {} \
+                 WHERE ID <> CONNECTION_ID() AND DB = ? AND ({which})",
+                scenario::processlist()
             ),
             (&database.name,),
         )
@@ -298,7 +299,7 @@ async fn kill_on(connection: &mut mysql_async::Conn, database: &TestDatabase, wh
         .unwrap_or_default();
     let mut killed = 0;
     for id in ids {
-        if connection.exec_drop("KILL ?", (id,)).await.is_ok() {
+        if connection.query_drop(format!("KILL {id}")).await.is_ok() {
             killed += 1;
         }
     }

@@ -177,6 +177,23 @@ impl MySql {
         ])
     }
 
+    /// Logs `user` in once over TCP with the client, which fetches the server's RSA key: the
+    /// account then sits in `caching_sha2_password`'s cache and the driver's logins (no TLS) take
+    /// the fast path.
+    pub fn prime_login(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        self.client(&[
+            "--protocol=TCP",
+            "--host=127.0.0.1",
+            &format!("--port={}", self.port),
+            &format!("--user={user}"),
+            &format!("--password={password}"),
+            "--get-server-public-key",
+            "-e",
+            "SELECT 1",
+        ])?;
+        Ok(())
+    }
+
     fn client(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = Command::new("chroot")
             .arg(sid_root())
@@ -195,6 +212,18 @@ impl MySql {
     }
 }
 
+impl MySql {
+    /// Lets the server outlive this handle (the shared server of a run, which the run's reaper
+    /// kills): its port, process id and directory (as the host sees it).
+    pub fn detach(mut self) -> (u16, u32, PathBuf) {
+        let pid = self.child.take().map_or(0, |child| child.id());
+        let dir = self.dir();
+        // Nothing left for Drop to kill; the directory is the reaper's to remove.
+        self.dir_inside = PathBuf::new();
+        (self.port, pid, dir)
+    }
+}
+
 impl Drop for MySql {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -202,7 +231,9 @@ impl Drop for MySql {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = fs::remove_dir_all(self.dir());
+        if !self.dir_inside.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(self.dir());
+        }
     }
 }
 

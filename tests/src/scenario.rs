@@ -199,7 +199,83 @@ pub async fn show_create(database: &TestDatabase, table: &str) -> String {
         .await
         .unwrap()
         .unwrap();
-    create.1
+    without_int_widths(&create.1)
+}
+
+/// `text` without integer display widths (`bigint(20)` → `bigint`): MariaDB prints them,
+/// MySQL 8.0.19+ does not, and they mean nothing to the data.
+pub fn without_int_widths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for kind in ["tinyint(", "smallint(", "mediumint(", "bigint(", "int("] {
+            if let Some(after) = rest.strip_prefix(kind) {
+                let digits = after.chars().take_while(char::is_ascii_digit).count();
+                let boundary = out
+                    .chars()
+                    .last()
+                    .is_none_or(|c| !c.is_ascii_alphanumeric());
+                if boundary && digits > 0 && after[digits..].starts_with(')') {
+                    out.push_str(&kind[..kind.len() - 1]);
+                    rest = &after[digits + 1..];
+                    continue 'scan;
+                }
+            }
+        }
+        let next = rest.chars().next().map_or(1, char::len_utf8);
+        out.push_str(&rest[..next]);
+        rest = &rest[next..];
+    }
+    out
+}
+
+/// A derived table of the integers 1..=`n` (≤ 99,999) in a column `seq`, on both servers
+/// (MariaDB's `seq_1_to_n` engine does not exist on MySQL).
+pub fn numbers(n: u64) -> String {
+    let digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    format!(
+        "(SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d + 1 AS seq \
+         FROM {digits} a, {digits} b, {digits} c, {digits} e, {digits} f \
+         HAVING seq <= {n}) AS numbers"
+    )
+}
+
+/// `sql` with each MariaDB sequence table `seq_1_to_<n>` replaced by [`numbers`]`(n)`, so that
+/// a setup statement runs on both servers.
+pub fn portable(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("seq_1_to_") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "seq_1_to_".len()..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        match after[..digits].parse::<u64>() {
+            Ok(n) => out.push_str(&numbers(n)),
+            Err(_) => out.push_str("seq_1_to_"),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The statement reporting the binlog position on this run's server.
+pub fn binlog_status() -> &'static str {
+    match servers::flavour() {
+        servers::Flavour::MariaDb => "SHOW MASTER STATUS",
+        servers::Flavour::MySql => "SHOW BINARY LOG STATUS",
+    }
+}
+
+/// The process list with a usable `ID`, `DB`, `COMMAND`, `TIME` and `INFO`: MySQL's
+/// `information_schema.PROCESSLIST` fails (3854) while any statement holds a 4-byte character.
+pub fn processlist() -> &'static str {
+    match servers::flavour() {
+        servers::Flavour::MariaDb => "information_schema.PROCESSLIST",
+        servers::Flavour::MySql => "performance_schema.processlist",
+    }
 }
 
 /// The tables of `schema`, by name.

@@ -1,4 +1,5 @@
-//! The private MariaDB and Redis shared by the tests of one run, and per-test isolation.
+//! The private SQL server (MariaDB, or MySQL 9.7 with `SHOAL_TEST_SERVER=mysql`) and Redis
+//! shared by the tests of one run, and per-test isolation.
 //!
 //! # Design decisions
 //! nextest runs every test in its own process, so "one server per binary" cannot be a static.
@@ -33,10 +34,62 @@ use crate::redis_server::{RedisInfo, RedisServer, answers_ping};
 /// The shared servers of this run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Servers {
-    /// The private MariaDB.
-    pub mariadb: MariaDbInfo,
+    /// The private MariaDB, or MySQL with `SHOAL_TEST_SERVER=mysql`.
+    pub mariadb: SqlServer,
     /// The private Redis.
     pub redis: RedisInfo,
+}
+
+/// Which server the shared one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Flavour {
+    /// MariaDB 10.11 from Debian 12.
+    MariaDb,
+    /// MySQL 9.7 from Debian sid, in its chroot.
+    MySql,
+}
+
+/// The flavour this run's shared server is: `SHOAL_TEST_SERVER=mysql` picks MySQL 9.7 (`make
+/// test` runs the suite once on each), anything else MariaDB.
+pub fn flavour() -> Flavour {
+    match std::env::var("SHOAL_TEST_SERVER").as_deref() {
+        Ok("mysql") => Flavour::MySql,
+        _ => Flavour::MariaDb,
+    }
+}
+
+/// The shared SQL server of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SqlServer {
+    /// Its flavour.
+    pub flavour: Flavour,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Process id of the server.
+    pub pid: u32,
+    /// Its directory (the reaper removes it; the error log is in it).
+    pub dir: PathBuf,
+}
+
+impl SqlServer {
+    /// DSN of the test account for `database`.
+    pub fn dsn(&self, database: &str) -> String {
+        format!(
+            "mysql://{}:{}@127.0.0.1:{}/{database}",
+            crate::mariadb::TEST_USER,
+            crate::mariadb::TEST_PASSWORD,
+            self.port
+        )
+    }
+
+    /// The server's error log, for failure messages.
+    pub fn error_log(&self) -> String {
+        let name = match self.flavour {
+            Flavour::MariaDb => "mariadbd.err",
+            Flavour::MySql => "mysqld.err",
+        };
+        fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
 }
 
 /// A database created for one test.
@@ -94,7 +147,7 @@ impl Servers {
         let opts = mysql_async::Opts::from_url(&self.mariadb.dsn("")).context("parse DSN")?;
         let mut connection = mysql_async::Conn::new(opts)
             .await
-            .context("connect to the private MariaDB")?;
+            .context("connect to the shared test server")?;
         connection
             .query_drop(format!("CREATE DATABASE {}", quote_identifier(&name)))
             .await
@@ -156,34 +209,54 @@ fn start_or_join() -> anyhow::Result<Servers> {
             servers.mariadb.error_log()
         );
     }
-    let mariadb = MariaDb::start(&dir.join("mariadb"))?;
+    let sql = match flavour() {
+        Flavour::MariaDb => {
+            let info: MariaDbInfo = MariaDb::start(&dir.join("mariadb"))?.detach();
+            SqlServer {
+                flavour: Flavour::MariaDb,
+                port: info.port,
+                pid: info.pid,
+                dir: info.dir,
+            }
+        }
+        Flavour::MySql => {
+            let (port, pid, server_dir) = crate::mysql::MySql::start()?.detach();
+            SqlServer {
+                flavour: Flavour::MySql,
+                port,
+                pid,
+                dir: server_dir,
+            }
+        }
+    };
     let redis = RedisServer::start(&dir.join("redis"))?;
-    spawn_reaper(watched_pid, mariadb.info.pid, redis.info.pid, &dir)?;
+    spawn_reaper(watched_pid, sql.pid, redis.info.pid, &[&dir, &sql.dir])?;
     let servers = Servers {
-        mariadb: mariadb.detach(),
+        mariadb: sql,
         redis: redis.detach(),
     };
     fs::write(&state, serde_json::to_string(&servers)?).context("write servers.json")?;
     Ok(servers)
 }
 
-/// Starts a detached shell that kills the servers and removes `dir` once `watched_pid` exits.
+/// Starts a detached shell that kills the servers and removes `dirs` once `watched_pid` exits.
 fn spawn_reaper(
     watched_pid: u32,
-    mariadb_pid: u32,
+    sql_pid: u32,
     redis_pid: u32,
-    dir: &Path,
+    dirs: &[&Path],
 ) -> anyhow::Result<()> {
     let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
 kill -9 "$2" "$3" 2>/dev/null
 for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$2" 2>/dev/null || kill -0 "$3" 2>/dev/null || break; sleep 0.3; done
-rm -rf "$4""#;
+shift 3
+rm -rf "$@""#;
     Command::new("sh")
         .args(["-c", script, "shoal-reaper"])
         .arg(watched_pid.to_string())
-        .arg(mariadb_pid.to_string())
+        .arg(sql_pid.to_string())
         .arg(redis_pid.to_string())
-        .arg(dir)
+        .args(dirs)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -40,7 +40,10 @@ async fn completes(
     let (database, _) = seeded(label, 20_000).await;
     let mut connection = database.connect().await.unwrap();
     for statement in setup {
-        connection.query_drop(*statement).await.unwrap();
+        connection
+            .query_drop(shoal_tests::scenario::portable(statement))
+            .await
+            .unwrap();
     }
     let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
     let writer = start_writer(&database, ledger, 51).await;
@@ -97,7 +100,7 @@ async fn widen_a_column_and_its_type() {
         "m_widen",
         &[],
         "ALTER TABLE orders MODIFY c VARCHAR(200) NOT NULL, MODIFY k BIGINT NOT NULL",
-        &["`c` varchar(200) NOT NULL", "`k` bigint(20) NOT NULL"],
+        &["`c` varchar(200) NOT NULL", "`k` bigint NOT NULL"],
         &[],
     )
     .await;
@@ -116,10 +119,11 @@ async fn columns_named_in_another_case_keep_their_data() {
         ],
         "ALTER TABLE orders MODIFY K BIGINT NOT NULL DEFAULT 0, MODIFY I BIGINT NOT NULL DEFAULT 0, \
          MODIFY `Ü` BIGINT NOT NULL DEFAULT 0",
+        // MySQL quotes the default ('0'), MariaDB does not.
         &[
-            "`K` bigint(20) NOT NULL DEFAULT 0",
-            "`I` bigint(20) NOT NULL DEFAULT 0",
-            "`Ü` bigint(20) NOT NULL DEFAULT 0",
+            "`K` bigint NOT NULL DEFAULT ",
+            "`I` bigint NOT NULL DEFAULT ",
+            "`Ü` bigint NOT NULL DEFAULT ",
         ],
         &[],
     )
@@ -149,7 +153,7 @@ async fn narrow_types_when_the_data_fits() {
         "m_narrow",
         &[],
         "ALTER TABLE orders MODIFY k SMALLINT NOT NULL, MODIFY c VARCHAR(16) NOT NULL",
-        &["`k` smallint(6) NOT NULL", "`c` varchar(16) NOT NULL"],
+        &["`k` smallint NOT NULL", "`c` varchar(16) NOT NULL"],
         &[],
     )
     .await;
@@ -186,9 +190,11 @@ async fn generated_columns_are_recomputed_by_the_server_not_copied() {
         &["ALTER TABLE orders ADD COLUMN kv INT AS (k * 2) VIRTUAL, \
            ADD COLUMN ks VARCHAR(80) AS (CONCAT(c, '!')) STORED"],
         "ALTER TABLE orders ADD COLUMN note INT NULL",
+        // The expressions print differently (MySQL: `((`k` * 2))`, `_utf8mb4'!'`); the values
+        // are checked below.
         &[
-            "`kv` int(11) GENERATED ALWAYS AS (`k` * 2) VIRTUAL",
-            "`ks` varchar(80) GENERATED ALWAYS AS (concat(`c`,'!')) STORED",
+            "`kv` int GENERATED ALWAYS AS (",
+            "`ks` varchar(80) GENERATED ALWAYS AS (",
         ],
         &[],
     )
@@ -316,11 +322,11 @@ async fn narrowing_names_the_first_row_that_does_not_fit() {
             .unwrap();
         let mut connection = database.connect().await.unwrap();
         connection
-            .query_drop(
+            .query_drop(shoal_tests::scenario::portable(
                 "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NOT NULL); \
                  INSERT INTO t SELECT seq, seq % 100 FROM seq_1_to_5000; \
                  UPDATE t SET a = 1000 WHERE id = 3456",
-            )
+            ))
             .await
             .unwrap();
         let mut run = shoal_run(

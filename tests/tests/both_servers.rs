@@ -485,3 +485,124 @@ async fn tls_only_servers_are_reached_with_the_dsns_tls_options_on_mysql() {
     let (expected, _) = finish_writer(writer, 200).await;
     assert_exact(&server, &encrypted, &expected).await;
 }
+
+/// An XA transaction prepared before shoal starts logged its rows already; its `XA COMMIT`
+/// would come with none. shoal refuses, naming the fix, and leaves the server as it was; one
+/// prepared while shoal runs is refused by the change stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_xa_transaction_is_refused() {
+    for server in Server::both() {
+        let (database, ledger) = seeded(&server, "both_xa", 1_000).await;
+        let mut xa = database.connect().await.unwrap();
+        xa.query_drop("XA START 'shoal-test'").await.unwrap();
+        xa.query_drop("UPDATE orders SET c = 'xa' WHERE id = 2")
+            .await
+            .unwrap();
+        xa.query_drop("XA END 'shoal-test'").await.unwrap();
+        xa.query_drop("XA PREPARE 'shoal-test'").await.unwrap();
+        let mut run = shoal_run(&database, ALTER, &[], "");
+        let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+        let logs = run.logs();
+        assert!(!status.success(), "{}: exited 0:\n{logs}", server.name());
+        assert!(
+            logs.contains("prepared XA transaction(s)"),
+            "{}: not named:\n{logs}",
+            server.name()
+        );
+        xa.query_drop("XA ROLLBACK 'shoal-test'").await.unwrap();
+        assert_exact(&server, &database, &ledger).await;
+
+        // One prepared while shoal runs reaches the stream, which refuses it.
+        let mut run = shoal_run(&database, ALTER, &[], "cutover.before=1*sleep(4000)");
+        shoal_tests::scenario::wait_for_log(&run, "failpoint hit", Duration::from_secs(120)).await;
+        xa.query_drop("XA START 'shoal-test-2'").await.unwrap();
+        xa.query_drop("UPDATE orders SET c = 'xa' WHERE id = 2")
+            .await
+            .unwrap();
+        xa.query_drop("XA END 'shoal-test-2'").await.unwrap();
+        xa.query_drop("XA PREPARE 'shoal-test-2'").await.unwrap();
+        let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+        let logs = run.logs();
+        assert!(!status.success(), "{}: exited 0:\n{logs}", server.name());
+        assert!(
+            logs.contains("an XA transaction changed"),
+            "{}: not named:\n{logs}",
+            server.name()
+        );
+        xa.query_drop("XA ROLLBACK 'shoal-test-2'").await.unwrap();
+        assert_exact(&server, &database, &ledger).await;
+    }
+}
+
+/// A session whose statement holds a 4-byte character runs through the whole migration: the
+/// cut-over's process-list probe must still read the list (MySQL's
+/// `information_schema.PROCESSLIST` fails with 3854 then; shoal reads `performance_schema`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_a_four_byte_character_does_not_stop_the_cut_over() {
+    for server in Server::both() {
+        let (database, ledger) = seeded(&server, "both_emoji", 20_000).await;
+        let mut sleeper = database.connect().await.unwrap();
+        let sleeper_id = sleeper.id();
+        let sleeping = tokio::spawn(async move {
+            let _: Result<Vec<mysql_async::Row>, _> =
+                sleeper.query("SELECT SLEEP(600), '😀'").await;
+        });
+        let writer = start_writer(&database, ledger, 73).await;
+        let mut run = shoal_run(&database, ALTER, &[], "");
+        let log = expect_success(&mut run).await;
+        assert!(
+            !sleeping.is_finished(),
+            "{}: the sleeper ended early",
+            server.name()
+        );
+        let (expected, _) = finish_writer(writer, 200).await;
+        let mut admin = database.connect().await.unwrap();
+        admin
+            .query_drop(format!("KILL {sleeper_id}"))
+            .await
+            .unwrap();
+        let _ = sleeping.await;
+        assert!(log.contains("completed"), "{}:\n{log}", server.name());
+        assert_exact(&server, &database, &expected).await;
+    }
+}
+
+/// MySQL only (MariaDB lists lock waits in `information_schema`, which `PROCESS` opens): an
+/// account with the documented grants but no `SELECT` on `performance_schema.data_lock_waits`
+/// is refused before anything is touched, naming the grant (found by `make chaos
+/// SERVER=mysql`: a takeover failed without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_that_cannot_read_lock_waits_is_refused_on_mysql() {
+    let mysql = MySql::start().unwrap();
+    let server = Server::MySql(mysql);
+    let (database, ledger) = seeded(&server, "lock_waits", 100).await;
+    let Server::MySql(mysql) = &server else {
+        unreachable!()
+    };
+    mysql
+        .root_sql(&format!(
+            "CREATE USER 'limited'@'127.0.0.1' IDENTIFIED BY 'limited-password'; \
+             GRANT REPLICATION SLAVE, REPLICATION CLIENT, PROCESS ON *.* TO 'limited'@'127.0.0.1'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES ON `{}`.* \
+             TO 'limited'@'127.0.0.1'",
+            database.name
+        ))
+        .unwrap();
+    mysql.prime_login("limited", "limited-password").unwrap();
+    let limited = TestDatabase {
+        dsn: format!(
+            "mysql://limited:limited-password@127.0.0.1:{}/{}",
+            mysql.port, database.name
+        ),
+        name: database.name.clone(),
+    };
+    let mut run = shoal_run(&limited, ALTER, &[], "");
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "exited 0:\n{logs}");
+    assert!(
+        logs.contains("GRANT SELECT ON performance_schema.data_lock_waits"),
+        "the grant is not named:\n{logs}"
+    );
+    assert_exact(&server, &database, &ledger).await;
+}

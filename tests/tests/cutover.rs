@@ -39,7 +39,7 @@ async fn survives_a_kill(label: &str, step: &str, victim: &str, expected: &str) 
     wait_for_log(&run, "failpoint hit", Duration::from_secs(120)).await;
     let id = connection_id(&run.logs(), step, victim);
     let mut connection = database.connect().await.unwrap();
-    connection.exec_drop("KILL ?", (id,)).await.unwrap();
+    connection.query_drop(format!("KILL {id}")).await.unwrap();
     let log = expect_success(&mut run).await;
     assert!(
         log.contains(expected),
@@ -187,7 +187,10 @@ async fn writes_that_reach_the_original_after_the_lock_is_lost_are_reported() {
     wait_for_log(&run, "cutover.rename_sent", Duration::from_secs(120)).await;
     let holder = connection_id(&run.logs(), "cutover.rename_sent", "holder");
     let mut connection = database.connect().await.unwrap();
-    connection.exec_drop("KILL ?", (holder,)).await.unwrap();
+    connection
+        .query_drop(format!("KILL {holder}"))
+        .await
+        .unwrap();
     let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
     let logs = run.logs();
     assert!(!status.success(), "reported done with writes lost:\n{logs}");

@@ -626,8 +626,10 @@ async fn a_worker_given_sigterm_mid_chunk_kills_its_query_and_releases_the_lease
             let mut connection = fleet.database.connect().await.ok()?;
             let running: Option<u64> = connection
                 .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-                     WHERE DB = ? AND INFO LIKE 'SELECT SLEEP(%'",
+                    format!(
+                        "SELECT COUNT(*) FROM {} WHERE DB = ? AND INFO LIKE 'SELECT SLEEP(%'",
+                        shoal_tests::scenario::processlist()
+                    ),
                     (&fleet.database.name,),
                 )
                 .await

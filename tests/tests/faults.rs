@@ -71,8 +71,12 @@ async fn checksum_finds_and_repairs_a_tampered_shadow_table() {
     );
     let logs = shoal.logs();
     assert!(logs.contains("checksum mismatch"), "{logs}");
-    // MariaDB 10.11 evaluates the row string once per row (`RowHash::detect`).
-    assert!(logs.contains("row_hash=CrcProductOnce"), "{logs}");
+    // MariaDB 10.11 evaluates the row string once per row (`RowHash::detect`); MySQL has SHA2.
+    let hash = match servers::flavour() {
+        servers::Flavour::MariaDb => "row_hash=CrcProductOnce",
+        servers::Flavour::MySql => "row_hash=Sha2",
+    };
+    assert!(logs.contains(hash), "{logs}");
     assert!(
         !logs.contains("0 range(s) repaired"),
         "the mismatching ranges were repaired: {logs}"
@@ -436,8 +440,10 @@ async fn a_fence_bump_whose_connection_is_killed_is_retried() {
             let mut connection = database.connect().await.ok()?;
             connection
                 .exec_first::<u64, _, _>(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
-                     AND INFO LIKE 'SELECT SLEEP(%'",
+                    format!(
+                        "SELECT ID FROM {} WHERE DB = ? AND INFO LIKE 'SELECT SLEEP(%'",
+                        scenario::processlist()
+                    ),
                     (&database.name,),
                 )
                 .await
@@ -447,7 +453,7 @@ async fn a_fence_bump_whose_connection_is_killed_is_retried() {
     )
     .await
     .unwrap();
-    admin.exec_drop("KILL ?", (copy,)).await.unwrap();
+    admin.query_drop(format!("KILL {copy}")).await.unwrap();
     kill_connection_at(&run, &mut admin, "fence.bump").await;
     let log = expect_success(&mut run).await;
     assert!(
@@ -474,7 +480,7 @@ async fn kill_connection_at(run: &ShoalProcess, admin: &mut mysql_async::Conn, f
         .and_then(|rest| rest.split('"').next())
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("{failpoint} names its connection:\n{log}"));
-    admin.exec_drop("KILL ?", (id,)).await.unwrap();
+    admin.query_drop(format!("KILL {id}")).await.unwrap();
 }
 
 /// The owner's copy loop plans chunks, inserts their fence rows and reads binlog positions on one
@@ -566,7 +572,7 @@ async fn an_advisory_lock_lost_to_a_kill_is_taken_again() {
     .unwrap();
     wait_for_shadow_rows(&database, 2_000).await;
     let mut admin = database.connect().await.unwrap();
-    admin.exec_drop("KILL ?", (first,)).await.unwrap();
+    admin.query_drop(format!("KILL {first}")).await.unwrap();
     let (again, _) = wait::until(
         "the advisory lock held again",
         Duration::from_secs(30),
@@ -626,9 +632,11 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
                     let mut connection = database.connect().await.ok()?;
                     let ids: Vec<u64> = connection
                         .exec(
-                            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? \
-                             AND COMMAND = 'Sleep' AND TIME >= 1 \
-                             AND ID NOT IN (CONNECTION_ID(), ?)",
+                            format!(
+                                "SELECT ID FROM {} WHERE DB = ? AND COMMAND = 'Sleep' \
+                                 AND TIME >= 1 AND ID NOT IN (CONNECTION_ID(), ?)",
+                                scenario::processlist()
+                            ),
                             (&database.name, writer_connection),
                         )
                         .await
@@ -643,7 +651,7 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
             break;
         }
         for id in ids {
-            if admin.exec_drop("KILL ?", (id,)).await.is_ok() {
+            if admin.query_drop(format!("KILL {id}")).await.is_ok() {
                 killed += 1;
             }
         }

@@ -26,7 +26,7 @@ async fn private_mariadb_has_the_row_binlog_with_full_images() {
         .await
         .unwrap();
     let before: Option<(String, u64)> = connection
-        .query_first("SHOW MASTER STATUS")
+        .query_first(shoal_tests::scenario::binlog_status())
         .await
         .unwrap()
         .map(|row: mysql_async::Row| (row.get(0).unwrap(), row.get(1).unwrap()));
@@ -35,7 +35,7 @@ async fn private_mariadb_has_the_row_binlog_with_full_images() {
         .await
         .unwrap();
     let after: Option<(String, u64)> = connection
-        .query_first("SHOW MASTER STATUS")
+        .query_first(shoal_tests::scenario::binlog_status())
         .await
         .unwrap()
         .map(|row: mysql_async::Row| (row.get(0).unwrap(), row.get(1).unwrap()));

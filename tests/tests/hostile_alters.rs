@@ -204,9 +204,9 @@ async fn a_trailing_comment_cannot_swallow_the_instant_guard() {
         .unwrap();
     assert_eq!(rows, expected);
     let create = show_create(&database, "t").await;
-    assert!(create.contains("`a` bigint(20) DEFAULT NULL"), "{}", create);
+    assert!(create.contains("`a` bigint DEFAULT NULL"), "{}", create);
     assert!(
-        create.contains("`b` bigint(20) NOT NULL DEFAULT 0"),
+        create.contains("`b` bigint NOT NULL DEFAULT 0"),
         "{}",
         create
     );

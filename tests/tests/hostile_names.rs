@@ -161,10 +161,10 @@ async fn migrate_one(seed: u64) {
         .await
         .unwrap_or_else(|error| panic!("seed {seed}: create {table:?}: {error}"));
     connection
-        .query_drop(format!(
+        .query_drop(shoal_tests::scenario::portable(&format!(
             "INSERT INTO {} SELECT seq, CONCAT('s', seq), seq % 100 FROM seq_1_to_2000",
             quote(&table)
-        ))
+        )))
         .await
         .unwrap();
     let ledger: Ledger = (1..=2000)

@@ -315,7 +315,7 @@ async fn a_killed_checkpoint_connection_is_retried_and_the_migration_completes()
     let checkpoint_connection = *saved.owner_connections.last().unwrap();
     let mut connection = database.connect().await.unwrap();
     connection
-        .exec_drop("KILL ?", (checkpoint_connection,))
+        .query_drop(format!("KILL {checkpoint_connection}"))
         .await
         .unwrap();
     let logs = expect_success(&mut run).await;
@@ -345,9 +345,12 @@ async fn a_flush_connection_killed_inside_its_transaction_is_replaced() {
             let mut connection = database.connect().await.ok()?;
             let idle: Vec<u64> = connection
                 .exec(
-                    "SELECT p.ID FROM information_schema.PROCESSLIST p \
-                     JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
-                     WHERE p.DB = ? AND p.COMMAND = 'Sleep' AND p.TIME >= 1",
+                    format!(
+                        "SELECT p.ID FROM {} p \
+                         JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+                         WHERE p.DB = ? AND p.COMMAND = 'Sleep' AND p.TIME >= 1",
+                        shoal_tests::scenario::processlist()
+                    ),
                     (&database.name,),
                 )
                 .await
@@ -359,7 +362,7 @@ async fn a_flush_connection_killed_inside_its_transaction_is_replaced() {
     .unwrap();
     assert_eq!(flushers.len(), 1, "one flush transaction: {flushers:?}");
     connection
-        .exec_drop("KILL ?", (flushers[0],))
+        .query_drop(format!("KILL {}", flushers[0]))
         .await
         .unwrap();
     let logs = expect_success(&mut run).await;
@@ -436,13 +439,19 @@ async fn a_killed_binlog_stream_is_restarted_and_the_migration_completes() {
     let mut connection = database.connect().await.unwrap();
     let streams: Vec<u64> = connection
         .exec(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND COMMAND = 'Binlog Dump'",
+            format!(
+                "SELECT ID FROM {} WHERE DB = ? AND COMMAND = 'Binlog Dump'",
+                shoal_tests::scenario::processlist()
+            ),
             (&database.name,),
         )
         .await
         .unwrap();
     assert_eq!(streams.len(), 1, "this migration's stream: {streams:?}");
-    connection.exec_drop("KILL ?", (streams[0],)).await.unwrap();
+    connection
+        .query_drop(format!("KILL {}", streams[0]))
+        .await
+        .unwrap();
     let logs = expect_success(&mut run).await;
     assert!(logs.contains("change stream lost; restarting it"), "{logs}");
     let (expected, _) = finish_writer(writer, 200).await;

@@ -30,7 +30,10 @@ async fn emails(label: &str) -> TestDatabase {
         "INSERT INTO t (id, email) VALUES (3001, 'alice@example.com'), \
          (3002, 'bob@example.com'), (3003, 'charlie@example.com')",
     ] {
-        connection.query_drop(statement).await.unwrap();
+        connection
+            .query_drop(shoal_tests::scenario::portable(statement))
+            .await
+            .unwrap();
     }
     database
 }

@@ -131,7 +131,9 @@ async fn stop_copy(pool: &mysql_async::Pool, connection_id: &AtomicU32, spec: &T
     }
     let killed = async {
         let mut killer = pool.get_conn().await?;
-        killer.exec_drop("KILL QUERY ?", (id,)).await
+        killer
+            .query_drop(shoal_mysql::flavour::kill(id.into(), true))
+            .await
     }
     .await;
     match killed {

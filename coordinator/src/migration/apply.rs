@@ -50,6 +50,11 @@ pub enum Bind {
 /// instant, and 0 is the zero timestamp. Character columns arrive as raw bytes in the column's own
 /// character set, which the utf8mb4 session would misread: they are reinterpreted explicitly.
 pub fn placeholder(column: &Column) -> (String, Bind) {
+    // MySQL's JSON as JSON, so that a shadow column of another type gets the server's own
+    // rendering of it, as the copy path writes it.
+    if column.data_type == "json" {
+        return ("CAST(? AS JSON)".to_owned(), Bind::Once);
+    }
     if column.data_type == "timestamp" {
         return (
             "IF(? = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(?))".to_owned(),
@@ -414,7 +419,7 @@ impl Applier {
                 .ok_or_else(|| Error::Binlog(format!("row image lacks column {index}")))?;
             image.push(value);
             let typed = if self.json[at] {
-                shoal_mysql::json::typed(value)
+                shoal_mysql::json::typed(value).map_err(Error::Apply)?
             } else {
                 None
             };

@@ -229,9 +229,10 @@ pub async fn read_stream(
     let mut payload = Payload::default();
     // Whether the current transaction changed the table (for XA).
     let mut touched = false;
-    // A compressed transaction's rows, and whether it ended, until its last event.
-    let mut held_rows: Vec<RowChange> = Vec::new();
+    // Whether the open compressed transaction ended (its XID), until its last event.
     let mut held_end = false;
+    // The last position sent.
+    let mut reached = start.clone();
     let liveness = Duration::from_secs(10);
     loop {
         let next = tokio::select! {
@@ -256,7 +257,9 @@ pub async fn read_stream(
             )));
         }
         // Events inside a compressed transaction take the payload's end as their position.
-        let inside = payload.take_one();
+        let inside = payload
+            .take_one(type_raw, event.header().event_size())
+            .map_err(Error::Binlog)?;
         let log_pos = match inside {
             Some(end) => end,
             None => u64::from(event.header().log_pos()),
@@ -311,6 +314,11 @@ pub async fn read_stream(
                     return Err(xa_refused(&table));
                 }
                 ends_transaction = true;
+            }
+            Some(EventData::RotateEvent(_)) if inside.is_some() => {
+                return Err(Error::Binlog(
+                    "a rotate event inside a compressed transaction".to_owned(),
+                ));
             }
             Some(EventData::RotateEvent(rotate)) => {
                 file = next_file_name(&file, &rotate.name());
@@ -433,6 +441,11 @@ pub async fn read_stream(
                 };
                 match kind {
                     super::alter::QueryKind::Unrelated => {}
+                    super::alter::QueryKind::Ddl if inside.is_some() => {
+                        return Err(Error::Binlog(format!(
+                            "DDL inside a compressed transaction: {text:.120}"
+                        )));
+                    }
                     super::alter::QueryKind::Ddl => {
                         if sender
                             .send(StreamMsg::Ddl(text.to_owned(), position))
@@ -463,26 +476,23 @@ pub async fn read_stream(
             touched = false;
         }
         if inside.is_some() {
-            // A compressed transaction is delivered whole, at its end: its events share one
-            // position, and "caught up to it" must mean all of them arrived.
-            held_rows.append(&mut rows);
-            held_end |= ends_transaction;
+            // A compressed transaction's events share one position, its end: "caught up to
+            // it" must mean all of them arrived.
             if payload.remaining() > 0 {
+                // Not its last event: rows go now, at the position already reached (before the
+                // transaction), so that a huge transaction is not held in memory and nothing
+                // claims the payload's end before all of it arrived.
+                held_end |= ends_transaction;
+                if !rows.is_empty() {
+                    let message =
+                        StreamMsg::Rows(rows, reached.clone(), event.header().timestamp());
+                    if sender.send(message).await.is_err() {
+                        break;
+                    }
+                }
                 continue;
             }
-            rows = std::mem::take(&mut held_rows);
-            ends_transaction = std::mem::take(&mut held_end);
-            if !rows.is_empty() {
-                let position = BinlogPos {
-                    file: file.clone(),
-                    pos: log_pos,
-                };
-                let rows = std::mem::take(&mut rows);
-                let message = StreamMsg::Rows(rows, position, event.header().timestamp());
-                if sender.send(message).await.is_err() {
-                    break;
-                }
-            }
+            ends_transaction |= std::mem::take(&mut held_end);
         }
         if log_pos == 0 {
             continue;
@@ -491,6 +501,7 @@ pub async fn read_stream(
             file: file.clone(),
             pos: log_pos,
         };
+        reached = position.clone();
         let message = if ends_transaction {
             StreamMsg::Boundary(position)
         } else if rows.is_empty() {

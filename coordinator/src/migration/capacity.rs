@@ -143,6 +143,7 @@ pub async fn check(
     table: &str,
     rows: u64,
     strict: bool,
+    mariadb: bool,
 ) -> Result<Vec<Concern>, Error> {
     let mut concerns = Vec::new();
     let (data_bytes, index_bytes): (u64, u64) = connection
@@ -157,9 +158,14 @@ pub async fn check(
         data_bytes,
         index_bytes,
     };
-    let mounts: Result<Vec<(String, u64)>, _> = connection
-        .query("SELECT Path, Available FROM information_schema.DISKS")
-        .await;
+    // MariaDB's `disks` plugin; MySQL exposes no free space in SQL.
+    let mounts: Result<Vec<(String, u64)>, _> = if mariadb {
+        connection
+            .query("SELECT Path, Available FROM information_schema.DISKS")
+            .await
+    } else {
+        Ok(Vec::new())
+    };
     let mounts: Vec<Mount> = match mounts {
         Ok(rows) => rows
             .into_iter()
@@ -186,11 +192,21 @@ pub async fn check(
         _ => concerns.push(Concern {
             code: "free_disk_unknown",
             message: format!(
-                "free disk not checked (information_schema.DISKS is not available); the copy \
-                 needs about {} free beside the table",
+                "free disk not checked ({}); the copy needs about {} free beside the table on \
+                 the datadir's filesystem ({datadir}), and its row images room in the binlog's \
+                 ({binlog_dir})",
+                if mariadb {
+                    "information_schema.DISKS is not available"
+                } else {
+                    "MySQL exposes no free space in SQL"
+                },
                 gib((data_bytes + index_bytes) * SHADOW_GROWTH_PERCENT / 100 + data_bytes)
             ),
-            fix: "on MariaDB: INSTALL SONAME 'disks' and GRANT FILE to shoal's account".to_owned(),
+            fix: if mariadb {
+                "INSTALL SONAME 'disks' and GRANT FILE to shoal's account".to_owned()
+            } else {
+                "check the free space of those filesystems on the server host".to_owned()
+            },
             refuse: false,
         }),
     }

@@ -359,7 +359,11 @@ pub fn missing_privileges(global: &[String], schema: &[String]) -> Vec<&'static 
 /// Refuses, naming them, when the account lacks privileges shoal needs on `schema`. Grants
 /// through roles are not listed where this looks: an account with an enabled role is let
 /// through (a missing privilege then fails the statement that needs it).
-pub async fn check_privileges(connection: &mut impl Queryable, schema: &str) -> Result<(), Error> {
+pub async fn check_privileges(
+    connection: &mut impl Queryable,
+    schema: &str,
+    mariadb: bool,
+) -> Result<(), Error> {
     let user: Option<String> = connection.query_first("SELECT CURRENT_USER()").await?;
     let user = user.unwrap_or_default();
     // `CURRENT_USER()` is `user@host`; grantees are written `'user'@'host'`.
@@ -382,20 +386,44 @@ pub async fn check_privileges(connection: &mut impl Queryable, schema: &str) -> 
         .await?;
     let missing = missing_privileges(&global, &on_schema);
     if missing.is_empty() {
-        return Ok(());
+        return check_lock_waits_readable(connection, mariadb).await;
     }
     let roles: Option<i64> = connection
         .query_first("SELECT COUNT(ROLE_NAME) FROM information_schema.ENABLED_ROLES")
         .await?;
     if roles.unwrap_or(0) > 0 {
-        return Ok(());
+        return check_lock_waits_readable(connection, mariadb).await;
     }
     Err(Error::Preflight(format!(
         "the account {grantee} lacks privileges shoal needs: {}; grant them (REPLICATION SLAVE, \
-         BINLOG MONITOR and PROCESS on *.*, the others on {}.*)",
+         BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) and PROCESS on *.*, the others \
+         on {}.*)",
         missing.join(", "),
         shoal_common::sql::quote_identifier(schema)
     )))
+}
+
+/// A takeover finds a stalled previous owner's transactions in
+/// `performance_schema.data_lock_waits` on MySQL, which `PROCESS` does not open.
+async fn check_lock_waits_readable(
+    connection: &mut impl Queryable,
+    mariadb: bool,
+) -> Result<(), Error> {
+    if mariadb {
+        return Ok(());
+    }
+    match connection
+        .query_drop("SELECT 1 FROM performance_schema.data_lock_waits LIMIT 0")
+        .await
+    {
+        Err(mysql_async::Error::Server(server)) if server.code == 1142 => Err(Error::Preflight(
+            "the account cannot read performance_schema.data_lock_waits, which a takeover \
+             needs to find a stalled owner's transactions: GRANT SELECT ON \
+             performance_schema.data_lock_waits TO the account"
+                .to_owned(),
+        )),
+        other => Ok(other?),
+    }
 }
 
 #[cfg(test)]

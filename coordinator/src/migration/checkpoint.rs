@@ -389,8 +389,7 @@ impl Migration {
         });
         // A previous owner stalled inside a fenced flush holds the checkpoint row's shared
         // lock, and the raise waits for it: kill whatever blocks the raise (only shoal's own
-        // transactions lock that row). MariaDB (and MySQL 5.7) list lock waits in
-        // information_schema; MySQL 8 moved them to performance_schema.data_lock_waits.
+        // transactions lock that row).
         let mut watcher = self.connect().await?;
         while !raise.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -399,7 +398,9 @@ impl Migration {
                 // raise on the server (a dropped client does not end a statement waiting for a
                 // lock). Had it committed already, an owner raising to the same epoch is refused
                 // and the migration is taken over again once that owner's lease runs out.
-                let _ = watcher.exec_drop("KILL QUERY ?", (updater_id,)).await;
+                let _ = watcher
+                    .query_drop(shoal_mysql::flavour::kill(updater_id.into(), true))
+                    .await;
                 let _ = raise.await;
                 return Err(Error::Deposed(
                     "deposed while raising the owner epoch".to_owned(),
@@ -407,15 +408,15 @@ impl Migration {
             }
             let blockers: Vec<u64> = watcher
                 .exec(
-                    "SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w \
-                     JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
-                     JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
-                     WHERE r.trx_mysql_thread_id = ?",
+                    shoal_mysql::flavour::lock_blockers_query(self.server.mariadb),
                     (updater_id,),
                 )
                 .await?;
             for blocker in blockers {
-                match watcher.exec_drop("KILL ?", (blocker,)).await {
+                match watcher
+                    .query_drop(shoal_mysql::flavour::kill(blocker, false))
+                    .await
+                {
                     Ok(()) => info!(
                         connection = blocker,
                         "killed a transaction of the previous owner blocking the takeover"

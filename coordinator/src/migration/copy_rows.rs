@@ -205,8 +205,16 @@ impl Migration {
         if ready.is_empty() {
             return Ok(());
         }
-        self.check_owner(connection, false).await?;
-        self.apply_unfenced(connection, ready).await
+        let result = match self.check_owner(connection, false).await {
+            Ok(()) => self.apply_unfenced(connection, &ready).await,
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            // Not written (or not known to be): kept for the next attempt, which a lost
+            // connection under the checksum barrier makes.
+            self.buffer.restore(ready);
+        }
+        result
     }
 
     /// The buffered changes that may be applied now. Keys shoal cannot order itself (INV-K1)
@@ -352,13 +360,13 @@ impl Migration {
     async fn apply_unfenced(
         &mut self,
         connection: &mut impl Queryable,
-        changes: Vec<Buffered>,
+        changes: &[Buffered],
     ) -> Result<(), Error> {
         // Changes are idempotent (last images), so a statement that lost a deadlock or a lock
         // wait against a worker's copy is simply applied again.
         let mut attempt = 0;
         let applied = loop {
-            match self.apply_batch(connection, &changes).await {
+            match self.apply_batch(connection, changes).await {
                 Ok(applied) => break applied,
                 Err(Error::Mysql(mysql_async::Error::Server(error)))
                     if matches!(error.code, 1205 | 1213) && attempt < MAX_APPLY_ATTEMPTS =>

@@ -116,7 +116,10 @@ impl Migration {
         shoal_worker::failpoint::hit("cutover.settling", self.options.id.as_str()).await;
         let mut connection = self.connect().await?;
         // Before the lock is released: a rename still waiting must never run after it.
-        match connection.exec_drop("KILL ?", (renamer_id,)).await {
+        match connection
+            .query_drop(shoal_mysql::flavour::kill(renamer_id.into(), false))
+            .await
+        {
             // 1094: unknown thread (C2 already ended).
             Ok(()) => {}
             Err(mysql_async::Error::Server(server)) if server.code == 1094 => {}
