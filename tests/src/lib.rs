@@ -5,6 +5,7 @@
 //!   directory on free ports, shared by every test of one `cargo nextest run` and reaped when
 //!   the run ends; [`servers::shared`] is the entry point, [`servers::TestDatabase`] the
 //!   per-test database.
+//! - [`flavours`]: one test body on both servers (MariaDB and a private MySQL).
 //! - [`chaos`]: the fault campaign (`make chaos`, and a short one in `make test`).
 //! - [`mariadb`], [`redis_server`]: starting one instance of each, owned or detached;
 //!   [`mysql`]: a private MySQL 9.7 (Debian sid, in a chroot), owned by its test.
@@ -21,6 +22,7 @@
 //! The harness is a library so that benchmarks and the demo can use it too.
 
 pub mod chaos;
+pub mod flavours;
 pub mod mariadb;
 pub mod mysql;
 pub mod otlp;

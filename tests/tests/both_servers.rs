@@ -1,86 +1,19 @@
-//! One test body, both servers: MariaDB 10.11 (the run's shared server) and MySQL 9.7 (a private
-//! one per test, from Debian sid in a chroot). Each body moves rows under the writer and ends
-//! with an exact comparison against the writer's ledger, or expects a refusal that leaves the
-//! server as it was.
+//! One test body, both servers (`shoal_tests::flavours`): MariaDB 10.11 and MySQL 9.7. Each body
+//! moves rows under the writer and ends with an exact comparison against the writer's ledger,
+//! or expects a refusal that leaves the server as it was. MySQL-only behaviour is in
+//! `mysql_only.rs`.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use shoal_tests::mysql::MySql;
+use shoal_tests::flavours::{Server, assert_exact, seeded};
 use shoal_tests::scenario::{
     ALTER, expect_success, finish_writer, shoal_run, show_create, start_writer, tables,
 };
-use shoal_tests::servers::{self, TestDatabase};
+use shoal_tests::servers::TestDatabase;
 use shoal_tests::writer;
-
-/// The servers a body runs on.
-enum Server {
-    /// The run's shared MariaDB.
-    MariaDb,
-    /// A private MySQL 9.7, owned by the test.
-    MySql(MySql),
-}
-
-impl Server {
-    fn both() -> Vec<Server> {
-        vec![Server::MariaDb, Server::MySql(MySql::start().unwrap())]
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Server::MariaDb => "MariaDB",
-            Server::MySql(_) => "MySQL",
-        }
-    }
-
-    /// A fresh database on this server.
-    async fn database(&self, label: &str) -> TestDatabase {
-        match self {
-            Server::MariaDb => servers::shared().database(label).await.unwrap(),
-            Server::MySql(mysql) => {
-                let name = servers::unique_name(label);
-                mysql
-                    .root_sql(&format!("CREATE DATABASE `{name}`"))
-                    .unwrap();
-                TestDatabase {
-                    dsn: mysql.dsn(&name),
-                    name,
-                }
-            }
-        }
-    }
-}
-
-/// A database on `server` holding `orders` with `rows` seeded rows, and its content.
-async fn seeded(server: &Server, label: &str, rows: u64) -> (TestDatabase, writer::Ledger) {
-    let database = server.database(label).await;
-    let mut connection = database.connect().await.unwrap();
-    writer::seed(&mut connection, "orders", rows).await.unwrap();
-    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
-    (database, ledger)
-}
-
-/// `orders` equals the ledger and is the only table left.
-async fn assert_exact(server: &Server, database: &TestDatabase, expected: &writer::Ledger) {
-    let mut connection = database.connect().await.unwrap();
-    let actual = writer::read_table(&mut connection, "orders").await.unwrap();
-    let differences = writer::differences(expected, &actual);
-    assert!(
-        differences.is_empty(),
-        "{}: {} differences; first: {:?}",
-        server.name(),
-        differences.len(),
-        &differences[..differences.len().min(5)]
-    );
-    assert_eq!(
-        tables(&mut connection, &database.name).await,
-        ["orders"],
-        "{}",
-        server.name()
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_alter_under_the_writer_is_exact() {
@@ -413,77 +346,32 @@ async fn typed_json_documents_under_compressing_writers_are_exact() {
     }
 }
 
-/// MySQL only (MariaDB has no partial JSON logging): with `binlog_row_value_options=PARTIAL_JSON`
-/// updates of a JSON column log a diff, not the document; shoal refuses before touching
-/// anything and names the fix.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partial_json_logging_is_refused_on_mysql() {
-    let server = Server::MySql(MySql::start().unwrap());
-    let (database, ledger) = seeded(&server, "partial_json", 100).await;
-    let mut connection = database.connect().await.unwrap();
-    connection
-        .query_drop("SET GLOBAL binlog_row_value_options = 'PARTIAL_JSON'")
-        .await
-        .unwrap();
-    let before = show_create(&database, "orders").await;
-    let mut run = shoal_run(&database, ALTER, &[], "");
-    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
-    let logs = run.logs();
-    assert!(!status.success(), "exited 0:\n{logs}");
-    assert!(
-        logs.contains("SET GLOBAL binlog_row_value_options=''"),
-        "the fix is not named:\n{logs}"
-    );
-    assert_eq!(show_create(&database, "orders").await, before);
-    assert_exact(&server, &database, &ledger).await;
+/// Prepares XA transaction `xid` updating row 2 on `connection`.
+async fn prepare_xa(connection: &mut mysql_async::Conn, xid: &str) {
+    for statement in [
+        format!("XA START '{xid}'"),
+        "UPDATE orders SET c = 'xa' WHERE id = 2".to_owned(),
+        format!("XA END '{xid}'"),
+        format!("XA PREPARE '{xid}'"),
+    ] {
+        connection.query_drop(statement).await.unwrap();
+    }
 }
 
-/// MySQL only: the private MariaDB has no TLS set up (10.11 generates no certificates). With
-/// `require_secure_transport=ON` a plain DSN is refused naming the fix; with `ssl_ca` (the server
-/// given a certificate naming 127.0.0.1) the migration runs exact under the writer, whose own
-/// sessions use TLS without verification.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_only_servers_are_reached_with_the_dsns_tls_options_on_mysql() {
-    let mysql = MySql::start().unwrap();
-    let pki = shoal_tests::tls::TestPki::generate().unwrap();
-    mysql
-        .install_tls(&pki.ca, &pki.server.0, &pki.server.1)
-        .unwrap();
-    let server = Server::MySql(mysql);
-    let plain = server.database("tls_only").await;
-    let mut connection = plain.connect().await.unwrap();
-    writer::seed(&mut connection, "orders", 10_000)
-        .await
-        .unwrap();
-    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
-    connection
-        .query_drop("SET GLOBAL require_secure_transport = ON")
-        .await
-        .unwrap();
-    drop(connection);
-
-    let mut refused = shoal_run(&plain, ALTER, &[], "");
-    let status = refused.wait_exit(Duration::from_secs(120)).await.unwrap();
-    let logs = refused.logs();
-    assert!(!status.success(), "a plain DSN got through:\n{logs}");
+/// Waits for `run` to fail with `expected` in its log.
+async fn expect_refusal(
+    server: &Server,
+    run: &mut shoal_tests::processes::ShoalProcess,
+    expected: &str,
+) {
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "{}: exited 0:\n{logs}", server.name());
     assert!(
-        logs.contains("add ssl_ca="),
-        "the fix is not named:\n{logs}"
+        logs.contains(expected),
+        "{}: no {expected:?} in:\n{logs}",
+        server.name()
     );
-
-    let encrypted = TestDatabase {
-        dsn: format!("{}?require_ssl=true&verify_ca=false", plain.dsn),
-        name: plain.name.clone(),
-    };
-    let writer = start_writer(&encrypted, ledger, 71).await;
-    let verified = TestDatabase {
-        dsn: format!("{}?ssl_ca={}", plain.dsn, pki.ca.display()),
-        name: plain.name.clone(),
-    };
-    let mut run = shoal_run(&verified, ALTER, &[], "");
-    expect_success(&mut run).await;
-    let (expected, _) = finish_writer(writer, 200).await;
-    assert_exact(&server, &encrypted, &expected).await;
 }
 
 /// An XA transaction prepared before shoal starts logged its rows already; its `XA COMMIT`
@@ -494,41 +382,17 @@ async fn a_prepared_xa_transaction_is_refused() {
     for server in Server::both() {
         let (database, ledger) = seeded(&server, "both_xa", 1_000).await;
         let mut xa = database.connect().await.unwrap();
-        xa.query_drop("XA START 'shoal-test'").await.unwrap();
-        xa.query_drop("UPDATE orders SET c = 'xa' WHERE id = 2")
-            .await
-            .unwrap();
-        xa.query_drop("XA END 'shoal-test'").await.unwrap();
-        xa.query_drop("XA PREPARE 'shoal-test'").await.unwrap();
+        prepare_xa(&mut xa, "shoal-test").await;
         let mut run = shoal_run(&database, ALTER, &[], "");
-        let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
-        let logs = run.logs();
-        assert!(!status.success(), "{}: exited 0:\n{logs}", server.name());
-        assert!(
-            logs.contains("prepared XA transaction(s)"),
-            "{}: not named:\n{logs}",
-            server.name()
-        );
+        expect_refusal(&server, &mut run, "prepared XA transaction(s)").await;
         xa.query_drop("XA ROLLBACK 'shoal-test'").await.unwrap();
         assert_exact(&server, &database, &ledger).await;
 
         // One prepared while shoal runs reaches the stream, which refuses it.
         let mut run = shoal_run(&database, ALTER, &[], "cutover.before=1*sleep(4000)");
         shoal_tests::scenario::wait_for_log(&run, "failpoint hit", Duration::from_secs(120)).await;
-        xa.query_drop("XA START 'shoal-test-2'").await.unwrap();
-        xa.query_drop("UPDATE orders SET c = 'xa' WHERE id = 2")
-            .await
-            .unwrap();
-        xa.query_drop("XA END 'shoal-test-2'").await.unwrap();
-        xa.query_drop("XA PREPARE 'shoal-test-2'").await.unwrap();
-        let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
-        let logs = run.logs();
-        assert!(!status.success(), "{}: exited 0:\n{logs}", server.name());
-        assert!(
-            logs.contains("an XA transaction changed"),
-            "{}: not named:\n{logs}",
-            server.name()
-        );
+        prepare_xa(&mut xa, "shoal-test-2").await;
+        expect_refusal(&server, &mut run, "an XA transaction changed").await;
         xa.query_drop("XA ROLLBACK 'shoal-test-2'").await.unwrap();
         assert_exact(&server, &database, &ledger).await;
     }
@@ -565,44 +429,4 @@ async fn a_session_with_a_four_byte_character_does_not_stop_the_cut_over() {
         assert!(log.contains("completed"), "{}:\n{log}", server.name());
         assert_exact(&server, &database, &expected).await;
     }
-}
-
-/// MySQL only (MariaDB lists lock waits in `information_schema`, which `PROCESS` opens): an
-/// account with the documented grants but no `SELECT` on `performance_schema.data_lock_waits`
-/// is refused before anything is touched, naming the grant (found by `make chaos
-/// SERVER=mysql`: a takeover failed without it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_account_that_cannot_read_lock_waits_is_refused_on_mysql() {
-    let mysql = MySql::start().unwrap();
-    let server = Server::MySql(mysql);
-    let (database, ledger) = seeded(&server, "lock_waits", 100).await;
-    let Server::MySql(mysql) = &server else {
-        unreachable!()
-    };
-    mysql
-        .root_sql(&format!(
-            "CREATE USER 'limited'@'127.0.0.1' IDENTIFIED BY 'limited-password'; \
-             GRANT REPLICATION SLAVE, REPLICATION CLIENT, PROCESS ON *.* TO 'limited'@'127.0.0.1'; \
-             GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES ON `{}`.* \
-             TO 'limited'@'127.0.0.1'",
-            database.name
-        ))
-        .unwrap();
-    mysql.prime_login("limited", "limited-password").unwrap();
-    let limited = TestDatabase {
-        dsn: format!(
-            "mysql://limited:limited-password@127.0.0.1:{}/{}",
-            mysql.port, database.name
-        ),
-        name: database.name.clone(),
-    };
-    let mut run = shoal_run(&limited, ALTER, &[], "");
-    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
-    let logs = run.logs();
-    assert!(!status.success(), "exited 0:\n{logs}");
-    assert!(
-        logs.contains("GRANT SELECT ON performance_schema.data_lock_waits"),
-        "the grant is not named:\n{logs}"
-    );
-    assert_exact(&server, &database, &ledger).await;
 }

@@ -1,0 +1,128 @@
+//! MySQL-only behaviour, each test saying why it has no MariaDB counterpart. Each starts a
+//! private MySQL 9.7 and ends with the server as it was, or an exact comparison.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use shoal_tests::flavours::{Server, assert_exact, seeded};
+use shoal_tests::mysql::MySql;
+use shoal_tests::scenario::{
+    ALTER, expect_success, finish_writer, shoal_run, show_create, start_writer,
+};
+use shoal_tests::servers::TestDatabase;
+use shoal_tests::writer;
+
+/// MySQL only (MariaDB has no partial JSON logging): with `binlog_row_value_options=PARTIAL_JSON`
+/// updates of a JSON column log a diff, not the document; shoal refuses before touching
+/// anything and names the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_json_logging_is_refused_on_mysql() {
+    let server = Server::MySql(MySql::start().unwrap());
+    let (database, ledger) = seeded(&server, "partial_json", 100).await;
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop("SET GLOBAL binlog_row_value_options = 'PARTIAL_JSON'")
+        .await
+        .unwrap();
+    let before = show_create(&database, "orders").await;
+    let mut run = shoal_run(&database, ALTER, &[], "");
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "exited 0:\n{logs}");
+    assert!(
+        logs.contains("SET GLOBAL binlog_row_value_options=''"),
+        "the fix is not named:\n{logs}"
+    );
+    assert_eq!(show_create(&database, "orders").await, before);
+    assert_exact(&server, &database, &ledger).await;
+}
+
+/// MySQL only: the private MariaDB has no TLS set up (10.11 generates no certificates). With
+/// `require_secure_transport=ON` a plain DSN is refused naming the fix; with `ssl_ca` (the server
+/// given a certificate naming 127.0.0.1) the migration runs exact under the writer, whose own
+/// sessions use TLS without verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_only_servers_are_reached_with_the_dsns_tls_options_on_mysql() {
+    let mysql = MySql::start().unwrap();
+    let pki = shoal_tests::tls::TestPki::generate().unwrap();
+    mysql
+        .install_tls(&pki.ca, &pki.server.0, &pki.server.1)
+        .unwrap();
+    let server = Server::MySql(mysql);
+    let plain = server.database("tls_only").await;
+    let mut connection = plain.connect().await.unwrap();
+    writer::seed(&mut connection, "orders", 10_000)
+        .await
+        .unwrap();
+    let ledger = writer::read_table(&mut connection, "orders").await.unwrap();
+    connection
+        .query_drop("SET GLOBAL require_secure_transport = ON")
+        .await
+        .unwrap();
+    drop(connection);
+
+    let mut refused = shoal_run(&plain, ALTER, &[], "");
+    let status = refused.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = refused.logs();
+    assert!(!status.success(), "a plain DSN got through:\n{logs}");
+    assert!(
+        logs.contains("add ssl_ca="),
+        "the fix is not named:\n{logs}"
+    );
+
+    let encrypted = TestDatabase {
+        dsn: format!("{}?require_ssl=true&verify_ca=false", plain.dsn),
+        name: plain.name.clone(),
+    };
+    let writer = start_writer(&encrypted, ledger, 71).await;
+    let verified = TestDatabase {
+        dsn: format!("{}?ssl_ca={}", plain.dsn, pki.ca.display()),
+        name: plain.name.clone(),
+    };
+    let mut run = shoal_run(&verified, ALTER, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&server, &encrypted, &expected).await;
+}
+
+/// MySQL only (MariaDB lists lock waits in `information_schema`, which `PROCESS` opens): an
+/// account with the documented grants but no `SELECT` on `performance_schema.data_lock_waits`
+/// is refused before anything is touched, naming the grant (found by `make chaos
+/// SERVER=mysql`: a takeover failed without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_that_cannot_read_lock_waits_is_refused_on_mysql() {
+    let mysql = MySql::start().unwrap();
+    let server = Server::MySql(mysql);
+    let (database, ledger) = seeded(&server, "lock_waits", 100).await;
+    let Server::MySql(mysql) = &server else {
+        unreachable!()
+    };
+    mysql
+        .root_sql(&format!(
+            "CREATE USER 'limited'@'127.0.0.1' IDENTIFIED BY 'limited-password'; \
+             GRANT REPLICATION SLAVE, REPLICATION CLIENT, PROCESS ON *.* TO 'limited'@'127.0.0.1'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES ON `{}`.* \
+             TO 'limited'@'127.0.0.1'",
+            database.name
+        ))
+        .unwrap();
+    mysql.prime_login("limited", "limited-password").unwrap();
+    let limited = TestDatabase {
+        dsn: format!(
+            "mysql://limited:limited-password@127.0.0.1:{}/{}",
+            mysql.port, database.name
+        ),
+        name: database.name.clone(),
+    };
+    let mut run = shoal_run(&limited, ALTER, &[], "");
+    let status = run.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = run.logs();
+    assert!(!status.success(), "exited 0:\n{logs}");
+    assert!(
+        logs.contains("GRANT SELECT ON performance_schema.data_lock_waits"),
+        "the grant is not named:\n{logs}"
+    );
+    assert_exact(&server, &database, &ledger).await;
+}
