@@ -126,3 +126,35 @@ async fn an_account_that_cannot_read_lock_waits_is_refused_on_mysql() {
     );
     assert_exact(&server, &database, &ledger).await;
 }
+
+/// MySQL only: the run's MariaDB is shared by the other tests and never idle. On an otherwise
+/// idle MySQL a migration waits more than a minute on the sentinel and completes, its change
+/// stream never lost. (It passes too with `@source_heartbeat_period` left unset: run here; the
+/// server is not silent while shoal writes its own heartbeat row.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_keeps_the_stream_alive_through_a_long_sentinel_wait_on_mysql() {
+    let server = Server::MySql(MySql::start().unwrap());
+    let (database, ledger) = seeded(&server, "idle_sentinel", 1_000).await;
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop("CREATE TABLE _shoal_sentinel (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut run = shoal_run(&database, ALTER, &["--defer-cutover"], "");
+    shoal_tests::scenario::wait_for_log(&run, "waiting on the sentinel", Duration::from_secs(120))
+        .await;
+    // The wait itself is what is tested: more than a minute with no write on the server.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert!(run.try_exit_status().unwrap().is_none(), "still waiting");
+    connection
+        .query_drop("DROP TABLE _shoal_sentinel")
+        .await
+        .unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(
+        !log.contains("change stream lost"),
+        "the stream was lost (silent?) and restarted:\n{log}"
+    );
+    assert_exact(&server, &database, &ledger).await;
+    assert!(show_create(&database, "orders").await.contains("`note`"));
+}
