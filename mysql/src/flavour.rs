@@ -41,6 +41,17 @@ pub fn lock_blockers_query(mariadb: bool) -> &'static str {
     }
 }
 
+/// The process list to read sessions from (`ID`, `DB`, `COMMAND`, `TIME`, `STATE`, `INFO`):
+/// `information_schema.PROCESSLIST` on MariaDB; on MySQL `performance_schema.processlist`
+/// (the former fails with ERROR 3854 while any session's statement holds a 4-byte character).
+pub fn processlist(mariadb: bool) -> &'static str {
+    if mariadb {
+        "information_schema.PROCESSLIST"
+    } else {
+        "performance_schema.processlist"
+    }
+}
+
 /// `KILL [QUERY] <id>` for a connection id: as text, since MySQL (9.x) refuses placeholders in
 /// KILL ("Dynamic parameters can only be used in DML statements", 6413). The id is a number
 /// the server gave, never user text.

@@ -261,21 +261,16 @@ pub fn portable(sql: &str) -> String {
     out
 }
 
-/// The statement reporting the binlog position on this run's server.
+/// The statement reporting the binlog position on this run's server (the database layer's rule).
 pub fn binlog_status() -> &'static str {
-    match servers::flavour() {
-        servers::Flavour::MariaDb => "SHOW MASTER STATUS",
-        servers::Flavour::MySql => "SHOW BINARY LOG STATUS",
-    }
+    let mariadb = servers::flavour() == servers::Flavour::MariaDb;
+    // Both servers here are past the version the rule turns on (MySQL 8.2).
+    shoal_mysql::flavour::binary_log_status(mariadb, "9.7.0")
 }
 
-/// The process list with a usable `ID`, `DB`, `COMMAND`, `TIME` and `INFO`: MySQL's
-/// `information_schema.PROCESSLIST` fails (3854) while any statement holds a 4-byte character.
+/// The process list on this run's server (the database layer's rule).
 pub fn processlist() -> &'static str {
-    match servers::flavour() {
-        servers::Flavour::MariaDb => "information_schema.PROCESSLIST",
-        servers::Flavour::MySql => "performance_schema.processlist",
-    }
+    shoal_mysql::flavour::processlist(servers::flavour() == servers::Flavour::MariaDb)
 }
 
 /// The tables of `schema`, by name.

@@ -198,17 +198,6 @@ impl ServerInfo {
     }
 }
 
-/// The process list to read a session's state from: `information_schema.PROCESSLIST` on
-/// MariaDB; on MySQL `performance_schema.processlist` (the former fails with ERROR 3854 when
-/// any session's statement holds a 4-byte character). Both have `ID` and `STATE`.
-pub fn processlist(mariadb: bool) -> &'static str {
-    if mariadb {
-        "information_schema.PROCESSLIST"
-    } else {
-        "performance_schema.processlist"
-    }
-}
-
 /// `SHOW CREATE TABLE` of `schema`.`table` without its `AUTO_INCREMENT=` table option (the
 /// counter moves with every insert; any other change is a change of the definition).
 pub async fn definition(

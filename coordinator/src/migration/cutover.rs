@@ -293,7 +293,7 @@ impl Migration {
                 .exec_first(
                     format!(
                         "SELECT STATE FROM {} WHERE ID = ?",
-                        super::catalog::processlist(self.server.mariadb)
+                        shoal_mysql::flavour::processlist(self.server.mariadb)
                     ),
                     (renamer.id,),
                 )

@@ -136,7 +136,7 @@ impl Migration {
                 .exec_first(
                     format!(
                         "SELECT COUNT(*) FROM {} WHERE ID = ?",
-                        super::catalog::processlist(self.server.mariadb)
+                        shoal_mysql::flavour::processlist(self.server.mariadb)
                     ),
                     (renamer_id,),
                 )
