@@ -290,6 +290,8 @@ pub struct Progress {
     pub cutover_blocked: Duration,
     /// Which path ran, once known.
     pub path: Option<ChangePath>,
+    /// The checkpoint's id, when the migration resumed one (it keeps that id).
+    pub resumed_id: Option<String>,
     /// Whether the copy is paused by the operator.
     pub paused: bool,
     /// Why the copy is held by the throttle, while it is.
@@ -346,6 +348,7 @@ impl Default for Progress {
             unique_conflicts: 0,
             cutover_blocked: Duration::ZERO,
             path: None,
+            resumed_id: None,
             paused: false,
             throttled: None,
             history: shoal_common::lifecycle::History::default(),

@@ -440,6 +440,22 @@ pub fn shoal_run(
     ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap()
 }
 
+/// The connection id `victim=<id>` in the log line of failpoint `step`.
+pub fn connection_id(logs: &str, step: &str, victim: &str) -> u64 {
+    let line = logs
+        .lines()
+        .find(|line| line.contains("failpoint hit") && line.contains(step))
+        .unwrap_or_else(|| panic!("no failpoint line for {step}:\n{logs}"));
+    let (_, rest) = line
+        .split_once(&format!("{victim}="))
+        .unwrap_or_else(|| panic!("no {victim}= in {line}"));
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 /// Waits for a `shoal run` to exit 0 and returns its log.
 pub async fn expect_success(process: &mut ShoalProcess) -> String {
     let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();

@@ -10,25 +10,9 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use shoal_tests::scenario::{
-    ALTER, assert_migrated_exactly, expect_success, finish_writer, seeded, shoal_run, show_create,
-    start_writer, wait_for_log,
+    ALTER, assert_migrated_exactly, connection_id, expect_success, finish_writer, seeded,
+    shoal_run, show_create, start_writer, wait_for_log,
 };
-
-/// The connection id `victim=<id>` in the log line of failpoint `step`.
-fn connection_id(logs: &str, step: &str, victim: &str) -> u64 {
-    let line = logs
-        .lines()
-        .find(|line| line.contains("failpoint hit") && line.contains(step))
-        .unwrap_or_else(|| panic!("no failpoint line for {step}:\n{logs}"));
-    let (_, rest) = line
-        .split_once(&format!("{victim}="))
-        .unwrap_or_else(|| panic!("no {victim}= in {line}"));
-    rest.chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
 
 /// Runs the scenario's ALTER under the writer, kills `victim`'s connection while the owner
 /// sleeps at failpoint `step`, and expects an exact completion whose log says `expected`.

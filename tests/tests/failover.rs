@@ -508,14 +508,15 @@ async fn redis_flushall_with_the_owner_killed_completes_on_the_standby() {
     assert_migrated_exactly(&fleet.database, &expected).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
+/// Kills the owner while it is held at cut-over step `step` and expects the standby to take
+/// over, say `found` in its log (the catalogue's verdict) and complete exactly.
+async fn owner_killed_at(label: &str, step: &str, found: &str) {
     let redis = servers::shared().redis.url();
     let (mut fleet, writer) = fleet(
-        "failover_cutover",
+        label,
         20_000,
         &redis,
-        "cutover.after_rename=1*sleep(20000)",
+        &format!("{step}=1*sleep(120000)"),
         "",
     )
     .await;
@@ -526,24 +527,49 @@ async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
         Duration::from_secs(120),
     )
     .await;
-    // The swap ran: `orders` is the new table; the old one still carries its interim name.
-    let mut connection = fleet.database.connect().await.unwrap();
-    let interim: Option<u8> = connection
-        .exec_first(
-            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'orders_shoal_old'",
-            (&fleet.database.name,),
-        )
-        .await
-        .unwrap();
-    assert_eq!(interim, Some(1));
     kill_owner(&mut fleet).await;
-    wait_for_log(
-        &fleet.standby.process,
-        "the cut-over had renamed: closing",
-        Duration::from_secs(30),
+    wait_for_log(&fleet.standby.process, found, Duration::from_secs(30)).await;
+    completes_exactly(&fleet, &id, writer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_holding_the_cut_over_lock_is_resumed_by_the_standby() {
+    owner_killed_at(
+        "failover_locked",
+        "cutover.locked",
+        "the cut-over had begun but not renamed: resuming",
     )
     .await;
-    completes_exactly(&fleet, &id, writer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_with_the_swap_queued_is_closed_by_the_standby() {
+    owner_killed_at(
+        "failover_queued",
+        "cutover.queued",
+        "the binlog shows no write to the original after the final flush",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_right_after_the_rename_is_closed_by_the_standby() {
+    owner_killed_at(
+        "failover_cutover",
+        "cutover.after_rename",
+        "the binlog shows no write to the original after the final flush",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_while_closing_is_closed_by_the_standby() {
+    owner_killed_at(
+        "failover_closing",
+        "close.dropped",
+        "the cut-over had renamed: closing",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -683,6 +683,8 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
     reporter.abort();
     let last = watcher_final.borrow().clone();
+    // A resumed migration keeps its checkpoint's id.
+    let id = last.resumed_id.clone().unwrap_or_else(|| id.to_string());
     if let Err(shoal_coordinator::migration::Error::Deposed(_)) = &result {
         anyhow::bail!(
             "migration {id} stopped; its progress is checkpointed in the database: run the same \

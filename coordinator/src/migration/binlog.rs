@@ -80,6 +80,9 @@ pub enum StreamMsg {
     Position(BinlogPos),
     /// A DDL statement naming the source table (shoal's own cut-over rename, or fatal).
     Ddl(String, BinlogPos),
+    /// A DDL statement naming the table the shadow takes for the swap (`t_shoal_swap`): the
+    /// cut-over renamed the shadow for it, after its final flush under the lock.
+    SwapNameTaken(BinlogPos),
     /// A transaction boundary: the stream may be restarted here (INV-W1's P must be one; a
     /// position inside a transaction would restart after its table map and lose its rows).
     Boundary(BinlogPos),
@@ -440,7 +443,24 @@ pub async fn read_stream(
                     pos: log_pos,
                 };
                 match kind {
-                    super::alter::QueryKind::Unrelated => {}
+                    super::alter::QueryKind::Unrelated => {
+                        let swap_name = shoal_common::names::swap(&table.table);
+                        if inside.is_none()
+                            && super::alter::classify_query(
+                                text,
+                                &default_schema,
+                                &table.schema,
+                                &swap_name,
+                                table.names_fold_case,
+                            ) == super::alter::QueryKind::Ddl
+                            && sender
+                                .send(StreamMsg::SwapNameTaken(position))
+                                .await
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
                     super::alter::QueryKind::Ddl if inside.is_some() => {
                         return Err(Error::Binlog(format!(
                             "DDL inside a compressed transaction: {text:.120}"

@@ -376,14 +376,11 @@ impl Migration {
         Ok(())
     }
 
-    /// `Close`: drops shoal's tables (and `_t_old` unless kept) and releases the lock.
+    /// `Close`: drops shoal's tables (and `_t_old` unless kept) and releases the lock. The
+    /// checkpoint goes last: until then a new owner finds it and closes again.
     pub(super) async fn close(&mut self) -> Result<(), Error> {
         let mut connection = self.connect().await?;
-        let mut drop_list = vec![
-            names::checkpoint(&self.table),
-            names::fence(&self.table),
-            names::heartbeat(&self.table),
-        ];
+        let mut drop_list = vec![names::fence(&self.table), names::heartbeat(&self.table)];
         if !self.options.keep_old_table {
             drop_list.push(names::old(&self.table));
         }
@@ -392,10 +389,17 @@ impl Migration {
                 .query_drop(format!("DROP TABLE IF EXISTS {}", self.qualified(&table)))
                 .await?;
         }
+        shoal_worker::failpoint::hit("close.dropped", self.options.id.as_str()).await;
         self.with_store(|| self.store.clear(&self.options.id))
             .await?;
-        self.created_tables = false;
         self.leave_sentinel().await;
+        connection
+            .query_drop(format!(
+                "DROP TABLE IF EXISTS {}",
+                self.qualified(&names::checkpoint(&self.table))
+            ))
+            .await?;
+        self.created_tables = false;
         self.release_lock().await;
         Ok(())
     }

@@ -127,6 +127,10 @@ pub struct Migration {
     /// rename (`None` until the stream shows the rename): writes the original took after its
     /// lock was lost, missing from the new table.
     pub(super) changes_before_swap: Option<usize>,
+    /// Set while a new owner proves a swap its predecessor made (see
+    /// `Migration::prove_swap_of_predecessor`): row changes of the original counted since the
+    /// shadow took the swap name, instead of buffered.
+    pub(super) swap_audit: Option<usize>,
     /// Set while the cut-over lock holds the source: a flush cannot read the source then, and
     /// its removals are verified under the lock instead.
     pub(super) under_cutover_lock: bool,
@@ -270,6 +274,7 @@ impl Migration {
             // A resumed migration keeps its id and the operator's intents.
             options.id = MigrationId::parse(&saved.detail.migration_id)
                 .map_err(|error| Error::Preflight(format!("the checkpoint's id: {error}")))?;
+            progress.send_modify(|progress| progress.resumed_id = Some(options.id.to_string()));
             initial_intents = Intents {
                 paused: saved.detail.intents.paused,
                 threads: saved.detail.intents.threads.max(1),
@@ -338,6 +343,7 @@ impl Migration {
             cutting_over: false,
             under_cutover_lock: false,
             changes_before_swap: None,
+            swap_audit: None,
             unique_removals: Vec::new(),
             created_tables: false,
             sizer,
@@ -953,9 +959,24 @@ impl Migration {
             if (shadow || swap) && !old && !swapped_out {
                 info!(migration_id = %self.options.id, "the cut-over had begun but not renamed: resuming");
                 self.restore_shadow_name().await?;
-            } else if !shadow && !swap && (old || swapped_out) {
+            } else if !shadow
+                && !swap
+                && (old || swapped_out || saved.detail.cutover == CutoverMarker::Done)
+            {
                 info!(migration_id = %self.options.id, "the cut-over had renamed: closing");
                 self.claim(&saved, live_epoch).await?;
+                if saved.detail.cutover == CutoverMarker::Started {
+                    let original = if swapped_out {
+                        names::swapped_out(&self.table)
+                    } else {
+                        names::old(&self.table)
+                    };
+                    let from = BinlogPos {
+                        file: saved.binlog_file.clone(),
+                        pos: saved.binlog_pos,
+                    };
+                    self.prove_swap_of_predecessor(from, &original).await?;
+                }
                 if swapped_out {
                     self.name_the_original_old(&mut connection).await?;
                 }

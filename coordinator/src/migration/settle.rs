@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use super::Error;
 use super::owner::Migration;
+use shoal_common::checkpoint::CutoverMarker;
 
 /// The task running the swap's `RENAME TABLE` on C2; it returns C2 with the outcome.
 pub(super) type RenameTask = tokio::task::JoinHandle<(Conn, Result<(), mysql_async::Error>)>;
@@ -192,6 +193,13 @@ impl Migration {
             self.verify_swap().await
         }
         .await;
+        if finished.is_ok()
+            && let Err(error) = self.mark_cutover(CutoverMarker::Done).await
+        {
+            // `Started` with the swapped catalogue still tells a new owner to close; it then
+            // proves the swap again from the binlog.
+            warn!(migration_id = %self.options.id, %error, "writing the cut-over marker Done failed");
+        }
         finished.map_err(|error| match error {
             ambiguous @ Error::CutoverAmbiguous(_) => ambiguous,
             other => Error::CutoverAmbiguous(format!(
@@ -201,6 +209,54 @@ impl Migration {
                 self.qualified(&names::old(&self.table))
             )),
         })
+    }
+
+    /// A new owner found the tables swapped and the cut-over marker `Started`: its predecessor
+    /// died between the swap and its proof (and its lock died with it, so the swap may have run
+    /// after writes reached the original). Reads the binlog from the checkpoint's position up to
+    /// the swap, as the original's columns were, and counts the row changes of the original
+    /// after the shadow took the swap name (which follows the final flush): the proof
+    /// `finish_swap` gives, made afresh.
+    pub(super) async fn prove_swap_of_predecessor(
+        &mut self,
+        from: super::binlog::BinlogPos,
+        original: &str,
+    ) -> Result<(), Error> {
+        let mut connection = self.connect().await?;
+        let columns = super::catalog::read_table(&mut connection, &self.schema, original)
+            .await?
+            .map(|table| table.columns)
+            .ok_or_else(|| Error::Cutover(format!("`{original}` vanished")))?;
+        drop(connection);
+        self.swap_audit = Some(0);
+        self.cutting_over = true;
+        self.changes_before_swap = None;
+        let late = match self.start_stream_of(from, columns).await {
+            Ok(()) => self.changes_before_swap().await,
+            Err(error) => Err(error),
+        };
+        self.stop_stream().await;
+        self.swap_audit = None;
+        self.cutting_over = false;
+        let late = late.map_err(|error| {
+            Error::CutoverAmbiguous(format!(
+                "the tables were swapped by an owner that then stopped, and the binlog could not \
+                 prove that no write reached the original after its final flush ({error}); the \
+                 new table is live: compare it with {} by hand",
+                self.qualified(original)
+            ))
+        })?;
+        if late > 0 {
+            return Err(Error::CutoverAmbiguous(format!(
+                "{late} row change(s) reached the original table between the final flush and the \
+                 swap (the previous owner stopped, and its lock with it): they are in {} and not \
+                 in the new {}; apply them by hand",
+                self.qualified(original),
+                self.qualified(&self.table)
+            )));
+        }
+        info!(migration_id = %self.options.id, "the binlog shows no write to the original after the final flush");
+        Ok(())
     }
 
     /// `t_shoal_old` (the original, swapped out) becomes `_t_old`.

@@ -50,13 +50,24 @@ pub(super) struct Stream {
 
 impl Migration {
     pub(super) async fn start_stream(&mut self, start: BinlogPos) -> Result<(), Error> {
+        let columns = self.source.columns.clone();
+        self.start_stream_of(start, columns).await
+    }
+
+    /// Starts the stream of the table as it had `columns` (the original's, when a new owner
+    /// reads the binlog up to a swap its predecessor made).
+    pub(super) async fn start_stream_of(
+        &mut self,
+        start: BinlogPos,
+        columns: Vec<super::catalog::Column>,
+    ) -> Result<(), Error> {
         let opts = shoal_mysql::dsn::opts(&self.options.dsn).map_err(Error::Preflight)?;
         let (sender, receiver) = mpsc::channel(256);
         let stop = CancellationToken::new();
         let table = StreamTable {
             schema: self.schema.clone(),
             table: self.table.clone(),
-            columns: self.source.columns.clone().into(),
+            columns: columns.into(),
             names_fold_case: self.server.names_fold_case,
         };
         // A server id per stream (two dumps with one id make the server drop the older): random
@@ -107,11 +118,25 @@ impl Migration {
                 }
                 // The swap's own rename: every change buffered since the final flush (which
                 // left the buffer empty) went to the original.
-                self.changes_before_swap.get_or_insert(self.buffer.len());
+                let late = self.swap_audit.unwrap_or(self.buffer.len());
+                self.changes_before_swap.get_or_insert(late);
+                self.stream_position = Some(position);
+            }
+            StreamMsg::SwapNameTaken(position) => {
+                // The shadow took the swap name after the final flush: changes counted before
+                // it were flushed.
+                if let Some(count) = self.swap_audit.as_mut() {
+                    *count = 0;
+                }
                 self.stream_position = Some(position);
             }
             StreamMsg::Rows(changes, position, written_at) => {
                 self.last_event_at = written_at;
+                if let Some(count) = self.swap_audit.as_mut() {
+                    *count += changes.len();
+                    self.stream_position = Some(position);
+                    return Ok(());
+                }
                 for change in changes {
                     match change {
                         RowChange::Insert(after) => {
