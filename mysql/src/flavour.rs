@@ -63,6 +63,39 @@ pub fn kill(connection_id: u64, query_only: bool) -> String {
     }
 }
 
+/// Why the server refused an `ALTER … ALGORITHM=INSTANT` that a copy can still run, by error
+/// code; `None` for any other error (the ALTER itself is wrong: refuse). Both flavours: the
+/// operation cannot be done instantly (1845, 1846). MySQL 8.0.29+: the table used up its
+/// instant row versions ([`max_row_versions`]); a rebuild (shoal's copy) starts them over.
+pub fn instant_refusal(code: u16, mariadb: bool, server_version: &str) -> Option<String> {
+    match code {
+        1845 | 1846 => Some("the operation cannot be done instantly".to_owned()),
+        ROW_VERSIONS_EXHAUSTED if !mariadb => Some(format!(
+            "the table reached MySQL's limit of {} instant row versions; the copy rebuilds it, \
+             which starts the count over",
+            max_row_versions(mariadb, server_version).unwrap_or(255)
+        )),
+        _ => None,
+    }
+}
+
+/// `ER_INNODB_MAX_ROW_VERSION` as MySQL 9.7 returns it.
+pub const ROW_VERSIONS_EXHAUSTED: u16 = 4092;
+
+/// MySQL's instant row versions per table (`INNODB_TABLES.TOTAL_ROW_VERSIONS`): none before
+/// 8.0.29 (instant ADD COLUMN only at the end, no versions), 64 from 8.0.29, 255 from 9.1;
+/// MariaDB has no such limit.
+pub fn max_row_versions(mariadb: bool, server_version: &str) -> Option<u32> {
+    if mariadb {
+        return None;
+    }
+    match version(server_version)? {
+        (major, minor, patch) if (major, minor, patch) < (8, 0, 29) => None,
+        (major, minor, _) if (major, minor) < (9, 1) => Some(64),
+        _ => Some(255),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +104,29 @@ mod tests {
     fn kills_name_a_number() {
         assert_eq!(kill(42, false), "KILL 42");
         assert_eq!(kill(7, true), "KILL QUERY 7");
+    }
+
+    #[test]
+    fn instant_refusals_a_copy_cures_are_told_from_other_errors() {
+        assert!(instant_refusal(1845, true, "10.11.6-MariaDB").is_some());
+        assert!(instant_refusal(1846, false, "9.7.4").is_some());
+        assert!(
+            instant_refusal(ROW_VERSIONS_EXHAUSTED, false, "9.7.4")
+                .is_some_and(|reason| reason.contains("limit of 255 instant row versions"))
+        );
+        assert!(
+            instant_refusal(ROW_VERSIONS_EXHAUSTED, false, "8.4.3")
+                .is_some_and(|reason| reason.contains("limit of 64 "))
+        );
+        // A wrong ALTER (unknown column) is not a refusal of INSTANT.
+        assert_eq!(instant_refusal(1054, false, "9.7.4"), None);
+        assert_eq!(max_row_versions(true, "10.11.6-MariaDB"), None);
+        assert_eq!(max_row_versions(false, "8.0.28"), None);
+        assert_eq!(max_row_versions(false, "8.0.29"), Some(64));
+        assert_eq!(max_row_versions(false, "8.4.3"), Some(64));
+        assert_eq!(max_row_versions(false, "9.0.1"), Some(64));
+        assert_eq!(max_row_versions(false, "9.1.0"), Some(255));
+        assert_eq!(max_row_versions(false, "9.7.4"), Some(255));
     }
 
     #[test]

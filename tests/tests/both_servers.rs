@@ -430,3 +430,165 @@ async fn a_session_with_a_four_byte_character_does_not_stop_the_cut_over() {
         assert_exact(&server, &database, &expected).await;
     }
 }
+
+/// One of three writers of `big`: deletes, upserts, updates (one row or a range) and key moves,
+/// each in a transaction that runs the same statement on `big_ledger`; a statement the server
+/// refuses (a moved key taken, a deadlock between the writers) rolls both back. Returns its
+/// commits.
+async fn ledgered_writer(
+    database: TestDatabase,
+    seed: i64,
+    stop: tokio_util::sync::CancellationToken,
+) -> u64 {
+    let mut connection = database.connect().await.unwrap();
+    let mut commits = 0;
+    let mut x = seed;
+    while !stop.is_cancelled() {
+        x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+        let id = x % 120_000 + 1;
+        let (statement, params): (&str, Vec<mysql_async::Value>) = match x % 10 {
+            0 | 1 => ("DELETE FROM {t} WHERE id = ?", vec![id.into()]),
+            2..=5 => (
+                "REPLACE INTO {t} (id, k, c, d) VALUES (?, ?, ?, ?)",
+                vec![
+                    id.into(),
+                    (x % 1_000).into(),
+                    format!("w{seed}-{x}").into(),
+                    format!("{}.{:02}", x % 100_000, x % 100).into(),
+                ],
+            ),
+            6 | 7 => (
+                "UPDATE {t} SET k = k + 1, c = CONCAT(LEFT(c, 40), '+') WHERE id = ?",
+                vec![id.into()],
+            ),
+            8 => (
+                "UPDATE {t} SET id = ? WHERE id = ?",
+                vec![(id + 200_000).into(), id.into()],
+            ),
+            _ => (
+                "UPDATE {t} SET d = d + 0.01 WHERE id BETWEEN ? AND ?",
+                vec![id.into(), (id + 20).into()],
+            ),
+        };
+        let mut transaction = connection
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        let mut refused = false;
+        for table in ["big", "big_ledger"] {
+            if let Err(error) = transaction
+                .exec_drop(statement.replace("{t}", table), params.clone())
+                .await
+            {
+                assert!(
+                    matches!(&error, mysql_async::Error::Server(server)
+                        if matches!(server.code, 1062 | 1205 | 1213)),
+                    "writer {seed}: {error}"
+                );
+                refused = true;
+                break;
+            }
+        }
+        if refused {
+            // A deadlock already rolled back; the rollback then finds nothing to undo.
+            let _ = transaction.rollback().await;
+        } else {
+            transaction.commit().await.unwrap();
+            commits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    commits
+}
+
+/// A table of 100,000 rows under three writers through the whole migration and after it: the
+/// new table equals the ledger the writers kept in their own transactions, value by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_rows_under_three_writers_are_exact() {
+    for server in Server::both() {
+        let database = server.database("both_100k").await;
+        let mut connection = database.connect().await.unwrap();
+        for table in ["big", "big_ledger"] {
+            connection
+                .query_drop(format!(
+                    "CREATE TABLE {table} (id BIGINT NOT NULL PRIMARY KEY, k INT NOT NULL, \
+                     c VARCHAR(64) NOT NULL, d DECIMAL(12,2) NOT NULL) ENGINE=InnoDB"
+                ))
+                .await
+                .unwrap();
+        }
+        for offset in [0, 50_000] {
+            connection
+                .query_drop(format!(
+                    "INSERT INTO big SELECT seq + {offset}, (seq + {offset}) % 1000, \
+                     CONCAT('row', seq + {offset}), (seq + {offset}) / 4 FROM {}",
+                    shoal_tests::scenario::numbers(50_000)
+                ))
+                .await
+                .unwrap();
+        }
+        connection
+            .query_drop("INSERT INTO big_ledger SELECT * FROM big")
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writers: Vec<_> = [3, 5, 7]
+            .into_iter()
+            .map(|seed| tokio::spawn(ledgered_writer(database.clone(), seed, stop.clone())))
+            .collect();
+        let mut run = shoal_run(
+            &database,
+            "ALTER TABLE big ADD COLUMN note VARCHAR(16) NOT NULL DEFAULT 'n/a', ADD INDEX idx_k (k)",
+            &[],
+            "",
+        );
+        let log = expect_success(&mut run).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+        let mut commits = 0;
+        for writer in writers {
+            commits += writer.await.unwrap();
+        }
+        assert!(commits > 300, "{}: {commits} commits", server.name());
+        let mut read = async |table: &str| -> Vec<mysql_async::Row> {
+            connection
+                .query(format!("SELECT id, k, c, d FROM {table} ORDER BY id"))
+                .await
+                .unwrap()
+        };
+        let actual: Vec<Vec<mysql_async::Value>> = read("big")
+            .await
+            .into_iter()
+            .map(mysql_async::Row::unwrap)
+            .collect();
+        let expected: Vec<Vec<mysql_async::Value>> = read("big_ledger")
+            .await
+            .into_iter()
+            .map(mysql_async::Row::unwrap)
+            .collect();
+        assert!(actual.len() > 90_000, "{}: {}", server.name(), actual.len());
+        assert_eq!(actual.len(), expected.len(), "{}", server.name());
+        let differing: Vec<_> = actual
+            .iter()
+            .zip(&expected)
+            .filter(|(actual, expected)| actual != expected)
+            .take(3)
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "{}: rows differ from the ledger: {differing:?}\n{log}",
+            server.name()
+        );
+        assert!(
+            show_create(&database, "big")
+                .await
+                .contains("`note` varchar(16)")
+        );
+        assert_eq!(
+            tables(&mut connection, &database.name).await,
+            ["big", "big_ledger"],
+            "{}",
+            server.name()
+        );
+    }
+}

@@ -23,18 +23,50 @@ const CREATE: &str = "CREATE TABLE typed (
     amount DECIMAL(12,4) NULL, f DOUBLE NULL, j JSON NULL, b VARBINARY(16) NULL,
     txt TEXT CHARACTER SET utf8mb4 NULL, latin VARCHAR(20) CHARACTER SET latin1 NULL,
     u INT UNSIGNED NULL, big BIGINT NULL, bits BIT(5) NULL, yr YEAR NULL,
-    blob_col MEDIUMBLOB NULL, wide DECIMAL(65,30) NULL, fl FLOAT NULL,
+    blob_col MEDIUMBLOB NULL, wide DECIMAL(65,30) NULL, fl FLOAT NULL, g GEOMETRY NULL,
     gv INT AS (u % 7) VIRTUAL,
     gs VARCHAR(40) AS (CONCAT(COALESCE(e, '-'), '/', COALESCE(yr, 0))) STORED
 ) ENGINE=InnoDB";
 
 /// The columns the writer writes (the generated ones are computed by the server).
-const WRITTEN: &str =
-    "id, ts, dt, d, tm, e, st, amount, f, j, b, txt, latin, u, big, bits, yr, blob_col, wide, fl";
+const WRITTEN: &str = "id, ts, dt, d, tm, e, st, amount, f, j, b, txt, latin, u, big, bits, yr, blob_col, wide, fl, g";
 
 /// Every column as compared (binary ones as hex, BIT as a number).
 const COLUMNS: &str = "id, ts, dt, d, tm, e, st, amount, f, j, HEX(b), txt, latin, u, big, \
-     bits + 0, yr, SHA2(blob_col, 256), LENGTH(blob_col), wide, fl, gv, gs";
+     bits + 0, yr, SHA2(blob_col, 256), LENGTH(blob_col), wide, fl, HEX(g), gv, gs";
+
+/// MySQL 9's VECTOR (MariaDB 10.11 has none), added to the table there.
+fn has_vector() -> bool {
+    servers::flavour() == servers::Flavour::MySql
+}
+
+fn create() -> String {
+    if has_vector() {
+        CREATE.replacen(
+            "g GEOMETRY NULL,",
+            "g GEOMETRY NULL, vec VECTOR(4) NULL,",
+            1,
+        )
+    } else {
+        CREATE.to_owned()
+    }
+}
+
+fn written() -> String {
+    if has_vector() {
+        format!("{WRITTEN}, vec")
+    } else {
+        WRITTEN.to_owned()
+    }
+}
+
+fn compared() -> String {
+    if has_vector() {
+        COLUMNS.replacen("HEX(g),", "HEX(g), HEX(vec),", 1)
+    } else {
+        COLUMNS.to_owned()
+    }
+}
 
 fn random_row(id: i64, random: &mut SplitMix) -> String {
     fn pick(random: &mut SplitMix, choices: &[&str]) -> String {
@@ -122,7 +154,27 @@ fn random_row(id: i64, random: &mut SplitMix) -> String {
             ],
         ),
         pick(random, &["1.5", "-3.4e38", "1.17549e-38", "0"]),
+        pick(
+            random,
+            &[
+                "ST_GeomFromText('POINT(1.5 -2)')",
+                "ST_GeomFromText('LINESTRING(0 0, 1 1, 2 5)')",
+                "ST_GeomFromText('POLYGON((0 0, 10 0, 10 10, 0 10, 0 0))', 3857)",
+                "ST_GeomFromText('MULTIPOINT(1 1, 2 2)')",
+            ],
+        ),
     ];
+    let mut values = values;
+    if has_vector() {
+        values.push(pick(
+            random,
+            &[
+                "STRING_TO_VECTOR('[1.5, -2, 3e10, 0]')",
+                "STRING_TO_VECTOR('[0, 0, 0, 0]')",
+                "STRING_TO_VECTOR('[-1e-20, 7, 8, 9.25]')",
+            ],
+        ));
+    }
     let values: Vec<String> = values
         .into_iter()
         .map(|value| {
@@ -149,12 +201,15 @@ fn render(row: mysql_async::Row) -> String {
 async fn read(connection: &mut mysql_async::Conn, id: Option<i64>) -> BTreeMap<i64, String> {
     let rows: Vec<mysql_async::Row> = match id {
         Some(id) => connection
-            .exec(format!("SELECT {COLUMNS} FROM typed WHERE id = ?"), (id,))
+            .exec(
+                format!("SELECT {} FROM typed WHERE id = ?", compared()),
+                (id,),
+            )
             .await
             .unwrap(),
         // The binary protocol both ways, so that values are typed alike.
         None => connection
-            .exec(format!("SELECT {COLUMNS} FROM typed"), ())
+            .exec(format!("SELECT {} FROM typed", compared()), ())
             .await
             .unwrap(),
     };
@@ -174,7 +229,8 @@ async fn change(
     let (statement, touched) = match random.below(5) {
         0 => (
             format!(
-                "REPLACE INTO typed ({WRITTEN}) VALUES {}",
+                "REPLACE INTO typed ({}) VALUES {}",
+                written(),
                 random_row(id, random)
             ),
             vec![id],
@@ -187,7 +243,7 @@ async fn change(
         3 => (
             format!(
                 "UPDATE typed SET e = NULL, st = NULL, j = NULL, txt = NULL, blob_col = NULL, \
-                 wide = NULL, fl = NULL, u = NULL WHERE id = {id}"
+                 wide = NULL, fl = NULL, u = NULL, g = NULL WHERE id = {id}"
             ),
             vec![id],
         ),
@@ -195,7 +251,8 @@ async fn change(
             format!(
                 "UPDATE typed SET ts = FROM_UNIXTIME({}.5), e = 'gamma', st = 'y,z', amount = amount + 1, \
                  j = JSON_ARRAY({id}), txt = CONCAT(COALESCE(txt, ''), '✓'), bits = b'00011', \
-                 wide = COALESCE(wide, 0) + 0.000000000000000000000000000001, yr = 2001 WHERE id = {id}",
+                 wide = COALESCE(wide, 0) + 0.000000000000000000000000000001, yr = 2001, \
+                 g = ST_GeomFromText('POINT(3 4)') WHERE id = {id}",
                 1_500_000_000 + id
             ),
             vec![id],
@@ -213,9 +270,23 @@ async fn change(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_column_type_migrates_exactly_under_a_writer() {
-    let database = servers::shared().database("column_types").await.unwrap();
+    every_type_migrates_exactly("server").await;
+}
+
+/// The rows pass through the worker: each value read, then bound into the shadow's INSERT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_column_type_migrates_exactly_through_the_worker() {
+    every_type_migrates_exactly("buffered").await;
+}
+
+/// Migrates `typed` with `--copy-mode <mode>` under the writer.
+async fn every_type_migrates_exactly(mode: &str) {
+    let database = servers::shared()
+        .database(&format!("column_types_{mode}"))
+        .await
+        .unwrap();
     let mut connection = database.connect().await.unwrap();
-    connection.query_drop(CREATE).await.unwrap();
+    connection.query_drop(create()).await.unwrap();
     let mut random = SplitMix::new(99);
     let rows = 3_000;
     for start in (0..rows).step_by(500) {
@@ -224,7 +295,8 @@ async fn every_column_type_migrates_exactly_under_a_writer() {
             .collect();
         connection
             .query_drop(format!(
-                "INSERT INTO typed ({WRITTEN}) VALUES {}",
+                "INSERT INTO typed ({}) VALUES {}",
+                written(),
                 values.join(", ")
             ))
             .await
@@ -242,6 +314,8 @@ async fn every_column_type_migrates_exactly_under_a_writer() {
         "1",
         "--chunk-rows",
         "50",
+        "--copy-mode",
+        mode,
     ]
     .iter()
     .map(|arg| (*arg).to_owned())

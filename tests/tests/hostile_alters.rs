@@ -193,7 +193,7 @@ async fn a_trailing_comment_cannot_swallow_the_instant_guard() {
         let logs = run.logs();
         assert!(status.success(), "{label}:\n{logs}");
         assert!(
-            logs.contains("INSTANT refused; copying"),
+            logs.contains("INSTANT refused (the operation cannot be done instantly); copying"),
             "{label}:\n{logs}"
         );
         assert!(!logs.contains("no copy needed"), "{label}:\n{logs}");

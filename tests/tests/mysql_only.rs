@@ -8,6 +8,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use shoal_tests::flavours::{Server, assert_exact, seeded};
 use shoal_tests::mysql::MySql;
+use shoal_tests::processes::ShoalProcess;
 use shoal_tests::scenario::{
     ALTER, expect_success, finish_writer, shoal_run, show_create, start_writer,
 };
@@ -157,4 +158,119 @@ async fn an_idle_server_keeps_the_stream_alive_through_a_long_sentinel_wait_on_m
     );
     assert_exact(&server, &database, &ledger).await;
     assert!(show_create(&database, "orders").await.contains("`note`"));
+}
+
+/// MySQL only (MariaDB 10.11 has neither setting): with `binlog_row_metadata=MINIMAL` (MySQL's
+/// default; the test servers log FULL) the table maps carry no column names, and with
+/// `sql_require_primary_key=ON` every table shoal creates must have a primary key. The
+/// migration runs exact under the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_row_metadata_and_required_primary_keys_on_mysql() {
+    let server = Server::MySql(MySql::start().unwrap());
+    let (database, ledger) = seeded(&server, "minimal_metadata", 20_000).await;
+    let mut connection = database.connect().await.unwrap();
+    for setting in [
+        "SET GLOBAL binlog_row_metadata = 'MINIMAL'",
+        "SET GLOBAL sql_require_primary_key = ON",
+    ] {
+        connection.query_drop(setting).await.unwrap();
+    }
+    drop(connection);
+    let writer = start_writer(&database, ledger, 73).await;
+    let mut run = shoal_run(&database, ALTER, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&server, &database, &expected).await;
+}
+
+/// MySQL only (`caching_sha2_password` is MySQL's; MariaDB's test account uses
+/// `mysql_native_password`): an account that never logged in (not in the server's
+/// authentication cache) reaches the server over TCP without TLS, through the full
+/// authentication with the server's RSA key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_never_logged_in_reaches_the_server_without_tls_on_mysql() {
+    let mysql = MySql::start().unwrap();
+    let server = Server::MySql(mysql);
+    let (database, ledger) = seeded(&server, "sha2_full_auth", 5_000).await;
+    let Server::MySql(mysql) = &server else {
+        unreachable!()
+    };
+    mysql
+        .root_sql(
+            "CREATE USER 'fresh'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password BY \
+             'fresh-password'; GRANT ALL PRIVILEGES ON *.* TO 'fresh'@'127.0.0.1'",
+        )
+        .unwrap();
+    let fresh = TestDatabase {
+        dsn: format!(
+            "mysql://fresh:fresh-password@127.0.0.1:{}/{}",
+            mysql.port, database.name
+        ),
+        name: database.name.clone(),
+    };
+    let writer = start_writer(&database, ledger, 74).await;
+    let mut run = shoal_run(&fresh, ALTER, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_exact(&server, &database, &expected).await;
+}
+
+/// MySQL only (MariaDB has no row-version limit): a table that used up its instant row
+/// versions (255 on 9.7) cannot take another instant ADD COLUMN; shoal copies instead, says
+/// why, and the rebuilt table starts its count over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_out_of_instant_row_versions_is_copied_on_mysql() {
+    let server = Server::MySql(MySql::start().unwrap());
+    let (database, ledger) = seeded(&server, "row_versions", 5_000).await;
+    let mut connection = database.connect().await.unwrap();
+    for round in 0..255 {
+        let change = if round % 2 == 0 {
+            "ADD COLUMN pad INT NULL"
+        } else {
+            "DROP COLUMN pad"
+        };
+        connection
+            .query_drop(format!("ALTER TABLE orders {change}, ALGORITHM=INSTANT"))
+            .await
+            .unwrap();
+    }
+    let versions = async |connection: &mut mysql_async::Conn| -> Option<u32> {
+        connection
+            .exec_first(
+                "SELECT TOTAL_ROW_VERSIONS FROM information_schema.INNODB_TABLES WHERE NAME = ?",
+                (format!("{}/orders", database.name),),
+            )
+            .await
+            .unwrap()
+    };
+    assert_eq!(versions(&mut connection).await, Some(255));
+    // The pad column of the last round stays: the ALTER below adds another.
+    let writer = start_writer(&database, ledger, 75).await;
+    let args: Vec<String> = [
+        "run",
+        "--alter",
+        "ALTER TABLE orders ADD COLUMN note VARCHAR(32) NOT NULL DEFAULT 'n/a'",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    let env = [("SHOAL_DSN", database.dsn.clone())];
+    let mut run = ShoalProcess::spawn("shoal-run", "shoal", &args, &env).unwrap();
+    let log = expect_success(&mut run).await;
+    assert!(
+        log.contains(
+            "INSTANT refused (the table reached MySQL's limit of 255 instant row versions"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("completed by copy"), "{log}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    let mut connection = database.connect().await.unwrap();
+    assert_eq!(versions(&mut connection).await, Some(0));
+    assert!(
+        show_create(&database, "orders")
+            .await
+            .contains("`note` varchar(32)")
+    );
+    assert_exact(&server, &database, &expected).await;
 }

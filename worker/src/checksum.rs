@@ -106,7 +106,7 @@ impl RowHash {
 pub struct HashColumn {
     /// Column name.
     pub name: String,
-    /// A character column (it has a character set): hashed as its bytes.
+    /// A character column (it has a character set), or a VECTOR: hashed as its bytes.
     pub text: bool,
     /// The column may hold NULL.
     pub nullable: bool,

@@ -55,6 +55,11 @@ pub fn placeholder(column: &Column) -> (String, Bind) {
     if column.data_type == "json" {
         return ("CAST(? AS JSON)".to_owned(), Bind::Once);
     }
+    // MySQL 9's VECTOR takes its bytes as a binary string only ("cannot be converted to
+    // 'vector' type", 6136, when bound as the session's text).
+    if column.data_type == "vector" {
+        return ("CAST(? AS BINARY)".to_owned(), Bind::Once);
+    }
     if column.data_type == "timestamp" {
         return (
             "IF(? = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(?))".to_owned(),

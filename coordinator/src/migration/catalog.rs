@@ -26,7 +26,8 @@ impl Column {
     pub fn hashed(&self) -> shoal_worker::checksum::HashColumn {
         shoal_worker::checksum::HashColumn {
             name: self.name.clone(),
-            text: self.charset.is_some(),
+            // MySQL's VECTOR goes into no string function as it is (1210 in CONCAT_WS).
+            text: self.charset.is_some() || self.data_type == "vector",
             nullable: self.nullable,
         }
     }

@@ -38,9 +38,6 @@ use super::{ChangePath, Error, Intents, MigrationOptions, Progress, State};
 use crate::store::tasks::TaskStore;
 use shoal_common::lifecycle::{Event, transition};
 
-/// MariaDB's "ALGORITHM=INSTANT is not supported" errors.
-const INSTANT_REFUSED: [u16; 2] = [1845, 1846];
-
 /// Times the deferred indexes' build is started again after its connection was lost.
 const MAX_BUILD_ATTEMPTS: u32 = 3;
 
@@ -805,8 +802,14 @@ impl Migration {
                 info!(migration_id = %self.options.id, "ALTER ran with ALGORITHM=INSTANT: no copy needed");
                 Ok(true)
             }
-            Err(mysql_async::Error::Server(error)) if INSTANT_REFUSED.contains(&error.code) => {
-                info!(migration_id = %self.options.id, reason = %error.message, "INSTANT refused; copying");
+            Err(mysql_async::Error::Server(error))
+                if let Some(why) = shoal_mysql::flavour::instant_refusal(
+                    error.code,
+                    self.server.mariadb,
+                    &self.server.version,
+                ) =>
+            {
+                info!(migration_id = %self.options.id, reason = %error.message, "INSTANT refused ({why}); copying");
                 Ok(false)
             }
             Err(mysql_async::Error::Server(error)) => Err(Error::Preflight(format!(
