@@ -30,6 +30,7 @@ pub mod columns;
 pub mod copy_rows;
 pub mod cutover;
 pub mod indexes;
+mod one_session;
 pub mod owner;
 pub mod plan;
 pub mod planning;

@@ -79,6 +79,14 @@ pub fn instant_refusal(code: u16, mariadb: bool, server_version: &str) -> Option
     }
 }
 
+/// Whether one session can rename the tables it holds under `LOCK TABLES … WRITE` (MySQL
+/// 8.0.13+): the cut-over then locks, flushes and renames in that session. MariaDB (10.11)
+/// refuses `RENAME TABLE` under `LOCK TABLES`: its cut-over queues the rename on a second
+/// connection.
+pub fn renames_under_lock_tables(mariadb: bool, server_version: &str) -> bool {
+    !mariadb && version(server_version).is_some_and(|found| found >= (8, 0, 13))
+}
+
 /// `ER_INNODB_MAX_ROW_VERSION` as MySQL 9.7 returns it.
 pub const ROW_VERSIONS_EXHAUSTED: u16 = 4092;
 
@@ -127,6 +135,15 @@ mod tests {
         assert_eq!(max_row_versions(false, "9.0.1"), Some(64));
         assert_eq!(max_row_versions(false, "9.1.0"), Some(255));
         assert_eq!(max_row_versions(false, "9.7.4"), Some(255));
+    }
+
+    #[test]
+    fn one_session_renames_under_its_lock_from_mysql_8_0_13() {
+        assert!(!renames_under_lock_tables(true, "10.11.6-MariaDB"));
+        assert!(!renames_under_lock_tables(false, "8.0.12"));
+        assert!(renames_under_lock_tables(false, "8.0.13"));
+        assert!(renames_under_lock_tables(false, "9.7.4"));
+        assert!(!renames_under_lock_tables(false, "garbage"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Kills of either cut-over connection at each step, driven deterministically by failpoints:
-//! C1 (holding `LOCK TABLES t WRITE`) right after it locked and after the swap is queued, and C2
-//! (the queued `RENAME`) while it waits; and of a checksum session holding its snapshot just
-//! before the cut-over. Each migration completes exactly under the writer, with nothing of
+//! C1 (holding `LOCK TABLES t WRITE`) right after it locked and just before the swap is sent,
+//! and, on MariaDB's two-connection sequence (the tests named `…_two_connections`, which the
+//! MySQL pass of `make test` leaves out: MySQL swaps in C1 itself), C1 after the swap is queued
+//! and C2 (the queued `RENAME`) while it waits; and of a checksum session holding its snapshot
+//! just before the cut-over. Each migration completes exactly under the writer, with nothing of
 //! shoal's left behind.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
@@ -44,8 +46,25 @@ async fn the_lock_connection_killed_right_after_locking_retries_the_cut_over() {
     .await;
 }
 
+/// The connection that would send the swap killed just before it does (MySQL: C1 itself, its
+/// lock going with it; MariaDB: C2): nothing is renamed, the attempt is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lock_connection_killed_after_the_swap_is_queued_lets_the_swap_run() {
+async fn the_connection_killed_before_it_sends_the_swap_retries_the_cut_over() {
+    let victim = match shoal_tests::servers::flavour() {
+        shoal_tests::servers::Flavour::MySql => "holder",
+        shoal_tests::servers::Flavour::MariaDb => "renamer",
+    };
+    survives_a_kill(
+        "cut_renaming",
+        "cutover.renaming",
+        victim,
+        "cut-over attempt failed; retrying",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_connection_killed_after_the_swap_is_queued_lets_the_swap_run_two_connections() {
     survives_a_kill(
         "cut_c1_queued",
         "cutover.queued",
@@ -56,7 +75,7 @@ async fn the_lock_connection_killed_after_the_swap_is_queued_lets_the_swap_run()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_queued_rename_killed_restores_the_shadow_and_retries() {
+async fn the_queued_rename_killed_restores_the_shadow_and_retries_two_connections() {
     survives_a_kill(
         "cut_c2_queued",
         "cutover.queued",
@@ -71,7 +90,7 @@ async fn the_queued_rename_killed_restores_the_shadow_and_retries() {
 /// the migration finishes (it once reported failure and left `<t>_shoal_old` beside the swapped
 /// table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_after_the_swap_was_sent_is_settled_by_the_catalogue() {
+async fn an_error_after_the_swap_was_sent_is_settled_by_the_catalogue_two_connections() {
     survives_a_kill(
         "cut_c1_sent",
         "cutover.rename_sent",
@@ -84,7 +103,7 @@ async fn an_error_after_the_swap_was_sent_is_settled_by_the_catalogue() {
 /// The renaming connection killed before it was seen queued: nothing swapped, the attempt is
 /// retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rename_killed_before_it_was_seen_queued_is_retried() {
+async fn the_rename_killed_before_it_was_seen_queued_is_retried_two_connections() {
     survives_a_kill(
         "cut_c2_sent",
         "cutover.rename_sent",
@@ -158,7 +177,7 @@ async fn another_sessions_ddl_during_the_migration_is_never_undone() {
 /// (The rename is held back in its task, and the settling of the lost lock is delayed, so the
 /// swap runs in between.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_that_reach_the_original_after_the_lock_is_lost_are_reported() {
+async fn writes_that_reach_the_original_after_the_lock_is_lost_are_reported_two_connections() {
     let (database, ledger) = seeded("cut_lost_lock", 20_000).await;
     let writer = start_writer(&database, ledger, 99).await;
     let mut run = shoal_run(

@@ -2,7 +2,8 @@
 //! under the writer, then the same command run again: the second run reports what the catalogue
 //! shows (resumed before the swap, closed after it), never copies into a swapped table, and the
 //! table ends exact with nothing of shoal's left. Both passes of `make test` run these, so each
-//! runs on MariaDB and on MySQL.
+//! runs on MariaDB and on MySQL, but for the steps only MariaDB's two-connection cut-over has
+//! (tests named `…_two_connections`: the swap sent on a second connection, queued there).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -114,12 +115,12 @@ async fn killed_before_the_swap_is_sent_resumes_the_cut_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_as_the_swap_is_sent_reports_what_the_catalogue_shows() {
+async fn killed_as_the_swap_is_sent_reports_what_the_catalogue_shows_two_connections() {
     killed_at("crash_sent", "cutover.rename_sent", Found::Either).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_with_the_swap_queued_closes_after_proving_it() {
+async fn killed_with_the_swap_queued_closes_after_proving_it_two_connections() {
     killed_at("crash_queued", "cutover.queued", Found::Swapped).await;
 }
 
@@ -138,7 +139,7 @@ async fn killed_while_closing_closes() {
 /// the tables swapped with the cut-over only begun, proves the swap from the binlog, finds
 /// those writes, and stops naming them, cleaning nothing up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_lost_to_the_original_are_found_by_the_next_run() {
+async fn writes_lost_to_the_original_are_found_by_the_next_run_two_connections() {
     let (database, ledger) = seeded("crash_lost_lock", 20_000).await;
     let writer = start_writer(&database, ledger, 43).await;
     let mut first = shoal_run(

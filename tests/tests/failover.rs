@@ -543,7 +543,7 @@ async fn an_owner_killed_holding_the_cut_over_lock_is_resumed_by_the_standby() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_killed_with_the_swap_queued_is_closed_by_the_standby() {
+async fn an_owner_killed_with_the_swap_queued_is_closed_by_the_standby_two_connections() {
     owner_killed_at(
         "failover_queued",
         "cutover.queued",

@@ -227,37 +227,28 @@ impl Migration {
         if self.checkpoint_connection.is_none() {
             self.checkpoint_connection = Some(self.connect().await?);
         }
-        let detail = self.detail()?;
-        let watermark = self.ledger.low_watermark().0;
-        let table = self.checkpoint_table();
-        let epoch = self.owner_epoch;
+        let row = self.checkpoint_row(position.clone())?;
         let Some(connection) = self.checkpoint_connection.as_mut() else {
             return Err(Error::Checkpoint("no checkpoint connection".to_owned()));
         };
         shoal_worker::failpoint::hit("checkpoint.before_write", self.options.id.as_str()).await;
-        connection
-            .exec_drop(
-                format!(
-                    "UPDATE {table} SET copier_watermark = ?, binlog_name = ?, binlog_pos = ?, \
-                     detail = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE id = 1 AND owner_epoch = ?"
-                ),
-                (watermark, &position.file, position.pos, detail, epoch),
-            )
-            .await?;
-        if connection.affected_rows() == 0 {
-            let found: Option<u64> = connection
-                .query_first(format!("SELECT owner_epoch FROM {table} WHERE id = 1"))
-                .await?;
-            return Err(Error::Deposed(format!(
-                "checkpoint write refused: the checkpoint's owner epoch is {found:?}, this owner \
-                 holds {epoch}"
-            )));
-        }
+        row.write(connection).await?;
         self.progress.send_modify(|progress| {
             progress.checkpoints += 1;
             progress.binlog_position = Some((position.file.clone(), position.pos));
         });
         Ok(())
+    }
+
+    /// The checkpoint row as of now, with P = `position`.
+    pub(super) fn checkpoint_row(&self, position: BinlogPos) -> Result<CheckpointRow, Error> {
+        Ok(CheckpointRow {
+            table: self.checkpoint_table(),
+            watermark: self.ledger.low_watermark().0,
+            position,
+            detail: self.detail()?,
+            epoch: self.owner_epoch,
+        })
     }
 
     /// The owner's periodic duties until the cut-over: a checkpoint every
@@ -468,5 +459,46 @@ impl Migration {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+/// One checkpoint row to write.
+pub(super) struct CheckpointRow {
+    table: String,
+    watermark: u64,
+    position: BinlogPos,
+    detail: String,
+    epoch: u64,
+}
+
+impl CheckpointRow {
+    /// Writes it on `connection`, fenced by the owner epoch (INV-O1).
+    pub(super) async fn write(&self, connection: &mut Conn) -> Result<(), Error> {
+        let CheckpointRow {
+            table,
+            watermark,
+            position,
+            detail,
+            epoch,
+        } = self;
+        connection
+            .exec_drop(
+                format!(
+                    "UPDATE {table} SET copier_watermark = ?, binlog_name = ?, binlog_pos = ?, \
+                     detail = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE id = 1 AND owner_epoch = ?"
+                ),
+                (watermark, &position.file, position.pos, detail, epoch),
+            )
+            .await?;
+        if connection.affected_rows() == 0 {
+            let found: Option<u64> = connection
+                .query_first(format!("SELECT owner_epoch FROM {table} WHERE id = 1"))
+                .await?;
+            return Err(Error::Deposed(format!(
+                "checkpoint write refused: the checkpoint's owner epoch is {found:?}, this owner \
+                 holds {epoch}"
+            )));
+        }
+        Ok(())
     }
 }

@@ -26,12 +26,13 @@
 //!
 //! If anything fails before step 6, the shadow gets its name back and C1 unlocks: the original
 //! table is in place and the attempt is retried (at most three, with back-off). MySQL 8.0.13+
-//! can rename under its own lock on C1 instead (untested here).
+//! renames under its own lock, in one session instead (`one_session.rs`).
 //!
 //! Transitions: CutOver → Close; a failed attempt stays in CutOver; three → ErrCleanup.
 
 use std::time::{Duration, Instant};
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use shoal_common::names;
 use tracing::{Instrument, info, warn};
@@ -77,11 +78,10 @@ impl Migration {
     /// one: rows written with explicit keys raise the shadow's counter only to the largest key
     /// plus one, so a counter above that (deleted rows at the end, an earlier
     /// `AUTO_INCREMENT=`) would otherwise go back and reuse values.
-    async fn carry_auto_increment(&self) -> Result<(), Error> {
+    pub(super) async fn carry_auto_increment(&self, connection: &mut Conn) -> Result<(), Error> {
         if self.statement.sets_auto_increment {
             return Ok(());
         }
-        let mut connection = self.connect().await?;
         let counter: Option<Option<u64>> = connection
             .exec_first(
                 "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
@@ -102,7 +102,15 @@ impl Migration {
     }
 
     async fn cutover_attempts(&mut self) -> Result<(), Error> {
-        self.carry_auto_increment().await?;
+        let one_session = shoal_mysql::flavour::renames_under_lock_tables(
+            self.server.mariadb,
+            &self.server.version,
+        );
+        if !one_session {
+            // Before the lock (one session carries it under its lock).
+            let mut connection = self.connect().await?;
+            self.carry_auto_increment(&mut connection).await?;
+        }
         for attempt in 1..=ATTEMPTS {
             self.check_cancelled()?;
             // Keep the locked window short: apply what has accumulated first.
@@ -113,9 +121,15 @@ impl Migration {
             drop(connection);
             // Before the first rename: a new owner then reads the catalogue before anything else.
             self.mark_cutover(CutoverMarker::Started).await?;
-            match self.swap().await {
+            let swapped = if one_session {
+                self.swap_in_one_session().await
+            } else {
+                self.swap().await
+            };
+            match swapped {
                 Ok(blocked) => {
-                    info!(migration_id = %self.options.id, ?blocked, attempt, "cut-over done");
+                    let sessions = if one_session { 1 } else { 2 };
+                    info!(migration_id = %self.options.id, ?blocked, attempt, sessions, "cut-over done");
                     self.progress
                         .send_modify(|progress| progress.cutover_blocked = blocked);
                     self.stop_stream().await;
@@ -226,11 +240,7 @@ impl Migration {
 
     /// Steps 2 to 4: under C1's lock, catch up, flush, check that nobody else changed the
     /// table's definition, rename the shadow on C3 and send the swap on C2.
-    async fn queue_rename(
-        &mut self,
-        holder: &mut mysql_async::Conn,
-        lock_wait: u64,
-    ) -> Result<Renamer, Error> {
+    async fn queue_rename(&mut self, holder: &mut Conn, lock_wait: u64) -> Result<Renamer, Error> {
         let target = binlog::current_position(holder, &self.server).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
         let mut flusher = self.connect().await?;
@@ -244,7 +254,7 @@ impl Migration {
                 self.buffer.len()
             )));
         }
-        self.verify_removals(holder, &mut flusher).await?;
+        self.verify_removals(holder, Some(&mut flusher)).await?;
         self.check_definition_unchanged(holder).await?;
         self.changes_before_swap = None;
         let source = self.qualified(&self.table);
@@ -284,7 +294,7 @@ impl Migration {
     /// Step 5: waits until the server shows C2 waiting for the metadata lock.
     async fn wait_until_queued(
         &mut self,
-        holder: &mut mysql_async::Conn,
+        holder: &mut Conn,
         renamer: &Renamer,
     ) -> Result<(), Error> {
         let started = Instant::now();
@@ -325,10 +335,7 @@ impl Migration {
     /// Under the cut-over lock: the original's definition (without its `AUTO_INCREMENT=`
     /// counter) is the one read at the start, and it has no triggers. Another session's DDL
     /// would otherwise be undone by the swap.
-    async fn check_definition_unchanged(
-        &self,
-        holder: &mut mysql_async::Conn,
-    ) -> Result<(), Error> {
+    pub(super) async fn check_definition_unchanged(&self, holder: &mut Conn) -> Result<(), Error> {
         let now = super::catalog::definition(holder, &self.schema, &self.table).await?;
         if now != self.source_definition {
             return Err(Error::Preflight(format!(

@@ -16,6 +16,7 @@
 //! removals are rare (each needs a unique value to move between rows between two flushes), and a
 //! batched comparison would compare keys read under two column types.
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use shoal_common::names;
 use shoal_common::sql::quote_identifier;
@@ -81,11 +82,11 @@ impl Migration {
 
     /// Under the cut-over lock, after the final flush: every key removed since the last
     /// checksum barrier that the source holds (read on `holder`) is in the new table (read on
-    /// `shadow_reader`).
+    /// `shadow_reader`, or on `holder` when its lock covers the new table too).
     pub(super) async fn verify_removals(
         &self,
-        holder: &mut impl Queryable,
-        shadow_reader: &mut impl Queryable,
+        holder: &mut Conn,
+        mut shadow_reader: Option<&mut Conn>,
     ) -> Result<(), Error> {
         let source = self.qualified(&self.table);
         let shadow = self.qualified(&names::shadow(&self.table));
@@ -104,7 +105,11 @@ impl Migration {
             if in_source.is_none() {
                 continue;
             }
-            let in_shadow: Option<i64> = shadow_reader
+            let reader = match shadow_reader.as_deref_mut() {
+                Some(reader) => reader,
+                None => &mut *holder,
+            };
+            let in_shadow: Option<i64> = reader
                 .exec_first(
                     format!("SELECT 1 FROM {shadow} WHERE {predicate}"),
                     row.key.clone(),

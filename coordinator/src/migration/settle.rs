@@ -156,8 +156,15 @@ impl Migration {
         if let Some(mut holder) = holder {
             let _ = holder.query_drop("UNLOCK TABLES").await;
         }
+        // The shadow waits under its swap name (two connections) or its own (one session).
         let swap =
             super::catalog::table_exists(&mut connection, &self.schema, &names::swap(&self.table))
+                .await?
+                || super::catalog::table_exists(
+                    &mut connection,
+                    &self.schema,
+                    &names::shadow(&self.table),
+                )
                 .await?;
         let swapped_out = super::catalog::table_exists(
             &mut connection,
