@@ -193,3 +193,23 @@ async fn writes_lost_to_the_original_are_found_by_the_next_run_two_connections()
         "{names:?}"
     );
 }
+
+/// The run that closes after a predecessor's swap is killed in its turn while closing (after it
+/// dropped `_t_old`): it had recorded the cut-over done, so a third run closes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_run_killed_in_its_turn_is_closed_by_the_next() {
+    let (database, ledger) = seeded("crash_twice", 20_000).await;
+    let writer = start_writer(&database, ledger, 47).await;
+    for step in ["cutover.after_rename", "close.dropped"] {
+        let mut run = shoal_run(&database, ALTER, &[], &format!("{step}=1*sleep(120000)"));
+        wait_for_log(&run, "failpoint hit", Duration::from_secs(180)).await;
+        assert!(run.logs().contains(step), "{}", run.logs());
+        run.signal(Signal::SIGKILL).unwrap();
+        run.wait_exit(Duration::from_secs(10)).await.unwrap();
+    }
+    let mut last = shoal_run(&database, ALTER, &[], "");
+    let log = expect_success(&mut last).await;
+    assert!(log.contains(SWAPPED), "{log}");
+    let (expected, _) = finish_writer(writer, 200).await;
+    assert_migrated_exactly(&database, &expected).await;
+}

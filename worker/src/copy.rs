@@ -26,6 +26,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Row, TxOpts, Value};
 use shoal_common::chunk::ChunkRange;
@@ -266,6 +267,7 @@ pub async fn copy_chunk(
         }
         Some(rows) => {
             let width = context.shadow_columns.len().max(1);
+            let tuple = value_tuple(rows.first().map(Row::columns_ref), width);
             let max_rows = (MAX_PLACEHOLDERS / width)
                 .min(usize::try_from(context.batch_rows.max(1)).unwrap_or(usize::MAX));
             let mut written = 0;
@@ -285,7 +287,7 @@ pub async fn copy_chunk(
                         &mut transaction,
                         &shadow,
                         &shadow_columns,
-                        width,
+                        (&tuple, width),
                         &mut batch,
                         (spec, batch_start),
                         &mut conflicts,
@@ -325,17 +327,38 @@ pub async fn copy_chunk(
     })
 }
 
+/// The placeholder a value read as `column_type` is written back through: MySQL 9's VECTOR
+/// takes its bytes only as a binary string (bound as text it fails with 6136).
+fn placeholder(column_type: ColumnType) -> &'static str {
+    if column_type == ColumnType::MYSQL_TYPE_VECTOR {
+        "CAST(? AS BINARY)"
+    } else {
+        "?"
+    }
+}
+
+/// One row's placeholder tuple for rows read with `columns` (plain `?`s without them).
+fn value_tuple(columns: Option<&[mysql_async::Column]>, width: usize) -> String {
+    let parts: Vec<&str> = match columns {
+        Some(columns) => columns
+            .iter()
+            .map(|column| placeholder(column.column_type()))
+            .collect(),
+        None => vec!["?"; width],
+    };
+    format!("({})", parts.join(", "))
+}
+
 async fn insert_batch(
     transaction: &mut mysql_async::Transaction<'_>,
     shadow: &str,
     shadow_columns: &str,
-    width: usize,
+    (tuple, width): (&str, usize),
     batch: &mut Vec<Value>,
     (spec, first_row): (&TaskSpec, u64),
     conflicts: &mut Vec<String>,
 ) -> Result<(u64, Duration), Error> {
     let rows = batch.len() / width;
-    let tuple = format!("({})", vec!["?"; width].join(", "));
     let sql = format!(
         "INSERT IGNORE INTO {shadow} ({shadow_columns}) VALUES {}",
         vec![tuple; rows].join(", ")
@@ -401,6 +424,17 @@ async fn name_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vectors_are_written_back_as_binary_strings() {
+        assert_eq!(
+            placeholder(ColumnType::MYSQL_TYPE_VECTOR),
+            "CAST(? AS BINARY)"
+        );
+        assert_eq!(placeholder(ColumnType::MYSQL_TYPE_BLOB), "?");
+        assert_eq!(placeholder(ColumnType::MYSQL_TYPE_VAR_STRING), "?");
+        assert_eq!(value_tuple(None, 3), "(?, ?, ?)");
+    }
 
     #[test]
     fn primary_key_duplicates_are_told_in_both_flavours() {

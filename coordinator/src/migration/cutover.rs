@@ -238,12 +238,15 @@ impl Migration {
         Ok(())
     }
 
-    /// Steps 2 to 4: under C1's lock, catch up, flush, check that nobody else changed the
-    /// table's definition, rename the shadow on C3 and send the swap on C2.
+    /// Steps 2 to 4: under C1's lock, catch up, flush, rename the shadow on C3, check that
+    /// nobody else changed the table's definition, and send the swap on C2.
     async fn queue_rename(&mut self, holder: &mut Conn, lock_wait: u64) -> Result<Renamer, Error> {
         let target = binlog::current_position(holder, &self.server).await?;
         self.catch_up(&target, Duration::from_secs(10)).await?;
         let mut flusher = self.connect().await?;
+        flusher
+            .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
+            .await?;
         self.under_cutover_lock = true;
         let flushed = self.flush_ready(&mut flusher).await;
         self.under_cutover_lock = false;
@@ -254,21 +257,21 @@ impl Migration {
                 self.buffer.len()
             )));
         }
-        self.verify_removals(holder, Some(&mut flusher)).await?;
-        self.check_definition_unchanged(holder).await?;
         self.changes_before_swap = None;
         let source = self.qualified(&self.table);
         let swap = self.qualified(&names::swap(&self.table));
         let swapped_out = self.qualified(&names::swapped_out(&self.table));
-        flusher
-            .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
-            .await?;
+        // Right after the final flush: a new owner proving this swap from the binlog counts the
+        // changes of `t` after this rename (were C1's lock lost now, they went to the original).
         flusher
             .query_drop(format!(
                 "RENAME TABLE {} TO {swap}",
                 self.qualified(&names::shadow(&self.table))
             ))
             .await?;
+        self.verify_removals(holder, Some(&mut flusher), &names::swap(&self.table))
+            .await?;
+        self.check_definition_unchanged(holder).await?;
         drop(flusher);
         self.cutting_over = true;
         let mut renamer = self.connect().await?;
@@ -388,7 +391,14 @@ impl Migration {
     pub(super) async fn close(&mut self) -> Result<(), Error> {
         let mut connection = self.connect().await?;
         let mut drop_list = vec![names::fence(&self.table), names::heartbeat(&self.table)];
-        if !self.options.keep_old_table {
+        if self.cutover_marker != CutoverMarker::Done {
+            // Without `Done` a new owner needs `_t_old` to know the tables were swapped.
+            warn!(
+                migration_id = %self.options.id,
+                table = %self.qualified(&names::old(&self.table)),
+                "the cut-over marker Done was not written: the original is kept; drop it by hand"
+            );
+        } else if !self.options.keep_old_table {
             drop_list.push(names::old(&self.table));
         }
         for table in drop_list {

@@ -5,15 +5,16 @@
 //!    rest with autocommit statements (`START TRANSACTION` would release the locks);
 //! 3. C1 checks the definition and the keys a new UNIQUE index pushed out, carries the
 //!    `AUTO_INCREMENT` counter (read with `information_schema_stats_expiry = 0`), and writes the
-//!    cut-over marker with P = the position it caught up to;
+//!    cut-over marker with P = the position it caught up to under the lock (every change of `t`
+//!    before P is applied by then);
 //! 4. C1: `RENAME TABLE t TO t_shoal_old, _t_new TO t`, then `UNLOCK TABLES`;
 //! 5. as on MariaDB: the stream shows no change of `t` before the rename, `t_shoal_old` becomes
 //!    `_t_old`, the marker says `Done`.
 //!
 //! # Invariants
 //! - Nothing but C1 writes `t` from the lock to the rename: no write can reach the original
-//!   after the final flush, and the marker's P is where the final flush ended, so a new owner
-//!   that finds the tables swapped proves it from P (no change of `t` after P).
+//!   after the final flush, and the marker's P is the lock point, so a new owner that finds the
+//!   tables swapped proves it from P (no change of `t` after P).
 //! - A failure before the rename is sent unlocks and leaves the original in place (the attempt is
 //!   retried); a rename refused by the server moved nothing (it is atomic); a session lost
 //!   while renaming is killed and waited out, and the catalogue says what happened.
@@ -82,13 +83,13 @@ impl Migration {
                 )));
             }
             Err(error) => {
+                // C1 is kept (not back in the pool) until its server thread is gone.
                 let sent = super::settle::Sent {
                     renamer_id: holder_id,
                     in_flight: None,
-                    finished: None,
+                    finished: Some(holder),
                     holder: None,
                 };
-                drop(holder);
                 return self.settle_after_error(error.into(), sent, locked_at).await;
             }
         }
@@ -111,7 +112,8 @@ impl Migration {
                 self.buffer.len()
             )));
         }
-        self.verify_removals(holder, None).await?;
+        self.verify_removals(holder, None, &names::shadow(&self.table))
+            .await?;
         self.check_definition_unchanged(holder).await?;
         self.carry_auto_increment(holder).await?;
         self.changes_before_swap = None;

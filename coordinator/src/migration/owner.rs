@@ -802,20 +802,22 @@ impl Migration {
                 info!(migration_id = %self.options.id, "ALTER ran with ALGORITHM=INSTANT: no copy needed");
                 Ok(true)
             }
-            Err(mysql_async::Error::Server(error))
-                if let Some(why) = shoal_mysql::flavour::instant_refusal(
+            Err(mysql_async::Error::Server(error)) => {
+                match shoal_mysql::flavour::instant_refusal(
                     error.code,
                     self.server.mariadb,
                     &self.server.version,
-                ) =>
-            {
-                info!(migration_id = %self.options.id, reason = %error.message, "INSTANT refused ({why}); copying");
-                Ok(false)
+                ) {
+                    Some(why) => {
+                        info!(migration_id = %self.options.id, reason = %error.message, "INSTANT refused ({why}); copying");
+                        Ok(false)
+                    }
+                    None => Err(Error::Preflight(format!(
+                        "the server refused the ALTER ({}): {}; the table is unchanged",
+                        error.code, error.message
+                    ))),
+                }
             }
-            Err(mysql_async::Error::Server(error)) => Err(Error::Preflight(format!(
-                "the server refused the ALTER ({}): {}; the table is unchanged",
-                error.code, error.message
-            ))),
             Err(error) => Err(error.into()),
         }
     }
@@ -982,6 +984,12 @@ impl Migration {
                 }
                 if swapped_out {
                     self.name_the_original_old(&mut connection).await?;
+                }
+                if saved.detail.cutover == CutoverMarker::Started {
+                    // The proof's stream gave the position the marker is written at.
+                    self.mark_cutover(CutoverMarker::Done).await?;
+                } else {
+                    self.cutover_marker = CutoverMarker::Done;
                 }
                 self.created_tables = false;
                 return Ok(Resume::Swapped);

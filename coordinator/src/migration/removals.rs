@@ -18,7 +18,6 @@
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use shoal_common::names;
 use shoal_common::sql::quote_identifier;
 
 use super::Error;
@@ -81,15 +80,17 @@ impl Migration {
     }
 
     /// Under the cut-over lock, after the final flush: every key removed since the last
-    /// checksum barrier that the source holds (read on `holder`) is in the new table (read on
-    /// `shadow_reader`, or on `holder` when its lock covers the new table too).
+    /// checksum barrier that the source holds (read on `holder`) is in the new table, named
+    /// `shadow_name` now (read on `shadow_reader`, or on `holder` when its lock covers the new
+    /// table too).
     pub(super) async fn verify_removals(
         &self,
         holder: &mut Conn,
         mut shadow_reader: Option<&mut Conn>,
+        shadow_name: &str,
     ) -> Result<(), Error> {
         let source = self.qualified(&self.table);
-        let shadow = self.qualified(&names::shadow(&self.table));
+        let shadow = self.qualified(shadow_name);
         let mut verified = std::collections::HashSet::new();
         for row in &self.unique_removals {
             if !verified.insert(format!("{:?}", row.key)) {

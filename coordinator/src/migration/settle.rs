@@ -200,12 +200,17 @@ impl Migration {
             self.verify_swap().await
         }
         .await;
-        if finished.is_ok()
-            && let Err(error) = self.mark_cutover(CutoverMarker::Done).await
-        {
-            // `Started` with the swapped catalogue still tells a new owner to close; it then
-            // proves the swap again from the binlog.
-            warn!(migration_id = %self.options.id, %error, "writing the cut-over marker Done failed");
+        if finished.is_ok() {
+            match self.mark_cutover(CutoverMarker::Done).await {
+                Ok(()) => {}
+                // Another owner holds it now: it closes (after proving the swap again).
+                Err(deposed @ Error::Deposed(_)) => return Err(deposed),
+                // `Started` with the swapped catalogue still tells a new owner to close; it then
+                // proves the swap again from the binlog. Close keeps `_t_old` for it.
+                Err(error) => {
+                    warn!(migration_id = %self.options.id, %error, "writing the cut-over marker Done failed");
+                }
+            }
         }
         finished.map_err(|error| match error {
             ambiguous @ Error::CutoverAmbiguous(_) => ambiguous,
