@@ -87,6 +87,11 @@ pub fn renames_under_lock_tables(mariadb: bool, server_version: &str) -> bool {
     !mariadb && version(server_version).is_some_and(|found| found >= (8, 0, 13))
 }
 
+/// MySQL 8.0+ serves `information_schema.TABLES` statistics (`AUTO_INCREMENT` among them) from a
+/// cache refreshed once a day by default: this session setting reads them fresh. MariaDB has no
+/// such cache (nor the variable).
+pub const FRESH_TABLE_STATISTICS: &str = "SET SESSION information_schema_stats_expiry = 0";
+
 /// `ER_INNODB_MAX_ROW_VERSION` as MySQL 9.7 returns it.
 pub const ROW_VERSIONS_EXHAUSTED: u16 = 4092;
 

@@ -46,7 +46,7 @@ impl Migration {
             .query_drop(format!("SET SESSION lock_wait_timeout = {lock_wait}"))
             .await?;
         holder
-            .query_drop("SET SESSION information_schema_stats_expiry = 0")
+            .query_drop(shoal_mysql::flavour::FRESH_TABLE_STATISTICS)
             .await?;
         shoal_worker::failpoint::hit("cutover.locking", self.options.id.as_str()).await;
         holder
