@@ -226,6 +226,34 @@ async fn document_writer(
     commits
 }
 
+/// Asserts that `actual` and `expected` (two queries) read the same rows, value by value;
+/// returns how many.
+async fn same_rows(
+    connection: &mut mysql_async::Conn,
+    actual: &str,
+    expected: &str,
+    server: &str,
+) -> usize {
+    let mut read = async |sql: &str| -> Vec<Vec<mysql_async::Value>> {
+        let rows: Vec<mysql_async::Row> = connection.query(sql).await.unwrap();
+        rows.into_iter().map(mysql_async::Row::unwrap).collect()
+    };
+    let actual = read(actual).await;
+    let expected = read(expected).await;
+    assert_eq!(actual.len(), expected.len(), "{server}: row counts");
+    let differing: Vec<_> = actual
+        .iter()
+        .zip(&expected)
+        .filter(|(actual, expected)| actual != expected)
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{server}: rows differ from the ledger: {differing:?}"
+    );
+    actual.len()
+}
+
 /// JSON documents with typed values, written under three writers while shoal copies them; on
 /// MySQL two writers compress their transactions (TRANSACTION_PAYLOAD events) and one tags its
 /// GTIDs. The new table's documents equal the writers' ledger in text and in type at every path.
@@ -309,25 +337,14 @@ async fn typed_json_documents_under_compressing_writers_are_exact() {
             commits += writer.await.unwrap();
         }
         assert!(commits > 50, "{}: {commits} commits", server.name());
-        let mut read = async |table: &str| -> Vec<Vec<mysql_async::Value>> {
-            let rows: Vec<mysql_async::Row> =
-                connection.query(document_projection(table)).await.unwrap();
-            rows.into_iter().map(mysql_async::Row::unwrap).collect()
-        };
-        let actual = read("docs").await;
-        let expected = read("docs_ledger").await;
-        let differing: Vec<_> = actual
-            .iter()
-            .zip(&expected)
-            .filter(|(actual, expected)| actual != expected)
-            .take(3)
-            .collect();
-        assert_eq!(actual.len(), expected.len(), "{}", server.name());
-        assert!(
-            differing.is_empty(),
-            "{}: documents differ from the ledger: {differing:?}",
-            server.name()
-        );
+        let rows = same_rows(
+            &mut connection,
+            &document_projection("docs"),
+            &document_projection("docs_ledger"),
+            server.name(),
+        )
+        .await;
+        assert!(rows > 5_000, "{}: {rows} documents", server.name());
         let typed: Option<String> = connection
             .query_first(
                 "SELECT JSON_TYPE(JSON_EXTRACT(doc, '$.d')) FROM docs \
@@ -556,35 +573,15 @@ async fn a_hundred_thousand_rows_under_three_writers_are_exact() {
             commits += writer.await.unwrap();
         }
         assert!(commits > 300, "{}: {commits} commits", server.name());
-        let mut read = async |table: &str| -> Vec<mysql_async::Row> {
-            connection
-                .query(format!("SELECT id, k, c, d FROM {table} ORDER BY id"))
-                .await
-                .unwrap()
-        };
-        let actual: Vec<Vec<mysql_async::Value>> = read("big")
-            .await
-            .into_iter()
-            .map(mysql_async::Row::unwrap)
-            .collect();
-        let expected: Vec<Vec<mysql_async::Value>> = read("big_ledger")
-            .await
-            .into_iter()
-            .map(mysql_async::Row::unwrap)
-            .collect();
-        assert!(actual.len() > 90_000, "{}: {}", server.name(), actual.len());
-        assert_eq!(actual.len(), expected.len(), "{}", server.name());
-        let differing: Vec<_> = actual
-            .iter()
-            .zip(&expected)
-            .filter(|(actual, expected)| actual != expected)
-            .take(3)
-            .collect();
-        assert!(
-            differing.is_empty(),
-            "{}: rows differ from the ledger: {differing:?}\n{log}",
-            server.name()
-        );
+        let read = |table: &str| format!("SELECT id, k, c, d FROM {table} ORDER BY id");
+        let rows = same_rows(
+            &mut connection,
+            &read("big"),
+            &read("big_ledger"),
+            server.name(),
+        )
+        .await;
+        assert!(rows > 90_000, "{}: {rows} rows\n{log}", server.name());
         assert!(
             show_create(&database, "big")
                 .await
