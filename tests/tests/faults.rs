@@ -599,9 +599,11 @@ async fn an_advisory_lock_lost_to_a_kill_is_taken_again() {
 }
 
 /// An operator (or pt-kill with an idle time) kills shoal's connections that have slept a
-/// second or more, several times during the copy, under the writer: the pool notices closed
-/// idle connections when they are taken and opens others, the advisory lock goes with its
-/// connection (taken again before the next checkpoint), and the migration completes exactly.
+/// second or more, several times during the copy and while the owner waits before the
+/// checksum, under the writer: the pool notices closed idle connections when they are taken and
+/// opens others, the advisory lock goes with its connection (taken again before the next
+/// checkpoint), and the migration completes exactly. (The wait before the checksum guarantees
+/// idle connections to kill: a copy on a fast run once ended before any had slept a second.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_killed_by_an_operator_are_survived() {
     let (database, ledger) = seeded("idle_killed", 100_000).await;
@@ -610,7 +612,7 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
         &database,
         ALTER,
         &["--chunk-rows", "500", "--target-chunk-time", "0"],
-        "copy.server_sleep=sleep(20)",
+        "copy.server_sleep=sleep(20);checksum.before=1*sleep(4000)",
     );
     wait_for_shadow_rows(&database, 5_000).await;
     let mut admin = database.connect().await.unwrap();
