@@ -10,7 +10,7 @@ use shoal_common::telemetry::LogFormat;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "shoal-coordinator", version, about, long_about = None)]
 #[command(
-    after_help = "Example:\n  shoal-coordinator --redis redis://127.0.0.1:6379 --listen 0.0.0.0:7420"
+    after_help = "Example:\n  shoal-coordinator --redis redis://127.0.0.1:6379 --listen 0.0.0.0:7420 \\\n    --auth-token-file /run/secrets/shoal-token"
 )]
 pub struct Config {
     /// Address the gRPC API (MigrationService, WorkService, health, reflection) listens on.
@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "SHOAL_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<std::path::PathBuf>,
 
+    /// Listen beyond loopback with no bearer token (and, for gRPC, no client certificates):
+    /// anyone who reaches the port may then submit ALTERs. Refused without this flag.
+    #[arg(long, env = "SHOAL_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
     /// Most shoal migrations copying on one MySQL server at once, across every process that
     /// sets it (advisory locks `shoal/slot/<i>`); a migration over the cap is refused. 0: no cap.
     #[arg(long, env = "SHOAL_MAX_CONCURRENT_MIGRATIONS", default_value_t = 0)]
@@ -80,9 +85,106 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+impl Config {
+    /// The endpoints that would accept calls from beyond this host without authentication:
+    /// gRPC on a non-loopback address without a bearer token or client certificates, the
+    /// status API on one without a bearer token (it does not ask for client certificates).
+    pub fn unauthenticated_exposure(&self) -> Vec<String> {
+        let token = self.auth_token_file.is_some();
+        let mut exposed = Vec::new();
+        if !self.listen.ip().is_loopback() && !token && self.tls.tls_client_ca.is_none() {
+            exposed.push(format!("gRPC on {}", self.listen));
+        }
+        if let Some(http) = self.http
+            && !http.ip().is_loopback()
+            && !token
+        {
+            exposed.push(format!("the status API on {http}"));
+        }
+        exposed
+    }
+
+    /// The refusal to start with [`Self::unauthenticated_exposure`], unless
+    /// `--allow-unauthenticated` says so.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        let exposed = self.unauthenticated_exposure();
+        if exposed.is_empty() || self.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(format!(
+            "{} would accept calls without authentication: anyone who reaches the port could \
+             submit ALTERs; give --auth-token-file (or, for gRPC, --tls-client-ca), listen on \
+             127.0.0.1, or pass --allow-unauthenticated",
+            exposed.join(" and ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beyond_loopback_needs_a_token_client_certificates_or_the_explicit_flag() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["shoal-coordinator"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).unwrap()
+        };
+        assert!(parse(&[]).check_exposure().is_ok(), "loopback by default");
+        let open = parse(&["--listen", "0.0.0.0:7420"]);
+        let refusal = open.check_exposure().unwrap_err();
+        assert!(
+            refusal.contains("gRPC on 0.0.0.0:7420") && refusal.contains("--auth-token-file"),
+            "{refusal}"
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:7420", "--auth-token-file", "t"])
+                .check_exposure()
+                .is_ok()
+        );
+        assert!(
+            parse(&[
+                "--listen",
+                "10.0.0.1:7420",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--tls-client-ca",
+                "ca"
+            ])
+            .check_exposure()
+            .is_ok(),
+            "mutual TLS authenticates gRPC"
+        );
+        // Client certificates do not cover the status API.
+        let http = parse(&[
+            "--http",
+            "[::]:8080",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--tls-client-ca",
+            "ca",
+        ]);
+        assert!(
+            http.check_exposure()
+                .unwrap_err()
+                .contains("the status API on [::]:8080")
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:7420", "--allow-unauthenticated"])
+                .check_exposure()
+                .is_ok()
+        );
+        assert!(
+            parse(&["--listen", "[::1]:7420", "--http", "127.0.0.1:8080"])
+                .check_exposure()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn flags_parse_with_defaults() {

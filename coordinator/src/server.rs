@@ -57,6 +57,14 @@ pub struct Coordinator {
 impl Coordinator {
     /// Validates the configuration, connects to Redis and binds the gRPC address.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        config.check_exposure().map_err(anyhow::Error::msg)?;
+        let exposed = config.unauthenticated_exposure();
+        if !exposed.is_empty() {
+            tracing::warn!(
+                exposed = %exposed.join(", "),
+                "listening without authentication (--allow-unauthenticated)"
+            );
+        }
         let timing = RegistrationTiming::from_ttl(config.worker_ttl)?;
         let id = match &config.id {
             Some(id) => CoordinatorId::parse(id.clone()).context("--id")?,

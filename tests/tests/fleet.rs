@@ -472,3 +472,51 @@ async fn a_coordinator_with_a_token_refuses_every_client_without_it() {
     }
     coordinator.process.assert_no_error_logs();
 }
+
+/// A coordinator asked to listen beyond loopback with neither a bearer token nor client
+/// certificates refuses to start, naming the open endpoint and the fixes; with
+/// `--allow-unauthenticated` it starts and warns.
+#[tokio::test]
+async fn a_coordinator_open_beyond_loopback_needs_auth_or_the_explicit_flag() {
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--listen", "0.0.0.0:0", "--worker-ttl", "2s"]
+            .iter()
+            .chain(extra)
+            .map(|arg| (*arg).to_owned())
+            .collect()
+    };
+    let mut refused =
+        ShoalProcess::spawn("coordinator-open", "shoal-coordinator", &args(&[]), &[]).unwrap();
+    let status = refused.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let logs = refused.logs();
+    assert!(!status.success(), "started open:\n{logs}");
+    assert!(
+        logs.contains("gRPC on 0.0.0.0:0")
+            && logs.contains("--auth-token-file")
+            && logs.contains("--allow-unauthenticated"),
+        "{logs}"
+    );
+
+    let mut allowed = ShoalProcess::spawn(
+        "coordinator-allowed",
+        "shoal-coordinator",
+        &args(&["--allow-unauthenticated"]),
+        &[],
+    )
+    .unwrap();
+    wait::until("the warning", Duration::from_secs(30), POLL, || async {
+        allowed
+            .logs()
+            .contains("listening without authentication")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}:\n{}", allowed.logs()));
+    assert!(
+        allowed.try_exit_status().unwrap().is_none(),
+        "{}",
+        allowed.logs()
+    );
+    allowed.signal(Signal::SIGTERM).unwrap();
+    allowed.wait_exit(Duration::from_secs(30)).await.unwrap();
+}
