@@ -87,6 +87,13 @@ pub fn renames_under_lock_tables(mariadb: bool, server_version: &str) -> bool {
     !mariadb && version(server_version).is_some_and(|found| found >= (8, 0, 13))
 }
 
+/// The statement listing mounted filesystems and their free KiB (`Path`, `Available`):
+/// MariaDB's `disks` plugin (`information_schema.DISKS`, which also needs the FILE privilege);
+/// MySQL exposes no free space in SQL (`None`).
+pub fn free_disk_query(mariadb: bool) -> Option<&'static str> {
+    mariadb.then_some("SELECT Path, Available FROM information_schema.DISKS")
+}
+
 /// MySQL 8.0+ serves `information_schema.TABLES` statistics (`AUTO_INCREMENT` among them) from a
 /// cache refreshed once a day by default: this session setting reads them fresh. MariaDB has no
 /// such cache (nor the variable).

@@ -158,13 +158,10 @@ pub async fn check(
         data_bytes,
         index_bytes,
     };
-    // MariaDB's `disks` plugin; MySQL exposes no free space in SQL.
-    let mounts: Result<Vec<(String, u64)>, _> = if mariadb {
-        connection
-            .query("SELECT Path, Available FROM information_schema.DISKS")
-            .await
-    } else {
-        Ok(Vec::new())
+    let mounts: Result<Vec<(String, u64)>, _> = match shoal_mysql::flavour::free_disk_query(mariadb)
+    {
+        Some(query) => connection.query(query).await,
+        None => Ok(Vec::new()),
     };
     let mounts: Vec<Mount> = match mounts {
         Ok(rows) => rows
