@@ -615,10 +615,13 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
         "copy.server_sleep=sleep(20);checksum.before=1*sleep(4000)",
     );
     wait_for_shadow_rows(&database, 5_000).await;
-    let mut admin = database.connect().await.unwrap();
     let mut killed = 0;
     let writer_connection = writer.connection_id;
     // Up to five rounds, each as soon as a connection has slept a second, while shoal runs.
+    let last_seen = std::sync::Mutex::new(Vec::new());
+    // One session probes and kills for the whole test, never itself (an earlier version killed
+    // its own separate killing session when that one had idled a second, and then nothing).
+    let probe = tokio::sync::Mutex::new(database.connect().await.unwrap());
     for _ in 0..5 {
         let (ids, _) = wait::until(
             "a connection idle for a second, or the run's end",
@@ -626,23 +629,29 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
             Duration::from_millis(50),
             || {
                 let ended = run.try_exit_status().ok().flatten().is_some();
-                let database = &database;
+                let (database, last_seen, probe) = (&database, &last_seen, &probe);
                 async move {
                     if ended {
                         return Some(Vec::new());
                     }
-                    let mut connection = database.connect().await.ok()?;
-                    let ids: Vec<u64> = connection
+                    let mut connection = probe.lock().await;
+                    let sessions: Vec<(u64, String, Option<u64>)> = connection
                         .exec(
                             format!(
-                                "SELECT ID FROM {} WHERE DB = ? AND COMMAND = 'Sleep' \
-                                 AND TIME >= 1 AND ID NOT IN (CONNECTION_ID(), ?)",
+                                "SELECT ID, COMMAND, TIME FROM {} WHERE DB = ? \
+                                 AND ID NOT IN (CONNECTION_ID(), ?)",
                                 scenario::processlist()
                             ),
                             (&database.name, writer_connection),
                         )
                         .await
                         .ok()?;
+                    let ids: Vec<u64> = sessions
+                        .iter()
+                        .filter(|(_, command, time)| command == "Sleep" && time.unwrap_or(0) >= 1)
+                        .map(|(id, _, _)| *id)
+                        .collect();
+                    *last_seen.lock().unwrap() = sessions;
                     (!ids.is_empty()).then_some(ids)
                 }
             },
@@ -652,14 +661,19 @@ async fn idle_connections_killed_by_an_operator_are_survived() {
         if ids.is_empty() {
             break;
         }
+        let mut connection = probe.lock().await;
         for id in ids {
-            if admin.query_drop(format!("KILL {id}")).await.is_ok() {
+            if connection.query_drop(format!("KILL {id}")).await.is_ok() {
                 killed += 1;
             }
         }
     }
-    expect_success(&mut run).await;
-    assert!(killed > 0, "no idle connection was found to kill");
+    let log = expect_success(&mut run).await;
+    assert!(
+        killed > 0,
+        "no idle connection was found to kill; the last session list: {:?}\n{log}",
+        last_seen.lock().unwrap()
+    );
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
 }
