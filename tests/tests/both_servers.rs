@@ -462,6 +462,7 @@ async fn ledgered_writer(
     database: TestDatabase,
     seed: i64,
     stop: tokio_util::sync::CancellationToken,
+    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> u64 {
     let mut connection = database.connect().await.unwrap();
     let mut commits = 0;
@@ -518,6 +519,7 @@ async fn ledgered_writer(
         } else {
             transaction.commit().await.unwrap();
             commits += 1;
+            committed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -554,10 +556,18 @@ async fn a_hundred_thousand_rows_under_three_writers_are_exact() {
             .query_drop("INSERT INTO big_ledger SELECT * FROM big")
             .await
             .unwrap();
+        let committed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
         let writers: Vec<_> = [3, 5, 7]
             .into_iter()
-            .map(|seed| tokio::spawn(ledgered_writer(database.clone(), seed, stop.clone())))
+            .map(|seed| {
+                tokio::spawn(ledgered_writer(
+                    database.clone(),
+                    seed,
+                    stop.clone(),
+                    std::sync::Arc::clone(&committed),
+                ))
+            })
             .collect();
         let mut run = shoal_run(
             &database,
@@ -566,7 +576,19 @@ async fn a_hundred_thousand_rows_under_three_writers_are_exact() {
             "",
         );
         let log = expect_success(&mut run).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The writers go on into the new table for a hundred more commits.
+        let at_exit = committed.load(std::sync::atomic::Ordering::Relaxed);
+        shoal_tests::wait::until(
+            "a hundred commits into the new table",
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || async {
+                (committed.load(std::sync::atomic::Ordering::Relaxed) >= at_exit + 100)
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
         stop.cancel();
         let mut commits = 0;
         for writer in writers {
