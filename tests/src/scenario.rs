@@ -459,10 +459,24 @@ pub fn connection_id(logs: &str, step: &str, victim: &str) -> u64 {
 /// Waits for a `shoal run` to exit 0 and returns its log.
 pub async fn expect_success(process: &mut ShoalProcess) -> String {
     let status = process.wait_exit(Duration::from_secs(600)).await.unwrap();
+    let logs = process.logs();
     assert!(
         status.success(),
-        "shoal run failed ({status}):\n{}",
-        process.logs()
+        "shoal run failed ({status}); its last warnings and errors first (a truncated test \
+         output keeps its head):\n{}\n\nits whole log:\n{logs}",
+        last_warnings(&logs, 20)
     );
-    process.logs()
+    logs
+}
+
+/// The last `count` warning and error lines of a log, failpoint hits left out.
+fn last_warnings(logs: &str, count: usize) -> String {
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| {
+            (line.contains(" WARN ") || line.contains(" ERROR ") || line.starts_with("shoal: "))
+                && !line.contains("failpoint hit")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
