@@ -104,6 +104,20 @@ impl Config {
         exposed
     }
 
+    /// What the status API and `ListMigrations` show about the coordinator itself: each
+    /// endpoint open without authentication because `--allow-unauthenticated` was given.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unauthenticated_exposure()
+            .into_iter()
+            .map(|endpoint| {
+                format!(
+                    "{endpoint} accepts calls without authentication (--allow-unauthenticated): \
+                     anyone who reaches it can submit ALTERs"
+                )
+            })
+            .collect()
+    }
+
     /// The refusal to start with [`Self::unauthenticated_exposure`], unless
     /// `--allow-unauthenticated` says so.
     pub fn check_exposure(&self) -> Result<(), String> {

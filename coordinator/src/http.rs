@@ -4,6 +4,7 @@
 //! Prometheus metrics on the same listener.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -68,6 +69,8 @@ pub struct StatusJson {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct StatusesJson {
+    /// What the coordinator warns of about itself (e.g. no authentication).
+    warnings: Vec<String>,
     total: usize,
     counts_by_state: BTreeMap<String, usize>,
     migrations: Vec<StatusJson>,
@@ -131,7 +134,7 @@ pub fn to_json(status: &v1::MigrationStatus) -> StatusJson {
     }
 }
 
-async fn statuses(State(owners): State<Owners>) -> Response {
+async fn statuses(State((owners, warnings)): State<(Owners, Arc<[String]>)>) -> Response {
     let migrations: Vec<StatusJson> = match owners.statuses().await {
         Ok(statuses) => statuses.iter().map(to_json).collect(),
         Err(status) => return unavailable(&status),
@@ -141,6 +144,7 @@ async fn statuses(State(owners): State<Owners>) -> Response {
         *counts_by_state.entry(migration.state.clone()).or_insert(0) += 1;
     }
     Json(StatusesJson {
+        warnings: warnings.to_vec(),
         total: migrations.len(),
         counts_by_state,
         migrations,
@@ -211,12 +215,15 @@ async fn require_token(
 
 /// The status API's routes over the migrations' statuses (behind the token when there is one),
 /// and `/metrics` (open: counts and ids only; restrict it on the network).
-pub fn router(owners: Owners, token: Option<Token>) -> Router {
-    let status_api = Router::new()
+pub fn router(owners: Owners, token: Option<Token>, warnings: Arc<[String]>) -> Router {
+    let list = Router::new()
         .route("/api/v1/migrations/statuses", get(statuses))
+        .with_state((owners.clone(), warnings));
+    let status_api = Router::new()
         .route("/api/v1/migrations/{id}/status", get(one_status))
-        .layer(axum::middleware::from_fn_with_state(token, require_token))
-        .with_state(owners.clone());
+        .with_state(owners.clone())
+        .merge(list)
+        .layer(axum::middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(owners)

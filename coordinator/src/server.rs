@@ -170,12 +170,13 @@ impl Coordinator {
         tokio::spawn(owners.clone().run());
         shoal_common::telemetry::install_metrics();
         crate::metrics::describe();
+        let warnings: Arc<[String]> = self.config.warnings().into();
         if let Some(http) = self.config.http {
             let listener = TcpListener::bind(http)
                 .await
                 .with_context(|| format!("listen on {http} (--http)"))?;
             info!(address = %http, tls = http_tls.is_some(), "status API listening");
-            let router = crate::http::router(owners.clone(), token.clone());
+            let router = crate::http::router(owners.clone(), token.clone(), warnings.clone());
             match http_tls {
                 Some(config) => {
                     let listener = crate::tls_listener::TlsListener::new(listener, config)?;
@@ -186,7 +187,7 @@ impl Coordinator {
                 }
             }
         }
-        let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners.clone());
+        let migration_api = MigrationApi::new(Arc::clone(&self.registry), owners.clone(), warnings);
         let work_api = WorkApi::new(
             self.id.clone(),
             Arc::clone(&self.registry),

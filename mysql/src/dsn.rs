@@ -57,7 +57,18 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let opts = Opts::from_url(&url).map_err(|error| error.to_string())?;
+    let opts = Opts::from_url(&url).map_err(|error| match unencoded_in_userinfo(dsn) {
+        reserved if reserved.is_empty() => error.to_string(),
+        reserved => format!(
+            "{error}: the user name or password holds characters a URL reserves ({}); \
+             percent-encode them (@ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25)",
+            reserved
+                .iter()
+                .map(|c| format!("'{c}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    })?;
     if opts
         .ssl_opts()
         .is_some_and(|tls| tls.skip_domain_validation() && !tls.accept_invalid_certs())
@@ -85,6 +96,37 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
         .unwrap_or_default()
         .with_root_certs(vec![ca.into()]);
     Ok(OptsBuilder::from_opts(opts).ssl_opts(Some(ssl)).into())
+}
+
+/// The characters of `dsn`'s user part (between `://` and the last `@`) that a URL reserves
+/// there unencoded: `/ ? #` end the authority, a second `:` starts a port, a `%` not followed by
+/// two hex digits is no escape. Distinct, in order of appearance; never the text itself.
+fn unencoded_in_userinfo(dsn: &str) -> Vec<char> {
+    let Some((_, rest)) = dsn.split_once("://") else {
+        return Vec::new();
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut colons = 0;
+    for (at, c) in userinfo.char_indices() {
+        let reserved = match c {
+            '/' | '?' | '#' => true,
+            ':' => {
+                colons += 1;
+                colons > 1
+            }
+            '%' => userinfo
+                .get(at + 1..at + 3)
+                .is_none_or(|hex| u8::from_str_radix(hex, 16).is_err()),
+            _ => false,
+        };
+        if reserved && !found.contains(&c) {
+            found.push(c);
+        }
+    }
+    found
 }
 
 /// `%XX` escapes decoded (a path in a URL may escape `&`, `=` or `%`).
@@ -133,6 +175,22 @@ mod tests {
             opts("mysql://u:p@h/db?require_ssl=true&verify_ca=false&verify_identity=false");
         assert!(unverified.is_ok_and(|read| uses_tls(&read)));
         let _ = std::fs::remove_file(&ca);
+    }
+
+    #[test]
+    fn a_password_with_reserved_characters_is_named_with_the_fix_not_shown() {
+        let error = opts("mysql://shoal:p@ss:w/rd%@127.0.0.1:3306/db")
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("percent-encode"), "{error}");
+        assert!(error.contains("':' '/' '%'"), "{error}");
+        assert!(
+            !error.contains("p@ss") && !error.contains("w/rd"),
+            "{error}"
+        );
+        let encoded = opts("mysql://shoal:p%40ss%3Aw%2Frd%25@127.0.0.1:3306/db")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(encoded.pass(), Some("p@ss:w/rd%"));
     }
 
     #[test]

@@ -480,3 +480,50 @@ fn last_warnings(logs: &str, count: usize) -> String {
         .collect();
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
+
+/// The grants `docs/operations.md` documents for shoal's account `account` (`'user'@'host'`)
+/// on `schema`, for this run's server flavour: exactly those.
+pub fn documented_grants(account: &str, schema: &str) -> Vec<String> {
+    let schema = shoal_common::sql::quote_identifier(schema);
+    let mut grants = vec![format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, LOCK TABLES, \
+         CREATE TEMPORARY TABLES ON {schema}.* TO {account}"
+    )];
+    match servers::flavour() {
+        servers::Flavour::MariaDb => grants.push(format!(
+            "GRANT REPLICATION SLAVE, BINLOG MONITOR, PROCESS ON *.* TO {account}"
+        )),
+        servers::Flavour::MySql => grants.extend([
+            format!("GRANT REPLICATION SLAVE, REPLICATION CLIENT, PROCESS ON *.* TO {account}"),
+            format!("GRANT SELECT ON performance_schema.data_lock_waits TO {account}"),
+        ]),
+    }
+    grants
+}
+
+/// A copy of `database` reached through account `user` with `password` (created here with the
+/// documented grants, [`documented_grants`]) over the test server's address.
+pub async fn as_documented_account(
+    database: &TestDatabase,
+    user: &str,
+    password: &str,
+) -> TestDatabase {
+    let account = format!("'{user}'@'127.0.0.1'");
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop(format!("CREATE USER {account} IDENTIFIED BY '{password}'"))
+        .await
+        .unwrap();
+    for grant in documented_grants(&account, &database.name) {
+        connection.query_drop(grant).await.unwrap();
+    }
+    let opts = mysql_async::Opts::from_url(&database.dsn).unwrap();
+    TestDatabase {
+        name: database.name.clone(),
+        dsn: format!(
+            "mysql://{user}:{password}@127.0.0.1:{}/{}",
+            opts.tcp_port(),
+            database.name
+        ),
+    }
+}

@@ -497,21 +497,67 @@ async fn a_coordinator_open_beyond_loopback_needs_auth_or_the_explicit_flag() {
         "{logs}"
     );
 
+    // Allowed: it starts, warns, and every listing says so (the JSON status API on loopback, the
+    // CLI's list over gRPC reaching the open port through loopback).
+    let grpc = format!("0.0.0.0:{}", shoal_tests::system::free_port().unwrap());
+    let http = format!("127.0.0.1:{}", shoal_tests::system::free_port().unwrap());
     let mut allowed = ShoalProcess::spawn(
         "coordinator-allowed",
         "shoal-coordinator",
-        &args(&["--allow-unauthenticated"]),
+        &[
+            "--listen",
+            &grpc,
+            "--http",
+            &http,
+            "--allow-unauthenticated",
+        ]
+        .map(str::to_owned),
         &[],
     )
     .unwrap();
-    wait::until("the warning", Duration::from_secs(30), POLL, || async {
-        allowed
-            .logs()
-            .contains("listening without authentication")
-            .then_some(())
+    let (body, _) = wait::until("the status API", Duration::from_secs(30), POLL, || async {
+        http_get(&http, "/api/v1/migrations/statuses")
+            .await
+            .ok()
+            .map(|(_, body)| body)
     })
     .await
     .unwrap_or_else(|error| panic!("{error}:\n{}", allowed.logs()));
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let warnings = document["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings.len() == 1
+            && warnings[0]
+                .as_str()
+                .is_some_and(|warning| warning.contains(&format!("gRPC on {grpc}"))
+                    && warning.contains("--allow-unauthenticated")),
+        "{body}"
+    );
+    assert!(
+        allowed.logs().contains("listening without authentication"),
+        "{}",
+        allowed.logs()
+    );
+    let url = grpc.replace("0.0.0.0", "http://127.0.0.1");
+    let mut list = ShoalProcess::spawn(
+        "list-open",
+        "shoal",
+        &["--coordinator", &url, "list"].map(str::to_owned),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        list.wait_exit(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
+    assert!(
+        list.logs().contains("warning: gRPC on 0.0.0.0:")
+            && list.logs().contains("without authentication"),
+        "{}",
+        list.logs()
+    );
     assert!(
         allowed.try_exit_status().unwrap().is_none(),
         "{}",

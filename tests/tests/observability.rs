@@ -436,3 +436,66 @@ async fn watch_draws_a_bar_on_a_terminal_and_status_json_matches_the_http_api() 
     }
     assert_migrated_exactly(&database, &expected).await;
 }
+
+/// `shoal run --output json` prints JSON lines on stdout: progress objects, then one result
+/// whose counts match the table; a refused ALTER ends with a `refused` result naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_json_output_prints_progress_and_one_result() {
+    let (database, ledger) = seeded("run_json", 20_000).await;
+    let writer = start_writer(&database, ledger, 41).await;
+    let mut run = shoal_tests::scenario::shoal_run(
+        &database,
+        shoal_tests::scenario::ALTER,
+        &["--output", "json", "--chunk-rows", "1000"],
+        // Twenty chunks on two threads: about four seconds of copy, two progress ticks.
+        "copy.server_sleep=sleep(400)",
+    );
+    let log = shoal_tests::scenario::expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 100).await;
+    assert_migrated_exactly(&database, &expected).await;
+    let objects = json_lines(&log);
+    let (result, progress) = objects.split_last().expect("no JSON line");
+    assert!(
+        progress.iter().all(|object| object["type"] == "progress")
+            && progress
+                .iter()
+                .any(|object| object["state"] == "CopyRows" && object["rows_estimated"] != 0),
+        "{log}"
+    );
+    assert_eq!(result["type"], "result", "{log}");
+    assert_eq!(result["outcome"], "completed", "{log}");
+    assert_eq!(result["path"], "copy", "{log}");
+    assert!(result["error"].is_null(), "{log}");
+    assert_eq!(result["checksum_passes"], 1, "{log}");
+    assert!(
+        result["rows_copied"].as_u64().unwrap_or(0) >= 20_000,
+        "{log}"
+    );
+
+    let mut refused = shoal_tests::scenario::shoal_run(
+        &database,
+        "ALTER TABLE orders ADD COLUMN x INT; DROP TABLE orders",
+        &["--output", "json"],
+        "",
+    );
+    let status = refused.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let log = refused.logs();
+    assert!(!status.success(), "{log}");
+    let objects = json_lines(&log);
+    assert!(
+        objects.len() == 1
+            && objects[0]["outcome"] == "refused"
+            && objects[0]["error"]
+                .as_str()
+                .is_some_and(|error| error.contains("pass exactly one statement")),
+        "{log}"
+    );
+}
+
+/// The lines of `log` that are JSON objects with a `type`.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|object| object.get("type").is_some())
+        .collect()
+}

@@ -22,7 +22,8 @@ async fn snapshot(database: &TestDatabase) -> Vec<(String, String, Option<i64>)>
     let mut found = Vec::new();
     for table in tables {
         let quoted = format!("`{}`", table.replace('`', "``"));
-        let create: (String, String) = connection
+        // A view's row has more columns; its definition is the second either way.
+        let create: mysql_async::Row = connection
             .query_first(format!("SHOW CREATE TABLE {quoted}"))
             .await
             .unwrap()
@@ -32,7 +33,7 @@ async fn snapshot(database: &TestDatabase) -> Vec<(String, String, Option<i64>)>
             .await
             .unwrap()
             .unwrap();
-        found.push((table, create.1, checksum.1));
+        found.push((table, create.get(1).unwrap(), checksum.1));
     }
     found
 }
@@ -160,6 +161,7 @@ async fn a_table_with_a_trigger_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_shoal_cannot_run_are_refused() {
+    let too_long = format!("ALTER TABLE t{} ADD x INT", "x".repeat(64));
     for (label, alter, expected) in [
         (
             "missing",
@@ -187,9 +189,87 @@ async fn statements_shoal_cannot_run_are_refused() {
             "ALTER TABLE elsewhere.t ADD COLUMN x INT",
             "names schema `elsewhere`",
         ),
+        (
+            "emoji_name",
+            "ALTER TABLE `cake🍰` ADD COLUMN x INT",
+            "table name `cake🍰` holds U+1F370, outside the Basic Multilingual Plane",
+        ),
+        (
+            "trailing_space",
+            "ALTER TABLE `t ` ADD COLUMN x INT",
+            "table name `t ` ends with a space",
+        ),
+        (
+            "too_long",
+            too_long.as_str(),
+            "is 65 characters long; the servers allow 64",
+        ),
+        (
+            "remove_partitioning",
+            "ALTER TABLE t REMOVE PARTITIONING",
+            "shoal does not change partitioning yet",
+        ),
+        (
+            "partition_by",
+            "ALTER TABLE t PARTITION BY HASH (id) PARTITIONS 2",
+            "shoal does not change partitioning yet",
+        ),
     ] {
         refused(label, &[TABLE, ROWS], alter, expected).await;
     }
+}
+
+/// A view is named as one, with what to do instead (it once read "has no primary key").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_is_refused_as_a_view() {
+    refused(
+        "view",
+        &[TABLE, ROWS, "CREATE VIEW v AS SELECT id, a FROM t"],
+        "ALTER TABLE v ADD COLUMN x INT",
+        "is a view, not a table: a view has no rows of its own to copy",
+    )
+    .await;
+}
+
+/// A password holding characters a URL reserves, written raw in the DSN, is refused with the
+/// fix (percent-encoding), never shown; encoded, it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_password_with_url_characters_gets_the_percent_encoding_hint() {
+    let database = servers::shared().database("raw_password").await.unwrap();
+    let mut connection = database.connect().await.unwrap();
+    for statement in [TABLE, ROWS] {
+        connection
+            .query_drop(shoal_tests::scenario::portable(statement))
+            .await
+            .unwrap();
+    }
+    let password = "p@ss:w/rd%";
+    let user = format!("raw_{}", &database.name[database.name.len() - 8..]);
+    shoal_tests::scenario::as_documented_account(&database, &user, password).await;
+    let opts = mysql_async::Opts::from_url(&database.dsn).unwrap();
+    let address = format!("127.0.0.1:{}", opts.tcp_port());
+    let raw = TestDatabase {
+        name: database.name.clone(),
+        dsn: format!("mysql://{user}:{password}@{address}/{}", database.name),
+    };
+    let mut shoal = shoal_run(&raw, "ALTER TABLE t ADD COLUMN x INT", &[], "");
+    let status = shoal.wait_exit(Duration::from_secs(60)).await.unwrap();
+    let logs = shoal.logs();
+    assert!(!status.success(), "{logs}");
+    assert!(
+        logs.contains("percent-encode them (@ as %40, : as %3A, / as %2F"),
+        "{logs}"
+    );
+    assert!(!logs.contains("w/rd"), "the password was shown:\n{logs}");
+    let encoded = TestDatabase {
+        name: database.name.clone(),
+        dsn: format!(
+            "mysql://{user}:p%40ss%3Aw%2Frd%25@{address}/{}",
+            database.name
+        ),
+    };
+    let mut shoal = shoal_run(&encoded, "ALTER TABLE t ADD COLUMN x INT", &[], "");
+    expect_success(&mut shoal).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,4 +789,54 @@ async fn a_binlog_retention_shorter_than_the_estimate_warns_or_refuses_with_stri
     );
     let (expected, _) = finish_writer(writer, 200).await;
     assert_migrated_exactly(&database, &expected).await;
+}
+
+/// Exactly the documented grants (per flavour) are enough for `shoal plan` and for a migration
+/// under writers; without `CREATE TEMPORARY TABLES` the plan is refused naming that grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_grants_suffice_and_a_missing_one_is_named() {
+    let (database, ledger) = shoal_tests::scenario::seeded("documented_grants", 5_000).await;
+    let user = format!("doc_{}", &database.name[database.name.len() - 8..]);
+    let limited =
+        shoal_tests::scenario::as_documented_account(&database, &user, "documented-pw").await;
+    let alter = ALTER;
+    let plan = |dsn: &str| {
+        let args: Vec<String> = ["plan", "--alter", alter].map(str::to_owned).to_vec();
+        ShoalProcess::spawn(
+            "shoal-plan",
+            "shoal",
+            &args,
+            &[("SHOAL_DSN", dsn.to_owned())],
+        )
+        .unwrap()
+    };
+    let mut planned = plan(&limited.dsn);
+    let status = planned.wait_exit(Duration::from_secs(120)).await.unwrap();
+    assert!(status.success(), "{}", planned.logs());
+
+    let writer = start_writer(&database, ledger, 43).await;
+    let mut run = shoal_run(&limited, alter, &[], "");
+    expect_success(&mut run).await;
+    let (expected, _) = finish_writer(writer, 100).await;
+    assert_migrated_exactly(&database, &expected).await;
+
+    let mut connection = database.connect().await.unwrap();
+    connection
+        .query_drop(format!(
+            "REVOKE CREATE TEMPORARY TABLES ON `{}`.* FROM '{user}'@'127.0.0.1'",
+            database.name
+        ))
+        .await
+        .unwrap();
+    let before = snapshot(&database).await;
+    let mut refused = plan(&limited.dsn);
+    let status = refused.wait_exit(Duration::from_secs(120)).await.unwrap();
+    let logs = refused.logs();
+    assert!(!status.success(), "{logs}");
+    assert!(
+        logs.contains("the account lacks CREATE TEMPORARY TABLES on")
+            && logs.contains("GRANT CREATE TEMPORARY TABLES ON"),
+        "{logs}"
+    );
+    assert_eq!(snapshot(&database).await, before, "{logs}");
 }

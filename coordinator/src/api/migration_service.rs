@@ -33,12 +33,18 @@ pub struct MigrationApi {
     workers: Arc<dyn WorkerRegistry>,
     /// Ownership and statuses of migrations.
     owners: Owners,
+    /// What the coordinator's own configuration warns of (listed with the migrations).
+    warnings: Arc<[String]>,
 }
 
 impl MigrationApi {
     /// A service over the given stores.
-    pub fn new(workers: Arc<dyn WorkerRegistry>, owners: Owners) -> Self {
-        Self { workers, owners }
+    pub fn new(workers: Arc<dyn WorkerRegistry>, owners: Owners, warnings: Arc<[String]>) -> Self {
+        Self {
+            workers,
+            owners,
+            warnings,
+        }
     }
 
     fn parse(raw_id: &str) -> Result<MigrationId, Status> {
@@ -111,6 +117,7 @@ impl MigrationService for MigrationApi {
             migrations,
             counts_by_state,
             next_page_token: String::new(),
+            warnings: self.warnings.to_vec(),
         }))
     }
 

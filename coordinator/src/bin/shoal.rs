@@ -476,10 +476,17 @@ fn print_migrations(response: &v1::ListMigrationsResponse, output: Output) -> an
                 .iter()
                 .map(shoal_coordinator::http::to_json)
                 .collect();
-            let document = serde_json::json!({ "total": response.total, "migrations": migrations });
+            let document = serde_json::json!({
+                "warnings": response.warnings,
+                "total": response.total,
+                "migrations": migrations,
+            });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
         Output::Table => {
+            for warning in &response.warnings {
+                println!("warning: {warning}");
+            }
             println!(
                 "{:<28} {:<26} {:<10} {:>12} {:>6}  MESSAGE",
                 "MIGRATION", "STATE", "OUTCOME", "ROWS", "PCT"
@@ -637,14 +644,37 @@ fn print_plan(plan: &v1::PlanMigrationResponse) {
     );
 }
 
-async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
+/// `shoal run`: the migration in this process. With `--output json`, stdout carries one JSON
+/// object per line: a `progress` object every two seconds and one `result` object at the end
+/// (`completed`, `failed` or `stopped`), whatever the exit code.
+async fn run_embedded(args: RunArgs, output: Output) -> anyhow::Result<()> {
     use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
     use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
 
     let _telemetry = shoal_common::telemetry::init(Some("shoal"), args.log_format);
-    let dsn = args.server.read()?;
-    let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
-    let (replicas, limits) = args.throttle.resolve(args.lock_wait_timeout)?;
+    let prepared = (|| -> anyhow::Result<_> {
+        let dsn = args.server.read()?;
+        let statement = shoal_coordinator::migration::alter::parse(&args.alter)?;
+        Ok((
+            dsn,
+            statement,
+            args.throttle.resolve(args.lock_wait_timeout)?,
+        ))
+    })();
+    let (dsn, statement, (replicas, limits)) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            if let Output::Json = output {
+                let refused = serde_json::json!({
+                    "type": "result",
+                    "outcome": "refused",
+                    "error": format!("{error:#}"),
+                });
+                println!("{refused}");
+            }
+            return Err(error);
+        }
+    };
     let options = MigrationOptions {
         id: new_migration_id(&statement.table),
         target: LOCAL_TARGET.to_owned(),
@@ -678,13 +708,39 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     let id = options.id.clone();
     let (progress, watcher) = tokio::sync::watch::channel(Progress::default());
     let watcher_final = watcher.clone();
-    let reporter = tokio::spawn(report_progress(watcher));
+    let reporter = tokio::spawn(report_progress(watcher, output));
     let started = std::time::Instant::now();
     let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
     reporter.abort();
     let last = watcher_final.borrow().clone();
     // A resumed migration keeps its checkpoint's id.
     let id = last.resumed_id.clone().unwrap_or_else(|| id.to_string());
+    if let Output::Json = output {
+        let (outcome, error) = match &result {
+            Ok(_) => ("completed", None),
+            Err(shoal_coordinator::migration::Error::Deposed(_)) => ("stopped", None),
+            Err(error) => ("failed", Some(error.to_string())),
+        };
+        let path = match &result {
+            Ok(ChangePath::Instant) => Some("instant"),
+            Ok(ChangePath::Copy) => Some("copy"),
+            Err(_) => None,
+        };
+        let mut document = progress_json(&last);
+        document["type"] = "result".into();
+        document["migration_id"] = id.clone().into();
+        document["outcome"] = outcome.into();
+        document["path"] = path.into();
+        document["error"] = error.into();
+        document["seconds"] = started.elapsed().as_secs_f64().into();
+        document["checksum_passes"] = last.checksum_passes.into();
+        document["ranges_repaired"] = last.ranges_repaired.into();
+        document["cutover_blocked_ms"] = u64::try_from(last.cutover_blocked.as_millis())
+            .unwrap_or(u64::MAX)
+            .into();
+        document["resumed_from"] = last.resumed_at.map(|state| state.to_string()).into();
+        println!("{document}");
+    }
     if let Err(shoal_coordinator::migration::Error::Deposed(_)) = &result {
         anyhow::bail!(
             "migration {id} stopped; its progress is checkpointed in the database: run the same \
@@ -692,6 +748,9 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let path = result.with_context(|| format!("migration {id} failed"))?;
+    if let Output::Json = output {
+        return Ok(());
+    }
     match path {
         ChangePath::Instant => println!(
             "migration {id} completed with ALGORITHM=INSTANT (no copy) in {:.1?}",
@@ -717,14 +776,36 @@ async fn run_embedded(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a progress line every two seconds until aborted.
+/// A run's progress as JSON (the fields of `run --output json`).
+fn progress_json(progress: &shoal_coordinator::migration::Progress) -> serde_json::Value {
+    serde_json::json!({
+        "type": "progress",
+        "state": progress.state.to_string(),
+        "rows_copied": progress.rows_copied,
+        "rows_estimated": progress.rows_estimated,
+        "chunks_done": progress.chunks_done,
+        "chunks_in_flight": progress.chunks_in_flight,
+        "changes_applied": progress.changes_applied,
+        "changes_buffered": progress.changes_buffered,
+        "paused": progress.paused,
+        "throttled": progress.throttled,
+    })
+}
+
+/// Prints a progress line every two seconds until aborted: text on stderr, or a JSON object
+/// on stdout.
 async fn report_progress(
     mut watcher: tokio::sync::watch::Receiver<shoal_coordinator::migration::Progress>,
+    output: Output,
 ) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         ticker.tick().await;
         let progress = watcher.borrow_and_update().clone();
+        if let Output::Json = output {
+            println!("{}", progress_json(&progress));
+            continue;
+        }
         let percent = if progress.rows_estimated > 0 {
             100.0 * progress.rows_copied as f64 / progress.rows_estimated as f64
         } else {
@@ -745,6 +826,17 @@ async fn report_progress(
             progress.changes_applied,
             progress.changes_buffered,
         );
+    }
+}
+
+/// What a one-shot command did: `text`, or `{"migration_id": …, "action": …}`.
+fn print_done(output: Output, id: &str, action: &str, text: &str) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "migration_id": id, "action": action })
+        ),
+        Output::Table => println!("{text}"),
     }
 }
 
@@ -782,7 +874,7 @@ fn proto_duration(duration: std::time::Duration) -> prost_types::Duration {
     }
 }
 
-async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
+async fn submit(client: &mut Client, args: SubmitArgs, output: Output) -> anyhow::Result<()> {
     let request = v1::SubmitMigrationRequest {
         spec: Some(v1::MigrationSpec {
             table: Some(v1::TableRef {
@@ -819,7 +911,8 @@ async fn submit(client: &mut Client, args: SubmitArgs) -> anyhow::Result<()> {
         .submit_migration(request)
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-    println!("{}", response.into_inner().migration_id);
+    let id = response.into_inner().migration_id;
+    print_done(output, &id, "submitted", &id);
     Ok(())
 }
 
@@ -1085,7 +1178,7 @@ fn print_status(status: &v1::MigrationStatus) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run_embedded(args).await,
+        Command::Run(args) => run_embedded(args, cli.output).await,
         Command::Plan(args) => {
             plan(
                 &cli.coordinator,
@@ -1100,6 +1193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             submit(
                 &mut client(&cli.coordinator, cli.auth_token_file.as_deref(), &cli.tls).await?,
                 args,
+                cli.output,
             )
             .await
         }
@@ -1137,7 +1231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-            println!("paused {id}");
+            print_done(cli.output, &id, "paused", &format!("paused {id}"));
             Ok(())
         }
         Command::Release { id } => {
@@ -1148,7 +1242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-            println!("released {id}");
+            print_done(cli.output, &id, "released", &format!("released {id}"));
             Ok(())
         }
         Command::Resume { id } => {
@@ -1159,7 +1253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-            println!("resumed {id}");
+            print_done(cli.output, &id, "resumed", &format!("resumed {id}"));
             Ok(())
         }
         Command::Volume { id, threads } => {
@@ -1172,7 +1266,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-            println!("{id}: {threads} threads");
+            print_done(
+                cli.output,
+                &id,
+                "volume set",
+                &format!("{id}: {threads} threads"),
+            );
             Ok(())
         }
         Command::Cancel { id } => {
@@ -1184,7 +1283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-            println!("cancelling {id}");
+            print_done(cli.output, &id, "cancelling", &format!("cancelling {id}"));
             Ok(())
         }
         Command::Workers => {

@@ -47,6 +47,9 @@ pub enum Error {
          carry the old values into the new column: run the DROP and the ADD as two migrations"
     )]
     DropAndAdd(String),
+    /// A name the server would refuse.
+    #[error("{0}")]
+    BadName(String),
     /// The statement names another schema than the one connected to.
     #[error("the ALTER names schema `{named}` but the DSN selects `{connected}`; they must match")]
     OtherSchema {
@@ -395,6 +398,10 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
     } else {
         (None, first)
     };
+    shoal_common::sql::check_name("table name", &table).map_err(Error::BadName)?;
+    if let Some(schema) = &schema {
+        shoal_common::sql::check_name("schema name", schema).map_err(Error::BadName)?;
+    }
     let rest = &tokens[next..];
     // Up to the end of the last token: a trailing comment cannot swallow what follows it.
     let Some(&(_, changes_end)) = rest.last() else {
@@ -439,10 +446,11 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
                         why: "shoal chooses how to apply the change; remove the clause",
                     });
                 }
-                "PARTITION" | "PARTITIONS" => {
+                "PARTITION" | "PARTITIONS" | "PARTITIONING" => {
                     return Err(Error::Unsupported {
-                        clause: "partitioning",
-                        why: "partition changes are not supported",
+                        clause: "partitioning (PARTITION BY, REMOVE PARTITIONING, … PARTITION …)",
+                        why: "shoal does not change partitioning yet; run it with the server's own \
+                              ALTER TABLE, or with another online tool",
                     });
                 }
                 _ => {}

@@ -1,6 +1,7 @@
 //! What the server says about a table and about itself: columns, primary key, binlog settings.
 
 use mysql_async::prelude::Queryable;
+use shoal_common::sql::quote_qualified;
 
 use super::Error;
 
@@ -173,6 +174,34 @@ pub async fn table_exists(
     Ok(found.is_some())
 }
 
+/// Refuses a view, a sequence or a system table by what it is (it has no rows of its own to
+/// copy, or no primary key to name): a missing name is left to [`read_table`].
+pub async fn refuse_other_than_tables(
+    connection: &mut impl Queryable,
+    schema: &str,
+    table: &str,
+) -> Result<(), Error> {
+    let kind: Option<String> = connection
+        .exec_first(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await?;
+    let qualified = quote_qualified(schema, table);
+    match kind.as_deref() {
+        None | Some("BASE TABLE" | "SYSTEM VERSIONED") => Ok(()),
+        Some("VIEW") => Err(Error::Preflight(format!(
+            "{qualified} is a view, not a table: a view has no rows of its own to copy; ALTER \
+             the table it reads from, or change the view itself with CREATE OR REPLACE VIEW"
+        ))),
+        Some(other) => Err(Error::Preflight(format!(
+            "{qualified} is a {}, not a base table: shoal alters base tables only",
+            other.to_lowercase()
+        ))),
+    }
+}
+
 /// Server facts shoal depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -209,7 +238,7 @@ pub async fn definition(
     let shown: Option<(String, String)> = connection
         .query_first(format!(
             "SHOW CREATE TABLE {}",
-            shoal_common::sql::quote_qualified(schema, table)
+            quote_qualified(schema, table)
         ))
         .await?;
     let (_, ddl) = shown.ok_or_else(|| {

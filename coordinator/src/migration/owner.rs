@@ -183,6 +183,7 @@ impl Migration {
             .ok_or_else(|| {
                 Error::Preflight("the DSN selects no database; add /<schema> to it".to_owned())
             })?;
+        shoal_common::sql::check_name("schema name", &schema).map_err(Error::Preflight)?;
         statement.check_schema(&schema)?;
         let table = statement.table.clone();
         let pool = pool_for(
@@ -209,6 +210,7 @@ impl Migration {
         let server = catalog::check_server(&mut connection).await?;
         catalog::check_privileges(&mut connection, &schema, server.mariadb).await?;
         let qualified = quote_qualified(&schema, &table);
+        catalog::refuse_other_than_tables(&mut connection, &schema, &table).await?;
         let source = catalog::read_table(&mut connection, &schema, &table)
             .await?
             .ok_or_else(|| {

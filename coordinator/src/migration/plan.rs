@@ -124,7 +124,20 @@ impl Migration {
             .query_drop(format!(
                 "CREATE TEMPORARY TABLE {scratch_qualified} LIKE {qualified}"
             ))
-            .await?;
+            .await
+            .map_err(|error| match error {
+                // Access denied to the schema or the table.
+                mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1142) => {
+                    Error::Preflight(format!(
+                        "the account lacks CREATE TEMPORARY TABLES on {schema}.*, which shoal plan \
+                         needs to try the ALTER on a temporary copy of the table: GRANT CREATE \
+                         TEMPORARY TABLES ON {schema}.* TO the account ({})",
+                        server.message,
+                        schema = quote_identifier(&self.schema)
+                    ))
+                }
+                other => other.into(),
+            })?;
         let applied = connection
             .exec_drop(self.statement.applied_to(&self.schema, &scratch), ())
             .await;
