@@ -110,9 +110,14 @@ impl Config {
         self.unauthenticated_exposure()
             .into_iter()
             .map(|endpoint| {
+                let power = if endpoint.starts_with("gRPC") {
+                    "submit ALTERs"
+                } else {
+                    "read every migration's status"
+                };
                 format!(
                     "{endpoint} accepts calls without authentication (--allow-unauthenticated): \
-                     anyone who reaches it can submit ALTERs"
+                     anyone who reaches it can {power}"
                 )
             })
             .collect()

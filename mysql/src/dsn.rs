@@ -20,7 +20,7 @@ use mysql_async::{Opts, OptsBuilder};
 
 /// The options `dsn` asks for.
 pub fn opts(dsn: &str) -> Result<Opts, String> {
-    let (base, query) = dsn.split_once('?').unwrap_or((dsn, ""));
+    let (base, query) = split_query(dsn);
     let mut kept = Vec::new();
     let mut ca: Option<PathBuf> = None;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -57,11 +57,14 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
+    // With reserved characters in the user part the driver's error may quote a piece of the
+    // password (a raw `?` starts the query): only the hint is shown then.
     let opts = Opts::from_url(&url).map_err(|error| match unencoded_in_userinfo(dsn) {
         reserved if reserved.is_empty() => error.to_string(),
         reserved => format!(
-            "{error}: the user name or password holds characters a URL reserves ({}); \
-             percent-encode them (@ as %40, : as %3A, / as %2F, ? as %3F, # as %23, % as %25)",
+            "the DSN is not a valid URL: the user name or password holds characters a URL \
+             reserves ({}); percent-encode them (@ as %40, : as %3A, / as %2F, ? as %3F, # as \
+             %23, % as %25)",
             reserved
                 .iter()
                 .map(|c| format!("'{c}'"))
@@ -98,6 +101,20 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
     Ok(OptsBuilder::from_opts(opts).ssl_opts(Some(ssl)).into())
 }
 
+/// `dsn` before and after its query's `?`: the first `?` after the user part, so that a raw `?`
+/// in a password is not taken for the query (the user part ends at the last `@` followed by a
+/// `/`; an `@` in an option's value has no `/` after it).
+fn split_query(dsn: &str) -> (&str, &str) {
+    let user_end = dsn
+        .rfind('@')
+        .filter(|&at| dsn[at..].contains('/'))
+        .unwrap_or(0);
+    match dsn[user_end..].find('?') {
+        Some(at) => (&dsn[..user_end + at], &dsn[user_end + at + 1..]),
+        None => (dsn, ""),
+    }
+}
+
 /// The characters of `dsn`'s user part (between `://` and the last `@`) that a URL reserves
 /// there unencoded: `/ ? #` end the authority, a second `:` starts a port, a `%` not followed by
 /// two hex digits is no escape. Distinct, in order of appearance; never the text itself.
@@ -119,7 +136,7 @@ fn unencoded_in_userinfo(dsn: &str) -> Vec<char> {
             }
             '%' => userinfo
                 .get(at + 1..at + 3)
-                .is_none_or(|hex| u8::from_str_radix(hex, 16).is_err()),
+                .is_none_or(|hex| !hex.bytes().all(|byte| byte.is_ascii_hexdigit())),
             _ => false,
         };
         if reserved && !found.contains(&c) {
@@ -188,6 +205,15 @@ mod tests {
             !error.contains("p@ss") && !error.contains("w/rd"),
             "{error}"
         );
+        // A raw `?` once made the driver quote the password's tail as an unknown option.
+        let error = opts("mysql://shoal:1234?Xy7q@h/db")
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("'?'") && !error.contains("Xy7q"), "{error}");
+        let with_at = opts("mysql://u:p@h/db?ssl_ca=/nonexistent/a@b.pem")
+            .err()
+            .unwrap_or_default();
+        assert!(with_at.contains("no such file"), "{with_at}");
         let encoded = opts("mysql://shoal:p%40ss%3Aw%2Frd%25@127.0.0.1:3306/db")
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(encoded.pass(), Some("p@ss:w/rd%"));

@@ -522,7 +522,12 @@ async fn check(connection: &mut Conn, schema: &str, case: &Case) -> Result<(), T
         )
     };
     let setup = [
-        "DROP TEMPORARY TABLE IF EXISTS victim".to_owned(),
+        // Whatever an earlier case left (a panic skips its cleanup).
+        format!(
+            "DROP TEMPORARY TABLE IF EXISTS {}, {}, victim",
+            quote_identifier(table),
+            quote_identifier(COPY)
+        ),
         create(table),
         create(COPY),
         "CREATE TEMPORARY TABLE victim (id INT)".to_owned(),
@@ -683,7 +688,9 @@ async fn shoal_reads_generated_alter_texts_as_the_server_does() {
     let result = tokio::task::block_in_place(|| {
         runner
             .run(&case_strategy(), |case| {
-                let mut connection = connection.lock().unwrap();
+                let mut connection = connection
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 handle.block_on(check(&mut connection, &schema, &case))
             })
             .map_err(|failure| failure.to_string())

@@ -219,9 +219,10 @@ async fn statements_shoal_cannot_run_are_refused() {
     }
 }
 
-/// A view is named as one, with what to do instead (it once read "has no primary key").
+/// A view is named as one, with what to do instead (it once read "has no primary key"); on
+/// MariaDB a system-versioned table is refused (a copy would lose its history).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_view_is_refused_as_a_view() {
+async fn a_view_or_a_versioned_table_is_refused_by_what_it_is() {
     refused(
         "view",
         &[TABLE, ROWS, "CREATE VIEW v AS SELECT id, a FROM t"],
@@ -229,6 +230,19 @@ async fn a_view_is_refused_as_a_view() {
         "is a view, not a table: a view has no rows of its own to copy",
     )
     .await;
+    if servers::flavour() == servers::Flavour::MariaDb {
+        refused(
+            "versioned",
+            &[
+                "CREATE TABLE h (id INT NOT NULL PRIMARY KEY, a INT) WITH SYSTEM VERSIONING",
+                "INSERT INTO h VALUES (1, 1)",
+                "UPDATE h SET a = 2",
+            ],
+            "ALTER TABLE h ADD COLUMN x INT",
+            "is system-versioned: a copy would keep only its current rows and lose its history",
+        )
+        .await;
+    }
 }
 
 /// A password holding characters a URL reserves, written raw in the DSN, is refused with the
@@ -834,7 +848,7 @@ async fn the_documented_grants_suffice_and_a_missing_one_is_named() {
     let logs = refused.logs();
     assert!(!status.success(), "{logs}");
     assert!(
-        logs.contains("the account lacks CREATE TEMPORARY TABLES on")
+        logs.contains("shoal plan needs CREATE TEMPORARY TABLES on")
             && logs.contains("GRANT CREATE TEMPORARY TABLES ON"),
         "{logs}"
     );

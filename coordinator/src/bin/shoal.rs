@@ -646,7 +646,8 @@ fn print_plan(plan: &v1::PlanMigrationResponse) {
 
 /// `shoal run`: the migration in this process. With `--output json`, stdout carries one JSON
 /// object per line: a `progress` object every two seconds and one `result` object at the end
-/// (`completed`, `failed` or `stopped`), whatever the exit code.
+/// (`completed`, `refused` before anything was touched, `failed` or `stopped`), whatever the exit
+/// code.
 async fn run_embedded(args: RunArgs, output: Output) -> anyhow::Result<()> {
     use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
     use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
@@ -712,13 +713,20 @@ async fn run_embedded(args: RunArgs, output: Output) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = run(options, progress, shoal_common::signals::shutdown_token()).await;
     reporter.abort();
+    // Aborted and awaited: no progress line follows the result.
+    let _ = reporter.await;
     let last = watcher_final.borrow().clone();
     // A resumed migration keeps its checkpoint's id.
     let id = last.resumed_id.clone().unwrap_or_else(|| id.to_string());
     if let Output::Json = output {
+        use shoal_coordinator::migration::Error as Failure;
         let (outcome, error) = match &result {
             Ok(_) => ("completed", None),
-            Err(shoal_coordinator::migration::Error::Deposed(_)) => ("stopped", None),
+            Err(Failure::Deposed(_)) => ("stopped", None),
+            // Refused before anything was touched.
+            Err(error @ (Failure::Preflight(_) | Failure::Alter(_))) => {
+                ("refused", Some(error.to_string()))
+            }
             Err(error) => ("failed", Some(error.to_string())),
         };
         let path = match &result {

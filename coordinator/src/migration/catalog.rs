@@ -190,7 +190,11 @@ pub async fn refuse_other_than_tables(
         .await?;
     let qualified = quote_qualified(schema, table);
     match kind.as_deref() {
-        None | Some("BASE TABLE" | "SYSTEM VERSIONED") => Ok(()),
+        None | Some("BASE TABLE") => Ok(()),
+        Some("SYSTEM VERSIONED") => Err(Error::Preflight(format!(
+            "{qualified} is system-versioned: a copy would keep only its current rows and lose \
+             its history; run this change with the server's own ALTER TABLE"
+        ))),
         Some("VIEW") => Err(Error::Preflight(format!(
             "{qualified} is a view, not a table: a view has no rows of its own to copy; ALTER \
              the table it reads from, or change the view itself with CREATE OR REPLACE VIEW"

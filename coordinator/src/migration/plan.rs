@@ -129,9 +129,9 @@ impl Migration {
                 // Access denied to the schema or the table.
                 mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1142) => {
                     Error::Preflight(format!(
-                        "the account lacks CREATE TEMPORARY TABLES on {schema}.*, which shoal plan \
-                         needs to try the ALTER on a temporary copy of the table: GRANT CREATE \
-                         TEMPORARY TABLES ON {schema}.* TO the account ({})",
+                        "the server refused a temporary copy of the table ({}): shoal plan needs \
+                         CREATE TEMPORARY TABLES on {schema}.* to try the ALTER on one (and SELECT \
+                         on the table): GRANT CREATE TEMPORARY TABLES ON {schema}.* TO the account",
                         server.message,
                         schema = quote_identifier(&self.schema)
                     ))
