@@ -1,62 +1,165 @@
 //! Hostile ALTER texts and names through every entry point (`shoal run`, `shoal plan`, the Plan
 //! and Submit RPCs): a second statement, an executable comment, a comment swallowing shoal's own
-//! clause, a schema name that would rewrite a URL. On a private server with the general log on,
-//! so the test sees every statement the server received: none but shoal's own.
+//! clause, a schema name that would rewrite a URL, a hostile statement in a checkpoint. On a
+//! private server of the run's flavour (MariaDB or MySQL: the file runs in both passes) with the
+//! general log in `mysql.general_log`, so the test sees every statement the server received: none
+//! but shoal's own. The tables, their definitions, the triggers and the checksums are compared
+//! before and after, and a writer keeps changing the table the ALTERs name.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
+use shoal_common::sql::quote_identifier;
 use shoal_tests::mariadb::MariaDb;
+use shoal_tests::mysql::MySql;
 use shoal_tests::processes::{CoordinatorOptions, CoordinatorProcess, ShoalProcess};
 use shoal_tests::redis_server::RedisServer;
 use shoal_tests::scenario::{show_create, tables};
 use shoal_tests::servers::{self, TestDatabase};
+use shoal_tests::writer::SplitMix;
+use tokio_util::sync::CancellationToken;
 
-const SETUP: [&str; 4] = [
+const SETUP: [&str; 5] = [
     "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NULL, b INT NOT NULL DEFAULT 0)",
     "INSERT INTO t (id, a, b) SELECT seq, seq % 7, seq FROM seq_1_to_500",
     "CREATE TABLE victim (id INT PRIMARY KEY)",
     "INSERT INTO victim VALUES (1), (2)",
+    "CREATE TRIGGER victim_guard BEFORE INSERT ON victim FOR EACH ROW SET NEW.id = NEW.id",
 ];
 
-/// A private server whose general log records every statement, with database `hostile` set up
-/// with [`SETUP`].
-async fn server_with_general_log(dir: &Path) -> (MariaDb, TestDatabase) {
-    let log = dir.join("general.log");
-    let server = MariaDb::start_with(
-        &dir.join("server"),
-        &format!("general_log=1\ngeneral_log_file={}\n", log.display()),
-    )
-    .unwrap();
-    server.info.root_sql("CREATE DATABASE hostile").unwrap();
+/// A private server of this run's flavour, writing its general log to `mysql.general_log`.
+enum Private {
+    MariaDb(MariaDb),
+    MySql(MySql),
+}
+
+impl Private {
+    fn root_sql(&self, sql: &str) -> anyhow::Result<String> {
+        match self {
+            Private::MariaDb(server) => server.info.root_sql(sql),
+            Private::MySql(server) => server.root_sql(sql),
+        }
+    }
+
+    fn dsn(&self, database: &str) -> String {
+        match self {
+            Private::MariaDb(server) => server.info.dsn(database),
+            Private::MySql(server) => server.dsn(database),
+        }
+    }
+}
+
+/// A private server of this run's flavour whose general log records every statement, with
+/// database `hostile` set up with [`SETUP`].
+async fn server_with_general_log(dir: &Path) -> (Private, TestDatabase) {
+    let server = match servers::flavour() {
+        servers::Flavour::MariaDb => {
+            Private::MariaDb(MariaDb::start_with(&dir.join("server"), "").unwrap())
+        }
+        servers::Flavour::MySql => Private::MySql(MySql::start().unwrap()),
+    };
+    server
+        .root_sql("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 'ON'")
+        .unwrap();
+    server.root_sql("CREATE DATABASE hostile").unwrap();
     let database = TestDatabase {
         name: "hostile".to_owned(),
-        dsn: server.info.dsn("hostile"),
+        dsn: server.dsn("hostile"),
     };
     let mut connection = database.connect().await.unwrap();
     for statement in SETUP {
-        connection.query_drop(statement).await.unwrap();
+        connection
+            .query_drop(shoal_tests::scenario::portable(statement))
+            .await
+            .unwrap();
     }
     (server, database)
 }
 
-fn general_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("general.log")).unwrap()
+/// Every statement the server received so far, one per line.
+async fn general_log(database: &TestDatabase) -> String {
+    let mut connection = database.connect().await.unwrap();
+    let statements: Vec<String> = connection
+        .query(
+            "SELECT CONVERT(argument USING utf8mb4) FROM mysql.general_log \
+             WHERE command_type IN ('Query', 'Execute', 'Prepare')",
+        )
+        .await
+        .unwrap();
+    statements.join("\n")
 }
 
-/// The rows of `t` and `victim` and the definition of `t`.
-async fn state(database: &TestDatabase) -> (Vec<String>, String, Vec<(i32, Option<i32>, i32)>) {
+/// What a refusal must leave as it was: the tables, their definitions, the triggers, and the
+/// checksum of each table but `t` (a writer may be changing `t`: its rows are checked against
+/// the writer's ledger).
+async fn state(database: &TestDatabase) -> (Vec<String>, Vec<String>, Vec<String>, Vec<i64>) {
     let mut connection = database.connect().await.unwrap();
     let names = tables(&mut connection, &database.name).await;
-    let create = show_create(database, "t").await;
+    let mut definitions = Vec::new();
+    let mut checksums = Vec::new();
+    for name in &names {
+        definitions.push(show_create(database, name).await);
+        if name != "t" {
+            let checksum: Option<(String, Option<i64>)> = connection
+                .query_first(format!("CHECKSUM TABLE {}", quote_identifier(name)))
+                .await
+                .unwrap();
+            checksums.push(checksum.and_then(|(_, sum)| sum).unwrap_or(-1));
+        }
+    }
+    let triggers: Vec<String> = connection
+        .exec(
+            "SELECT CONCAT(TRIGGER_NAME, ' ', EVENT_OBJECT_TABLE, ' ', ACTION_STATEMENT) \
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY TRIGGER_NAME",
+            (&database.name,),
+        )
+        .await
+        .unwrap();
+    (names, definitions, triggers, checksums)
+}
+
+/// Rows of `t` as (id, a, b).
+type Rows = BTreeMap<i32, (Option<i32>, i32)>;
+
+async fn rows_of_t(database: &TestDatabase) -> Rows {
+    let mut connection = database.connect().await.unwrap();
     let rows: Vec<(i32, Option<i32>, i32)> = connection
         .query("SELECT id, a, b FROM t ORDER BY id")
         .await
         .unwrap();
-    (names, create, rows)
+    rows.into_iter().map(|(id, a, b)| (id, (a, b))).collect()
+}
+
+/// Updates and inserts rows of `t` until `stop`, keeping what `t` must then hold.
+async fn write_t(database: TestDatabase, mut expected: Rows, stop: CancellationToken) -> Rows {
+    let mut connection = database.connect().await.unwrap();
+    let mut random = SplitMix::new(7);
+    let mut next_id = expected.keys().max().copied().unwrap_or(0) + 1;
+    while !stop.is_cancelled() {
+        if random.below(10) == 0 {
+            connection
+                .exec_drop("INSERT INTO t (id, a, b) VALUES (?, NULL, 0)", (next_id,))
+                .await
+                .unwrap();
+            expected.insert(next_id, (None, 0));
+            next_id += 1;
+        } else {
+            let id = 1 + i32::try_from(random.below(500)).unwrap();
+            connection
+                .exec_drop("UPDATE t SET b = b + 1 WHERE id = ?", (id,))
+                .await
+                .unwrap();
+            if let Some((_, b)) = expected.get_mut(&id) {
+                *b += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    expected
 }
 
 /// `shoal --coordinator <url> <command> --target local <extra…> --alter <alter>` (the Plan or
@@ -102,6 +205,12 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
     let dir = tempfile::tempdir().unwrap();
     let (_server, database) = server_with_general_log(dir.path()).await;
     let before = state(&database).await;
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(write_t(
+        database.clone(),
+        rows_of_t(&database).await,
+        stop.clone(),
+    ));
     let coordinator = CoordinatorProcess::start("coordinator", &coordinator_options(&database))
         .await
         .unwrap();
@@ -144,7 +253,7 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
         }
     }
     assert_eq!(state(&database).await, before, "the server is as it was");
-    let log = general_log(dir.path());
+    let log = general_log(&database).await;
     for fragment in [
         "victim;",
         "DROP TABLE victim",
@@ -166,6 +275,9 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
         .await;
     assert!(second.is_err(), "a prepared statement ran two statements");
     assert_eq!(state(&database).await, before, "the server is as it was");
+    stop.cancel();
+    let expected = writer.await.unwrap();
+    assert_eq!(rows_of_t(&database).await, expected, "the writer's rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,11 +318,13 @@ async fn a_trailing_comment_cannot_swallow_the_instant_guard() {
     let create = show_create(&database, "t").await;
     assert!(create.contains("`a` bigint DEFAULT NULL"), "{}", create);
     assert!(
-        create.contains("`b` bigint NOT NULL DEFAULT 0"),
+        // MySQL quotes the default.
+        create.contains("`b` bigint NOT NULL DEFAULT 0")
+            || create.contains("`b` bigint NOT NULL DEFAULT '0'"),
         "{}",
         create
     );
-    let log = general_log(dir.path());
+    let log = general_log(&database).await;
     assert!(
         !log.contains("widen, ALGORITHM=INSTANT"),
         "the guard was commented out:\n{log}"
@@ -321,12 +435,21 @@ async fn a_hostile_statement_in_a_checkpoint_is_refused_on_resume() {
     )
     .await;
     assert_eq!(state(&database).await, before, "the server is as it was");
-    let log = general_log(dir.path());
+    let log = general_log(&database).await;
     let sent: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("victim") && !line.contains("INSERT INTO _t_chkpnt"))
+        // The test's own setup and state reads.
         .filter(|line| {
-            !line.contains("CREATE TABLE victim") && !line.contains("INSERT INTO victim")
+            ![
+                "CREATE TABLE victim",
+                "INSERT INTO victim",
+                "CREATE TRIGGER victim_guard",
+                "SHOW CREATE TABLE `victim`",
+                "CHECKSUM TABLE `victim`",
+            ]
+            .iter()
+            .any(|own| line.starts_with(own))
         })
         .collect();
     assert!(sent.is_empty(), "the server received: {sent:?}");
