@@ -106,6 +106,20 @@ async fn widen_a_column_and_its_type() {
     .await;
 }
 
+/// `CHANGE c c …` names the column twice: a redefinition, as MODIFY (a rename is refused in
+/// `preflight.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_naming_the_column_twice_redefines_it() {
+    completes(
+        "m_change_same",
+        &[],
+        "ALTER TABLE orders CHANGE c c VARCHAR(200) NOT NULL, CHANGE COLUMN K k BIGINT NOT NULL",
+        &["`c` varchar(200) NOT NULL", "`k` bigint NOT NULL"],
+        &[],
+    )
+    .await;
+}
+
 /// Column names compare as the server compares them: an ALTER naming `K`, `I` or `Ü` modifies
 /// `k`, `i` and `ü`, whose data must be carried (byte-for-byte matching once zeroed them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

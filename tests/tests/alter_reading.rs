@@ -198,6 +198,12 @@ enum Clause {
         keyword: bool,
         comment: Option<Literal>,
     },
+    /// `CHANGE [COLUMN] c c …`: the name twice, quoted either way the second time.
+    Change {
+        column: usize,
+        keyword: bool,
+        quoted: bool,
+    },
     AddIndex {
         name: Name,
         column: usize,
@@ -241,6 +247,13 @@ fn clause_strategy() -> impl Strategy<Value = Clause> {
                 column,
                 keyword,
                 comment,
+            }
+        ),
+        1 => (column.clone(), any::<bool>(), any::<bool>()).prop_map(
+            |(column, keyword, quoted)| Clause::Change {
+                column,
+                keyword,
+                quoted,
             }
         ),
         1 => (name_strategy("i"), any::<bool>(), column).prop_map(|(name, bare, column)| {
@@ -341,7 +354,9 @@ impl Case {
                     dropped.insert(*column);
                     touched.insert(*column)
                 }
-                Clause::Modify { column, .. } => touched.insert(*column),
+                Clause::Modify { column, .. } | Clause::Change { column, .. } => {
+                    touched.insert(*column)
+                }
                 Clause::Add { column, .. } => names.insert(column.name.to_lowercase()),
                 Clause::AddIndex { name, .. } => names.insert(name.name.to_lowercase()),
                 Clause::TableComment { .. } | Clause::AutoIncrement { .. } => true,
@@ -429,6 +444,25 @@ impl Case {
                     if let Some(comment) = comment {
                         text.push_str(&format!(" COMMENT {}", comment.render()));
                     }
+                }
+                Clause::Change {
+                    column,
+                    keyword,
+                    quoted,
+                } => {
+                    let name = &self.columns[*column];
+                    let again = if *quoted {
+                        quote_identifier(&name.name)
+                    } else {
+                        name.render()
+                    };
+                    text.push_str(&format!(
+                        "CHANGE{}{}{}{}{again} BIGINT NULL",
+                        gap(),
+                        column_keyword(*keyword),
+                        name.render(),
+                        gap()
+                    ));
                 }
                 Clause::AddIndex { name, column } => text.push_str(&format!(
                     "ADD INDEX {}{}({})",

@@ -341,7 +341,13 @@ async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
     let (database, coordinator, _worker, writer, id) =
         fleet_migration_under_writes("pause_resume", 4, 21, 5).await;
     let client = coordinator.migration_client().await.unwrap();
-    shoal_cli(&coordinator.url, &["pause", &id]).await;
+    // `--output json` on a one-shot command: one object naming the migration and the action.
+    let printed = shoal_cli(&coordinator.url, &["--output", "json", "pause", &id]).await;
+    assert_eq!(
+        json_line(&printed),
+        serde_json::json!({ "migration_id": id, "action": "paused" }),
+        "{printed}"
+    );
     // Paused: in-flight chunks drain, then nothing new is handed out.
     let (copied_when_idle, _) = wait::until(
         "the copy to go idle",
@@ -372,7 +378,12 @@ async fn pause_volume_and_resume_during_the_copy_finish_exactly() {
     );
 
     shoal_cli(&coordinator.url, &["volume", &id, "--threads", "3"]).await;
-    shoal_cli(&coordinator.url, &["resume", &id]).await;
+    let printed = shoal_cli(&coordinator.url, &["--output", "json", "resume", &id]).await;
+    assert_eq!(
+        json_line(&printed),
+        serde_json::json!({ "migration_id": id, "action": "resumed" }),
+        "{printed}"
+    );
     watch_to_completion(&coordinator, &id).await;
     let (expected, _stats) = finish_writer(writer, 200).await;
     assert!(
@@ -483,4 +494,15 @@ async fn cancel_during_the_copy_leaves_the_original_table_and_removes_shoals_tab
         "{:?}",
         &differences[..differences.len().min(5)]
     );
+}
+
+/// The one line of `printed` that is a JSON object.
+fn json_line(printed: &str) -> serde_json::Value {
+    let objects: Vec<serde_json::Value> = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(serde_json::Value::is_object)
+        .collect();
+    assert_eq!(objects.len(), 1, "{printed}");
+    objects[0].clone()
 }

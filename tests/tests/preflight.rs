@@ -673,7 +673,7 @@ async fn alter_clauses_shoal_cannot_run_exactly_are_refused() {
         (
             "change_column",
             "ALTER TABLE t CHANGE a b INT",
-            "CHANGE COLUMN is not supported",
+            "CHANGE COLUMN is not supported when it renames (`a` to `b`)",
         ),
         (
             "rename_table",

@@ -41,6 +41,18 @@ pub enum Error {
         /// Why, and what to do instead.
         why: &'static str,
     },
+    /// `CHANGE` renaming a column.
+    #[error(
+        "CHANGE COLUMN is not supported when it renames (`{old}` to `{new}`): renames are refused \
+         until shoal maps renamed columns exactly; to change only the definition, name the column \
+         twice (CHANGE `{old}` `{old}` …) or use MODIFY"
+    )]
+    RenamingChange {
+        /// The column's name.
+        old: String,
+        /// The name it would get.
+        new: String,
+    },
     /// A column dropped and added again in one statement.
     #[error(
         "the ALTER drops column `{0}` and adds it again; shoal maps columns by name and would \
@@ -435,10 +447,27 @@ pub fn parse(statement: &str) -> Result<AlterStatement, Error> {
                     });
                 }
                 "CHANGE" => {
-                    return Err(Error::Unsupported {
-                        clause: "CHANGE COLUMN",
-                        why: "use MODIFY COLUMN to change a type; renames are refused for now",
-                    });
+                    // `CHANGE [COLUMN] [IF EXISTS] old new …`: naming the column twice only
+                    // redefines it (as MODIFY does); a rename is refused for now.
+                    let mut at = position + 1;
+                    if is_word(rest.get(at), "COLUMN") {
+                        at += 1;
+                    }
+                    if is_word(rest.get(at), "IF") && is_word(rest.get(at + 1), "EXISTS") {
+                        at += 2;
+                    }
+                    match (identifier(rest.get(at)), identifier(rest.get(at + 1))) {
+                        (Some((old, _)), Some((new, _))) if same_column_name(&old, &new) => {}
+                        (Some((old, _)), Some((new, _))) => {
+                            return Err(Error::RenamingChange { old, new });
+                        }
+                        _ => {
+                            return Err(Error::Unsupported {
+                                clause: "CHANGE COLUMN",
+                                why: "write CHANGE old_name new_name definition, or MODIFY",
+                            });
+                        }
+                    }
                 }
                 "ALGORITHM" | "LOCK" => {
                     return Err(Error::Unsupported {
@@ -864,7 +893,19 @@ mod tests {
         ));
         assert!(matches!(
             parse("ALTER TABLE t CHANGE a b INT"),
-            Err(Error::Unsupported { .. })
+            Err(Error::RenamingChange { .. })
+        ));
+        // The same name twice (in any case) only redefines the column.
+        for same in [
+            "ALTER TABLE t CHANGE a a BIGINT",
+            "ALTER TABLE t CHANGE COLUMN `a` A BIGINT NULL FIRST",
+            "ALTER TABLE t CHANGE COLUMN IF EXISTS a a BIGINT, CHANGE b b INT",
+        ] {
+            assert!(parse(same).is_ok(), "{same}");
+        }
+        assert!(matches!(
+            parse("ALTER TABLE t CHANGE a a BIGINT, CHANGE b c INT"),
+            Err(Error::RenamingChange { .. })
         ));
         assert!(matches!(
             parse("ALTER TABLE t ADD x INT, ALGORITHM=COPY"),

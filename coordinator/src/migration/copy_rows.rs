@@ -674,6 +674,14 @@ impl Migration {
                 }
             }
 
+            // Chunks handed out this round count at once: a status read between two
+            // completions (a pause draining, say) must not miss them.
+            let in_flight_now = in_flight.len() as u64;
+            self.progress.send_if_modified(|progress| {
+                let changed = progress.chunks_in_flight != in_flight_now;
+                progress.chunks_in_flight = in_flight_now;
+                changed
+            });
             self.pump_stream().await?;
             self.drain_caught_up(&mut connection, &mut awaiting).await?;
             self.flush_ready(&mut connection).await?;
