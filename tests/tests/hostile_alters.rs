@@ -134,6 +134,31 @@ async fn rows_of_t(database: &TestDatabase) -> Rows {
     rows.into_iter().map(|(id, a, b)| (id, (a, b))).collect()
 }
 
+/// A writer on `t` for the length of a test.
+struct WriterOnT {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Rows>,
+}
+
+impl WriterOnT {
+    async fn start(database: &TestDatabase) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(write_t(
+            database.clone(),
+            rows_of_t(database).await,
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops it and checks that `t` holds exactly what it wrote.
+    async fn finish(self, database: &TestDatabase) {
+        self.stop.cancel();
+        let expected = self.task.await.unwrap();
+        assert_eq!(rows_of_t(database).await, expected, "the writer's rows");
+    }
+}
+
 /// Updates and inserts rows of `t` until `stop`, keeping what `t` must then hold.
 async fn write_t(database: TestDatabase, mut expected: Rows, stop: CancellationToken) -> Rows {
     let mut connection = database.connect().await.unwrap();
@@ -205,12 +230,7 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
     let dir = tempfile::tempdir().unwrap();
     let (_server, database) = server_with_general_log(dir.path()).await;
     let before = state(&database).await;
-    let stop = CancellationToken::new();
-    let writer = tokio::spawn(write_t(
-        database.clone(),
-        rows_of_t(&database).await,
-        stop.clone(),
-    ));
+    let writer = WriterOnT::start(&database).await;
     let coordinator = CoordinatorProcess::start("coordinator", &coordinator_options(&database))
         .await
         .unwrap();
@@ -275,9 +295,7 @@ async fn hostile_alters_are_refused_at_every_entry_point_and_never_reach_the_ser
         .await;
     assert!(second.is_err(), "a prepared statement ran two statements");
     assert_eq!(state(&database).await, before, "the server is as it was");
-    stop.cancel();
-    let expected = writer.await.unwrap();
-    assert_eq!(rows_of_t(&database).await, expected, "the writer's rows");
+    writer.finish(&database).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,6 +355,7 @@ async fn a_schema_name_never_becomes_part_of_the_connection_url() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, database) = server_with_general_log(dir.path()).await;
     let before = state(&database).await;
+    let writer = WriterOnT::start(&database).await;
     // A socket that would receive the target's credentials if the name reached the URL.
     let socket = dir.path().join("trap.sock");
     let trap = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -359,6 +378,7 @@ async fn a_schema_name_never_becomes_part_of_the_connection_url() {
     let accepted = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
     assert!(accepted.is_err(), "a connection reached the trap socket");
     assert_eq!(state(&database).await, before);
+    writer.finish(&database).await;
     let logs = coordinator.process.logs();
     assert!(
         !logs.contains(shoal_tests::mariadb::TEST_PASSWORD),
@@ -411,6 +431,7 @@ async fn a_hostile_statement_in_a_checkpoint_is_refused_on_resume() {
         .await
         .unwrap();
     let before = state(&database).await;
+    let writer = WriterOnT::start(&database).await;
     let options = CoordinatorOptions {
         redis_url: Some(redis.info.url()),
         namespace: namespace.to_owned(),
@@ -435,6 +456,7 @@ async fn a_hostile_statement_in_a_checkpoint_is_refused_on_resume() {
     )
     .await;
     assert_eq!(state(&database).await, before, "the server is as it was");
+    writer.finish(&database).await;
     let log = general_log(&database).await;
     let sent: Vec<&str> = log
         .lines()
