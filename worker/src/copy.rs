@@ -44,6 +44,20 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Why a chunk copy did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The task's shadow or fence table is not the one shoal names after its source table: a
+    /// task no coordinator made (written into the live store by hand). Nothing is run.
+    #[error(
+        "task tables do not belong together: source `{source_table}`, shadow `{shadow}`, fence \
+         `{fence}`; refusing to run it"
+    )]
+    Mismatched {
+        /// The task's source table.
+        source_table: String,
+        /// Its shadow table.
+        shadow: String,
+        /// Its fence table.
+        fence: String,
+    },
     /// The fence epoch moved on: the chunk was re-leased or repaired. Roll back, drop the task.
     #[error("chunk {chunk} is fenced at epoch {found:?}, task holds epoch {held}; dropping it")]
     Fenced {
@@ -143,9 +157,25 @@ pub async fn check_warnings(
     Ok(unique_conflicts)
 }
 
+/// Refuses a task whose shadow or fence table is not the one named after its source: the fence
+/// check proves a task current only for the tables that fence belongs to.
+pub fn check_tables(context: &shoal_common::task::CopyContext) -> Result<(), Error> {
+    if context.shadow_table == shoal_common::names::shadow(&context.source_table)
+        && context.fence_table == shoal_common::names::fence(&context.source_table)
+    {
+        return Ok(());
+    }
+    Err(Error::Mismatched {
+        source_table: context.source_table.clone(),
+        shadow: context.shadow_table.clone(),
+        fence: context.fence_table.clone(),
+    })
+}
+
 /// Checks the chunk's fence under a shared lock (INV-F1).
 async fn check_fence(transaction: &mut impl Queryable, spec: &TaskSpec) -> Result<(), Error> {
     let context = &spec.context;
+    check_tables(context)?;
     let sql = format!(
         "SELECT epoch FROM {} WHERE chunk = ? LOCK IN SHARE MODE",
         quote_qualified(&context.schema, &context.fence_table)
@@ -424,6 +454,32 @@ async fn name_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_pairing_a_fence_with_other_tables_is_refused() {
+        let context = |shadow: &str, fence: &str| shoal_common::task::CopyContext {
+            target: "local".to_owned(),
+            schema: "shop".to_owned(),
+            source_table: "orders".to_owned(),
+            shadow_table: shadow.to_owned(),
+            fence_table: fence.to_owned(),
+            source_columns: Vec::new(),
+            shadow_columns: Vec::new(),
+            key_columns: Vec::new(),
+            copy_mode: CopyMode::Server,
+            batch_rows: 1,
+        };
+        assert!(check_tables(&context("_orders_new", "_orders_fence")).is_ok());
+        for (shadow, fence) in [
+            ("customers", "_orders_fence"),
+            ("_orders_new", "_users_fence"),
+        ] {
+            assert!(matches!(
+                check_tables(&context(shadow, fence)),
+                Err(Error::Mismatched { .. })
+            ));
+        }
+    }
 
     #[test]
     fn vectors_are_written_back_as_binary_strings() {
