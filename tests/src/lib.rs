@@ -17,10 +17,13 @@
 //! - [`writer`]: a concurrent writer with an independent ledger of what it committed.
 //! - [`scenario`]: the seeded table, the ALTER and the exact comparison scenarios share.
 //! - [`wait`]: waiting for a condition with a deadline (never sleep-and-hope).
+//! - [`alter_texts`]: generated ALTER texts (proptest) for comparing shoal's reading with the
+//!   server's.
 //! - `tests/*.rs`: the end-to-end tests.
 //!
 //! The harness is a library so that benchmarks and the demo can use it too.
 
+pub mod alter_texts;
 pub mod chaos;
 pub mod flavours;
 pub mod mariadb;
