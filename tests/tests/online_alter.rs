@@ -258,11 +258,17 @@ async fn fleet_mode_with_two_worker_processes_is_exact_under_writes() {
     assert_eq!(code, 404);
 
     let (expected, _stats) = finish_writer(writer, 200).await;
-    for worker in &workers {
-        let copied = worker.logs().matches("chunk copied").count();
+    // Both processes share the copy: each did a tenth of the chunks at least (how the rest is
+    // split depends on scheduling: "more than 10" failed once on a loaded machine with 10).
+    let copied: Vec<usize> = workers
+        .iter()
+        .map(|worker| worker.logs().matches("chunk copied").count())
+        .collect();
+    let total: usize = copied.iter().sum();
+    for (worker, copied) in workers.iter().zip(&copied) {
         assert!(
-            copied > 10,
-            "{} copied {copied} chunks: both worker processes share the copy",
+            *copied > 0 && *copied * 10 >= total,
+            "{} copied {copied} of {total} chunks: both worker processes share the copy",
             worker.name
         );
         worker.assert_no_error_logs();
