@@ -646,8 +646,8 @@ fn print_plan(plan: &v1::PlanMigrationResponse) {
 
 /// `shoal run`: the migration in this process. With `--output json`, stdout carries one JSON
 /// object per line: a `progress` object every two seconds and one `result` object at the end
-/// (`completed`, `refused` before anything was touched, `failed` or `stopped`), whatever the exit
-/// code.
+/// (`completed`; `refused`: shoal declined the ALTER or the table, which is as it was; `failed`;
+/// `stopped`: checkpointed, run it again to resume), whatever the exit code.
 async fn run_embedded(args: RunArgs, output: Output) -> anyhow::Result<()> {
     use shoal_coordinator::embedded::{LOCAL_TARGET, new_migration_id, run};
     use shoal_coordinator::migration::{ChangePath, MigrationOptions, Progress};
@@ -723,7 +723,8 @@ async fn run_embedded(args: RunArgs, output: Output) -> anyhow::Result<()> {
         let (outcome, error) = match &result {
             Ok(_) => ("completed", None),
             Err(Failure::Deposed(_)) => ("stopped", None),
-            // Refused before anything was touched.
+            // shoal declined the ALTER or the table (its finding names why); the original table
+            // is as it was.
             Err(error @ (Failure::Preflight(_) | Failure::Alter(_))) => {
                 ("refused", Some(error.to_string()))
             }
