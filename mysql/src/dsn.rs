@@ -101,28 +101,30 @@ pub fn opts(dsn: &str) -> Result<Opts, String> {
     Ok(OptsBuilder::from_opts(opts).ssl_opts(Some(ssl)).into())
 }
 
+/// Where `dsn`'s user part ends: at the last `@` with a `/` after it (an `@` in an option's
+/// value, such as an `ssl_ca` file name, has none), if there is one.
+fn user_end(dsn: &str) -> Option<usize> {
+    dsn.rfind('@').filter(|&at| dsn[at..].contains('/'))
+}
+
 /// `dsn` before and after its query's `?`: the first `?` after the user part, so that a raw `?`
-/// in a password is not taken for the query (the user part ends at the last `@` followed by a
-/// `/`; an `@` in an option's value has no `/` after it).
+/// in a password is not taken for the query.
 fn split_query(dsn: &str) -> (&str, &str) {
-    let user_end = dsn
-        .rfind('@')
-        .filter(|&at| dsn[at..].contains('/'))
-        .unwrap_or(0);
+    let user_end = user_end(dsn).unwrap_or(0);
     match dsn[user_end..].find('?') {
         Some(at) => (&dsn[..user_end + at], &dsn[user_end + at + 1..]),
         None => (dsn, ""),
     }
 }
 
-/// The characters of `dsn`'s user part (between `://` and the last `@`) that a URL reserves
+/// The characters of `dsn`'s user part (between `://` and [`user_end`]) that a URL reserves
 /// there unencoded: `/ ? #` end the authority, a second `:` starts a port, a `%` not followed by
 /// two hex digits is no escape. Distinct, in order of appearance; never the text itself.
 fn unencoded_in_userinfo(dsn: &str) -> Vec<char> {
-    let Some((_, rest)) = dsn.split_once("://") else {
+    let (Some(start), Some(end)) = (dsn.find("://").map(|at| at + 3), user_end(dsn)) else {
         return Vec::new();
     };
-    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+    let Some(userinfo) = dsn.get(start..end) else {
         return Vec::new();
     };
     let mut found = Vec::new();

@@ -854,3 +854,26 @@ async fn the_documented_grants_suffice_and_a_missing_one_is_named() {
     );
     assert_eq!(snapshot(&database).await, before, "{logs}");
 }
+
+/// The free-disk check on the shared server of each flavour, through the database layer's rule:
+/// MariaDB without the `disks` plugin and MySQL (no free space in SQL) both say it was not
+/// checked, why, and which filesystems to look at; the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchecked_free_disk_is_named_with_its_reason_on_each_server() {
+    let (database, ledger) = shoal_tests::scenario::seeded("free_disk_unknown", 5_000).await;
+    let writer = start_writer(&database, ledger, 47).await;
+    let mut run = shoal_run(&database, ALTER, &[], "");
+    let log = expect_success(&mut run).await;
+    let reason = match servers::flavour() {
+        servers::Flavour::MariaDb => {
+            "free disk not checked (information_schema.DISKS is not available)"
+        }
+        servers::Flavour::MySql => "free disk not checked (MySQL exposes no free space in SQL)",
+    };
+    assert!(
+        log.contains(reason) && log.contains("the datadir's filesystem ("),
+        "{log}"
+    );
+    let (expected, _) = finish_writer(writer, 100).await;
+    assert_migrated_exactly(&database, &expected).await;
+}
