@@ -85,21 +85,47 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// An endpoint that would accept calls from beyond this host without authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// gRPC without a bearer token or client certificates.
+    Grpc(SocketAddr),
+    /// The status API without a bearer token (it does not ask for client certificates).
+    StatusApi(SocketAddr),
+}
+
+impl Exposure {
+    /// What anyone who reaches it can do.
+    pub fn power(self) -> &'static str {
+        match self {
+            Exposure::Grpc(_) => "submit ALTERs",
+            Exposure::StatusApi(_) => "read every migration's status",
+        }
+    }
+}
+
+impl std::fmt::Display for Exposure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exposure::Grpc(address) => write!(f, "gRPC on {address}"),
+            Exposure::StatusApi(address) => write!(f, "the status API on {address}"),
+        }
+    }
+}
+
 impl Config {
-    /// The endpoints that would accept calls from beyond this host without authentication:
-    /// gRPC on a non-loopback address without a bearer token or client certificates, the
-    /// status API on one without a bearer token (it does not ask for client certificates).
-    pub fn unauthenticated_exposure(&self) -> Vec<String> {
+    /// The endpoints that would accept calls from beyond this host without authentication.
+    pub fn unauthenticated_exposure(&self) -> Vec<Exposure> {
         let token = self.auth_token_file.is_some();
         let mut exposed = Vec::new();
         if !self.listen.ip().is_loopback() && !token && self.tls.tls_client_ca.is_none() {
-            exposed.push(format!("gRPC on {}", self.listen));
+            exposed.push(Exposure::Grpc(self.listen));
         }
         if let Some(http) = self.http
             && !http.ip().is_loopback()
             && !token
         {
-            exposed.push(format!("the status API on {http}"));
+            exposed.push(Exposure::StatusApi(http));
         }
         exposed
     }
@@ -110,14 +136,10 @@ impl Config {
         self.unauthenticated_exposure()
             .into_iter()
             .map(|endpoint| {
-                let power = if endpoint.starts_with("gRPC") {
-                    "submit ALTERs"
-                } else {
-                    "read every migration's status"
-                };
                 format!(
                     "{endpoint} accepts calls without authentication (--allow-unauthenticated): \
-                     anyone who reaches it can {power}"
+                     anyone who reaches it can {}",
+                    endpoint.power()
                 )
             })
             .collect()
@@ -130,11 +152,19 @@ impl Config {
         if exposed.is_empty() || self.allow_unauthenticated {
             return Ok(());
         }
+        let described: Vec<String> = exposed
+            .iter()
+            .map(|endpoint| {
+                format!(
+                    "{endpoint} (anyone who reaches it could {})",
+                    endpoint.power()
+                )
+            })
+            .collect();
         Err(format!(
-            "{} would accept calls without authentication: anyone who reaches the port could \
-             submit ALTERs; give --auth-token-file (or, for gRPC, --tls-client-ca), listen on \
-             127.0.0.1, or pass --allow-unauthenticated",
-            exposed.join(" and ")
+            "{} would accept calls without authentication; give --auth-token-file (or, for \
+             gRPC, --tls-client-ca), listen on 127.0.0.1, or pass --allow-unauthenticated",
+            described.join(" and ")
         ))
     }
 }

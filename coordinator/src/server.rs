@@ -58,12 +58,8 @@ impl Coordinator {
     /// Validates the configuration, connects to Redis and binds the gRPC address.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         config.check_exposure().map_err(anyhow::Error::msg)?;
-        let exposed = config.unauthenticated_exposure();
-        if !exposed.is_empty() {
-            tracing::warn!(
-                exposed = %exposed.join(", "),
-                "listening without authentication (--allow-unauthenticated)"
-            );
+        for warning in config.warnings() {
+            tracing::warn!(%warning, "listening without authentication (--allow-unauthenticated)");
         }
         let timing = RegistrationTiming::from_ttl(config.worker_ttl)?;
         let id = match &config.id {
